@@ -1,0 +1,20 @@
+# actpat: which parameters of a language model does an input activate?
+# Run: snakemake --cores all   (see README.md; the config is validated before any job runs)
+
+# config.yaml is the default; `--configfile other.yaml` replaces it instead of merging into it,
+# so a preset (e.g. tests/config/smoke.yaml) runs exactly the domains it lists.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/samples.smk"
+include: "workflow/rules/scoring.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

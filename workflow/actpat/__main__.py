@@ -1,0 +1,5 @@
+import sys
+
+from actpat.cli import main
+
+sys.exit(main())

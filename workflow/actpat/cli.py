@@ -1,0 +1,201 @@
+"""Command line behind the workflow's rules: ``python -m actpat <command> ...``.
+
+Each command does one job of the DAG and can be run by hand. Errors the user can fix
+(ActpatError) end the process with a single line on stderr naming the cause.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from actpat import __version__
+from actpat.errors import ActpatError
+
+log = logging.getLogger("actpat")
+
+
+def code_version() -> str:
+    """Package version plus the git commit of the checkout, when there is one."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(here), "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        return f"{__version__}+{rev}"
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ActpatError("device: cuda was requested but no CUDA device is visible")
+    return requested
+
+
+def cmd_prepare_model(args) -> None:
+    from actpat.models import ModelSource, prepare_checkpoint
+
+    source = ModelSource.parse(args.source, args.revision or None)
+    log.info("preparing %s (%s) into %s", args.source, source.kind, args.out)
+    prov = prepare_checkpoint(source, Path(args.out), args.dtype)
+    log.info("done: %s, %d layers, %d scored weights per layer", prov["architecture"], prov["n_layers"], prov["weights_per_layer"])
+
+
+def cmd_sample_domain(args) -> None:
+    from transformers import AutoTokenizer
+
+    from actpat.samples import make_samples
+    from actpat.sources import describe, load_documents
+    from actpat.store import write_samples
+
+    spec = json.loads(args.spec)
+    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+    prov = json.loads((Path(args.model_dir) / "actpat_provenance.json").read_text())
+    max_pos = prov.get("max_positions")
+    if max_pos and args.seq_len > max_pos:
+        raise ActpatError(f"samples.seq_len {args.seq_len} exceeds the model's maximum of {max_pos} positions")
+    t0 = time.time()
+    docs = load_documents(spec)
+    log.info("%s: %d documents from %s in %.1fs", args.domain, len(docs), describe(spec), time.time() - t0)
+    sample_set = make_samples(
+        args.domain, docs, tokenizer, args.seq_len, args.n, args.seed, args.holdout_fraction,
+        pack=spec.get("pack", False), log=log.info,
+    )
+    write_samples(
+        Path(args.out), sample_set,
+        {"domain": args.domain, "source": describe(spec), "source_spec": json.dumps(spec, sort_keys=True),
+         "seed": args.seed, "seq_len": args.seq_len, "holdout_fraction": args.holdout_fraction,
+         "tokenizer": str(args.model_dir), "code_version": code_version()},
+    )
+    log.info("wrote %d samples to %s", len(sample_set.doc_ids), args.out)
+
+
+def cmd_score_shard(args) -> None:
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from actpat.models import load_checkpoint, weight_layout
+    from actpat.samples import shard_slices
+    from actpat.scoring import ScoringSettings, ShardScorer
+    from actpat.sketch import HASH_VERSION
+    from actpat.store import open_samples, write_scores
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = pick_device(args.device)
+    samples = open_samples(Path(args.samples))
+    slices = shard_slices(samples.sizes["sample"], args.shard_size)
+    if not 0 <= args.shard < len(slices):
+        raise ActpatError(f"shard {args.shard} does not exist: {args.samples} has {len(slices)} shards of {args.shard_size}")
+    shard = samples.isel(sample=slices[args.shard])
+    settings = ScoringSettings(
+        target=args.target, thresholds=tuple(args.thresholds), sketch_size=args.sketch_size,
+        sketch_seed=args.sketch_seed, cache_hashes=device == "cpu",
+    )
+    t0 = time.time()
+    model, _, prov = load_checkpoint(Path(args.model_dir), args.compute_dtype, device)
+    layout = weight_layout(model)
+    log.info(
+        "%s shard %d: %d samples of %d tokens, %s on %s (%s), loaded in %.1fs",
+        samples.attrs["domain"], args.shard, shard.sizes["sample"], shard.sizes["position"],
+        prov["architecture"], device, args.compute_dtype, time.time() - t0,
+    )
+    scorer = ShardScorer(model, layout, settings)
+    token_ids = shard["token_ids"].values
+    ids = shard["sample"].values
+    results = []
+    for row, sample_id in tqdm(zip(token_ids, ids), total=len(ids), desc="scoring", unit="sample",
+                               file=sys.stderr, mininterval=5, ascii=True):
+        input_ids = torch.as_tensor(np.asarray(row, dtype=np.int64), device=device)[None]
+        results.append(scorer.score(input_ids, str(sample_id)))
+    log.info("scored %d samples in %.1fs; writing %s", len(results), time.time() - t0, args.out)
+    attrs = {
+        "model": args.model_name,
+        "model_source": prov["source"],
+        "revision": prov.get("revision"),
+        "checkpoint_sha256": json.dumps(prov["checkpoint_sha256"], sort_keys=True),
+        "architecture": prov["architecture"],
+        "domain": samples.attrs["domain"],
+        "source": samples.attrs["source"],
+        "shard": args.shard,
+        "shard_size": args.shard_size,
+        "seed": samples.attrs["seed"],
+        "seq_len": samples.attrs["seq_len"],
+        "target": settings.target,
+        "dtype": args.compute_dtype,
+        "accumulation_dtype": "float32",
+        "device": device,
+        "sketch_size": settings.sketch_size,
+        "sketch_seed": settings.sketch_seed,
+        "sketch_hash_version": HASH_VERSION,
+        "code_version": code_version(),
+        "torch_version": torch.__version__,
+    }
+    write_scores(Path(args.out), layout, scorer.sums, shard, results, settings.thresholds, attrs)
+    log.info("done in %.1fs", time.time() - t0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="actpat", description=__doc__)
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare-model", help="make a plain local checkpoint from any model source")
+    p.add_argument("--source", required=True, help="'smollm2', a .gguf path, a HF model id or a local directory")
+    p.add_argument("--revision", default=None)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_prepare_model)
+
+    p = sub.add_parser("sample-domain", help="draw a domain's token windows")
+    p.add_argument("--domain", required=True)
+    p.add_argument("--spec", required=True, help="the domain's source spec as JSON")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--seq-len", type=int, required=True)
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--holdout-fraction", type=float, default=0.2)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_sample_domain)
+
+    p = sub.add_parser("score-shard", help="score one shard of a domain's samples into a Zarr store")
+    p.add_argument("--samples", required=True)
+    p.add_argument("--shard", type=int, required=True)
+    p.add_argument("--shard-size", type=int, required=True)
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--target", default="max_logit")
+    p.add_argument("--compute-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--thresholds", type=float, nargs="+", default=[2e-5, 2e-6])
+    p.add_argument("--sketch-size", type=int, default=32768)
+    p.add_argument("--sketch-seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=int(os.environ.get("ACTPAT_THREADS", "2")))
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_score_shard)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ActpatError as exc:
+        log.error("%s", exc)
+        print(f"actpat error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,85 @@
+"""Validate the workflow configuration against ``workflow/schemas/config.schema.yaml``.
+
+Defaults from the schema are filled in; the first problem found is reported in one line that names
+the field and, where the schema lists them, the allowed values.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+from actpat.errors import ActpatError
+from actpat.samples import n_shards
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+
+# short texts: cut windows from the joined stream unless the config says otherwise
+PACK_BY_DEFAULT = {"hpo-definitions"}
+
+
+class ConfigError(ActpatError):
+    """The configuration does not match the schema."""
+
+
+def _with_defaults(base):
+    validate_properties = base.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(base, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(Draft202012Validator)
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _field(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _message(error) -> str:
+    where = _field(error.absolute_path)
+    if error.validator == "enum":
+        allowed = ", ".join(repr(v) for v in error.validator_value)
+        return f"config error at {where}: {error.instance!r} is not allowed; choose one of {allowed}"
+    if error.validator == "additionalProperties":
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return f"config error at {where}: unknown key(s) {', '.join(map(repr, extra))}; allowed keys: {allowed}"
+    if error.validator == "propertyNames":
+        return (
+            f"config error at {where}: name {error.instance!r} is not usable in file paths "
+            f"(must match {error.validator_value.get('pattern')})"
+        )
+    return f"config error at {where}: {error.message}"
+
+
+def validate_config(config: dict) -> dict:
+    """A validated copy of ``config`` with defaults filled in; raises ConfigError."""
+    cfg = copy.deepcopy(dict(config))
+    validator = _Validator(load_schema())
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        # the deepest error is the most specific one (e.g. inside a domain's if/then branch)
+        deepest = max(errors, key=lambda e: len(e.absolute_path))
+        raise ConfigError(_message(deepest))
+    for name, spec in cfg["domains"].items():
+        spec.setdefault("pack", spec["source"] == "packaged" and spec["name"] in PACK_BY_DEFAULT)
+        spec.setdefault("samples", cfg["samples"]["per_domain"])
+    return cfg
+
+
+def domain_shards(cfg: dict, domain: str) -> list[int]:
+    return list(range(n_shards(cfg["domains"][domain]["samples"], cfg["samples"]["shard_size"])))

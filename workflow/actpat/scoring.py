@@ -1,0 +1,136 @@
+"""The activation score of the paper: s = w · ∂D/∂w for every scored weight matrix.
+
+One forward and one backward pass per sample. Only the decoder-layer matrices require grad (no
+gradient is computed for embeddings, norms or the head), and for the paper's target only the last
+position's logits are computed. After the backward pass each weight gradient is turned in place
+into |w · g| (in fp32, whatever the compute dtype) and:
+
+* added to an fp32 accumulator (exact Σ|s| over the shard's samples, per weight);
+* reduced to per-sample, per-layer, per-matrix statistics (L1, L2, counts above thresholds,
+  exact zeros);
+* summarised per layer as a CountSketch (``actpat.sketch``) from which LLMDcos between any two
+  samples can be estimated later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from actpat.errors import ActpatError
+from actpat.models import WeightLayout, layer_weights
+from actpat.sketch import LayerHasher, sketch_scores
+
+TARGETS = ("max_logit", "mean_loglik")
+
+
+class NumericalError(ActpatError):
+    """A non-finite score: it would poison every sum it enters."""
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    target: str = "max_logit"
+    thresholds: tuple[float, ...] = (2e-5, 2e-6)
+    sketch_size: int = 32768  # CountSketch buckets per sample and layer
+    sketch_seed: int = 0
+    cache_hashes: bool = True  # keep sketch bucket indices on the device (4 bytes per weight)
+
+    def __post_init__(self):
+        if self.target not in TARGETS:
+            raise ActpatError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
+
+
+@dataclass
+class SampleScores:
+    """What one sample leaves behind, besides its share of the accumulated sums."""
+
+    target_value: float
+    target_token: int
+    l1: np.ndarray  # (layer, matrix) float64
+    l2: np.ndarray  # (layer, matrix) float64
+    above: np.ndarray  # (layer, matrix, threshold) int64
+    zeros: np.ndarray  # (layer, matrix) int64
+    sketch: np.ndarray  # (layer, bucket) float32
+
+
+def compute_target(model: nn.Module, input_ids: torch.Tensor, target: str) -> tuple[torch.Tensor, int]:
+    """The scalar D differentiated for one sample (batch of 1) and the token it refers to."""
+    if target == "max_logit":
+        logits = model(input_ids=input_ids, logits_to_keep=1, use_cache=False).logits[0, -1]
+        value, token = logits.float().max(dim=-1)
+        return value, int(token)
+    logits = model(input_ids=input_ids, use_cache=False).logits[0, :-1].float()
+    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[0, 1:, None])
+    return logprobs.mean(), -1
+
+
+@dataclass
+class ShardScorer:
+    """Scores samples one at a time and accumulates Σ|s| per weight in fp32."""
+
+    model: nn.Module
+    layout: WeightLayout
+    settings: ScoringSettings
+    sums: list[list[torch.Tensor]] = field(init=False)
+    weights: list[list[nn.Parameter]] = field(init=False)
+
+    def __post_init__(self):
+        self.weights = layer_weights(self.model, self.layout)
+        scored = {id(p) for layer in self.weights for p in layer}
+        for p in self.model.parameters():
+            p.requires_grad_(id(p) in scored)
+        device = self.weights[0][0].device
+        self.sums = [[torch.zeros(p.shape, dtype=torch.float32, device=device) for p in layer] for layer in self.weights]
+        self.hasher = LayerHasher(
+            self.layout, self.settings.sketch_size, self.settings.sketch_seed, device, self.settings.cache_hashes
+        )
+        self.n_samples = 0
+
+    def score(self, input_ids: torch.Tensor, sample_id: str = "?") -> SampleScores:
+        L, M, T = self.layout.n_layers, len(self.layout.matrices), len(self.settings.thresholds)
+        l1 = np.zeros((L, M))
+        l2 = np.zeros((L, M))
+        above = np.zeros((L, M, T), dtype=np.int64)
+        zeros = np.zeros((L, M), dtype=np.int64)
+        sketch = np.zeros((L, self.settings.sketch_size), dtype=np.float32)
+
+        for layer in self.weights:
+            for p in layer:
+                p.grad = None
+        value, token = compute_target(self.model, input_ids, self.settings.target)
+        value.backward()
+
+        for i, layer in enumerate(self.weights):
+            scores = []
+            for j, p in enumerate(layer):
+                if p.grad is None:  # the target does not depend on this weight
+                    s = torch.zeros(p.shape, dtype=torch.float32, device=p.device)
+                elif p.grad.dtype == torch.float32:
+                    s = p.grad.mul_(p.detach()).abs_()
+                else:  # upcast before the product: half-precision products underflow
+                    s = p.grad.float().mul_(p.detach().float()).abs_()
+                self.sums[i][j].add_(s)
+                flat = s.view(-1)
+                stats = torch.stack(
+                    [flat.sum(dtype=torch.float64), torch.dot(flat, flat).double()]
+                    + [torch.count_nonzero(flat > t).double() for t in self.settings.thresholds]
+                    + [torch.count_nonzero(flat).double()]
+                ).cpu().numpy()
+                l1[i, j], l2[i, j] = stats[0], np.sqrt(stats[1])
+                above[i, j] = stats[2 : 2 + T]
+                zeros[i, j] = flat.numel() - int(stats[-1])
+                scores.append(flat)
+            if not np.isfinite(l1[i]).all():
+                bad = [m for m, v in zip(self.layout.matrices, l1[i]) if not np.isfinite(v)]
+                raise NumericalError(f"sample {sample_id}: non-finite score in layer {i} ({', '.join(bad)})")
+            sketch[i] = sketch_scores(scores, self.hasher.layer(i), self.settings.sketch_size).cpu().numpy()
+
+        for layer in self.weights:
+            for p in layer:
+                p.grad = None
+        self.n_samples += 1
+        return SampleScores(float(value.detach()), token, l1, l2, above, zeros, sketch)

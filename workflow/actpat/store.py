@@ -1,0 +1,203 @@
+"""The on-disk format: Zarr v3 groups laid out for xarray.
+
+Samples store (one per domain): ``token_ids (sample, position)``, with ``doc_id`` and ``offset``
+per sample and the held-out document ids.
+
+Score store (one per domain × shard), all read with ``xarray.open_zarr``:
+
+==========================  ==================================  ==================================
+variable                    dims                                meaning
+==========================  ==================================  ==================================
+``<matrix>``                (layer, <matrix>.row, <matrix>.col)  Σ over the shard's samples of |s|
+``l1``, ``l2``              (sample, layer, matrix)              per-sample norms of s
+``count_above``             (sample, layer, matrix, threshold)   weights with |s| > threshold
+``zeros``                   (sample, layer, matrix)              weights with s == 0 exactly
+``sketch``                  (sample, layer, bucket)              CountSketch of |s| (actpat.sketch)
+``target_value/_token``     (sample,)                            the differentiated scalar D
+==========================  ==================================  ==================================
+
+Attributes carry the provenance (model, checkpoint hash, revision, dtype, seed, seq_len, target,
+sample ids via the ``sample`` coordinate, code version). A store is written under a temporary name
+and renamed into place after its ``complete`` attribute is set, so a crash never leaves a store at
+the final path; readers refuse stores without the marker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.codecs import BloscCodec
+
+from actpat.errors import ActpatError
+from actpat.models import WeightLayout
+
+FORMAT_VERSION = 1
+TARGET_CHUNK_BYTES = 2 << 20
+
+
+class StoreError(ActpatError):
+    """A store is missing, incomplete or does not match the others."""
+
+
+def _compressor():
+    return [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")]
+
+
+def _attrs(attrs: dict) -> dict:
+    """JSON-safe attributes (xarray/zarr store them as JSON)."""
+    return json.loads(json.dumps(attrs, default=str))
+
+
+def _strings(values) -> np.ndarray:
+    """Variable-length strings (Zarr v3 has no stable fixed-length string type)."""
+    return np.asarray([str(v) for v in values], dtype=object)
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Mark complete and move into place (a rename within one directory is atomic)."""
+    group = zarr.open_group(tmp, mode="r+")
+    group.attrs["complete"] = True
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def _prepare(path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    return tmp
+
+
+def write_samples(path: Path, sample_set, attrs: dict) -> None:
+    tmp = _prepare(path)
+    ds = xr.Dataset(
+        {
+            "token_ids": (("sample", "position"), sample_set.token_ids),
+            "doc_id": ("sample", _strings(sample_set.doc_ids)),
+            "offset": ("sample", np.asarray(sample_set.offsets, dtype=np.int64)),
+            "holdout_doc_id": ("holdout", _strings(sample_set.holdout_doc_ids)),
+        },
+        coords={"sample": _strings(sample_set.sample_ids)},
+        attrs=_attrs({**attrs, **sample_set.stats, "kind": "actpat.samples", "format_version": FORMAT_VERSION}),
+    )
+    ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
+    _publish(tmp, Path(path))
+
+
+def _open(path: Path, kind: str) -> xr.Dataset:
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path}: store does not exist")
+    with warnings.catch_warnings():
+        # Snakemake leaves a .snakemake_timestamp file inside directory() outputs
+        warnings.filterwarnings("ignore", message=".*snakemake_timestamp")
+        try:
+            group = zarr.open_group(path, mode="r")
+        except Exception as exc:
+            raise StoreError(f"{path}: not a readable Zarr store ({exc})") from exc
+        if not group.attrs.get("complete"):
+            raise StoreError(f"{path}: no completion marker; the job that wrote it did not finish (rerun it)")
+        if group.attrs.get("kind") != kind:
+            raise StoreError(f"{path}: expected a {kind} store, found {group.attrs.get('kind')!r}")
+        return xr.open_zarr(path, consolidated=False, chunks=None)
+
+
+def open_samples(path: Path) -> xr.Dataset:
+    return _open(path, "actpat.samples")
+
+
+def open_scores(path: Path) -> xr.Dataset:
+    return _open(path, "actpat.scores")
+
+
+def _row_chunk(rows: int, cols: int, itemsize: int = 4) -> int:
+    return int(max(1, min(rows, TARGET_CHUNK_BYTES // max(1, cols * itemsize))))
+
+
+def write_scores(
+    path: Path,
+    layout: WeightLayout,
+    sums,  # [layer][matrix] tensors (any device) of Σ|s|
+    samples: xr.Dataset,  # the shard's rows of the samples store
+    results: list,  # [SampleScores]
+    thresholds: tuple[float, ...],
+    attrs: dict,
+) -> None:
+    tmp = _prepare(path)
+    stack = lambda name: np.stack([getattr(r, name) for r in results])  # noqa: E731
+    ds = xr.Dataset(
+        {
+            "l1": (("sample", "layer", "matrix"), stack("l1")),
+            "l2": (("sample", "layer", "matrix"), stack("l2")),
+            "count_above": (("sample", "layer", "matrix", "threshold"), stack("above")),
+            "zeros": (("sample", "layer", "matrix"), stack("zeros")),
+            "sketch": (("sample", "layer", "bucket"), stack("sketch")),
+            "target_value": ("sample", np.asarray([r.target_value for r in results])),
+            "target_token": ("sample", np.asarray([r.target_token for r in results], dtype=np.int64)),
+            "doc_id": ("sample", _strings(samples["doc_id"].values)),
+            "offset": ("sample", samples["offset"].values),
+        },
+        coords={
+            "sample": _strings(samples["sample"].values),
+            "layer": np.arange(layout.n_layers),
+            "matrix": _strings(layout.matrices),
+            "threshold": np.asarray(thresholds, dtype=np.float64),
+            "matrix_size": ("matrix", np.asarray([r * c for r, c in layout.shapes], dtype=np.int64)),
+        },
+        attrs=_attrs(
+            {
+                **attrs,
+                "kind": "actpat.scores",
+                "format_version": FORMAT_VERSION,
+                "n_samples": len(results),
+                "layer_prefix": layout.layer_prefix,
+                "matrices": list(layout.matrices),
+                "shapes": [list(s) for s in layout.shapes],
+            }
+        ),
+    )
+    k = ds.sizes["bucket"]
+    encoding = {"sketch": {"chunks": (1, ds.sizes["layer"], k), "compressors": _compressor()}}
+    ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
+
+    group = zarr.open_group(tmp, mode="r+")
+    for j, (name, (rows, cols)) in enumerate(zip(layout.matrices, layout.shapes)):
+        arr = group.create_array(
+            name,
+            shape=(layout.n_layers, rows, cols),
+            chunks=(1, _row_chunk(rows, cols), cols),
+            dtype="float32",
+            fill_value=0.0,
+            compressors=_compressor(),
+            dimension_names=["layer", f"{name}.row", f"{name}.col"],
+            attributes={"long_name": f"sum over samples of |w * dD/dw| for {name}", "units": "logit"},
+        )
+        for i in range(layout.n_layers):  # one layer at a time: host memory stays at one matrix
+            arr[i] = sums[i][j].detach().float().cpu().numpy()
+    _publish(tmp, Path(path))
+
+
+PROVENANCE_KEYS = ("model", "checkpoint_sha256", "seed", "seq_len", "target", "dtype", "sketch_size", "sketch_seed", "sketch_hash_version")
+
+
+def check_compatible(datasets: dict[str, xr.Dataset]) -> None:
+    """Stores reduced together must share model, seed, sequence length, target and sketch."""
+    ref_path, ref = next(iter(datasets.items()))
+    for path, ds in datasets.items():
+        for key in PROVENANCE_KEYS:
+            if ds.attrs.get(key) != ref.attrs.get(key):
+                raise StoreError(f"{path}: {key} = {ds.attrs.get(key)!r} differs from {ref_path} ({ref.attrs.get(key)!r})")

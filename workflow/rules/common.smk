@@ -1,0 +1,66 @@
+# Shared set-up: config validation, wildcard constraints, the command that runs the library.
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
+
+from actpat.config import ConfigError, domain_shards, validate_config
+
+try:
+    CFG = validate_config(config)
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+
+MODELS = list(CFG["models"])
+DOMAINS = list(CFG["domains"])
+
+# Rules run the actpat library from this checkout with the interpreter that runs Snakemake
+# (inside a conda env made by --use-conda, its own python).
+ACTPAT = f"PYTHONPATH={os.path.join(workflow.basedir, 'workflow')}${{PYTHONPATH:+:$PYTHONPATH}} python -m actpat"
+if not shutil.which("python") or os.path.dirname(shutil.which("python")) != os.path.dirname(sys.executable):
+    ACTPAT = ACTPAT.replace(" python ", f" {sys.executable} ")
+
+
+wildcard_constraints:
+    model="|".join(map(re.escape, MODELS)),
+    domain="|".join(map(re.escape, DOMAINS)),
+    shard=r"\d+",
+
+
+def visible_gpus():
+    """GPUs this machine shows (0 without nvidia-smi); a cluster profile overrides resources."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+        return 0
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def scoring_gpus():
+    if CFG["device"] == "cpu":
+        return 0
+    if CFG["device"] == "cuda" or visible_gpus() > 0:
+        return CFG["resources"]["score_gpus"]
+    return 0
+
+
+def model_dir(model):
+    return f"resources/models/{model}"
+
+
+def score_stores(model, domain):
+    return [
+        f"results/{model}/scores/{domain}/shard-{s}.zarr" for s in domain_shards(CFG, domain)
+    ]
+
+
+def all_targets():
+    return [path for m in MODELS for d in DOMAINS for path in score_stores(m, d)]

@@ -1,0 +1,21 @@
+rule prepare_model:
+    """Convert the configured model (embedded GGUF, GGUF file, hub id or local directory) once
+    into a plain local checkpoint that every scoring job loads quickly."""
+    output:
+        directory("resources/models/{model}"),
+    params:
+        source=lambda w: CFG["models"][w.model]["source"],
+        revision=lambda w: CFG["models"][w.model]["revision"] or "",
+        dtype=lambda w: CFG["models"][w.model]["dtype"],
+    log:
+        "logs/{model}/prepare_model.log",
+    benchmark:
+        "logs/{model}/prepare_model.bench.tsv"
+    resources:
+        mem_mb=lambda w, attempt: 8000 * attempt,
+        runtime=60,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "{ACTPAT} prepare-model --source '{params.source}' --revision '{params.revision}' "
+        "--dtype {params.dtype} --out {output} 2> {log}"
