@@ -58,10 +58,10 @@ def _message(error) -> str:
         allowed = ", ".join(sorted(error.schema.get("properties", {})))
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         return f"config error at {where}: unknown key(s) {', '.join(map(repr, extra))}; allowed keys: {allowed}"
-    if error.validator == "propertyNames":
+    if error.validator == "pattern" and "propertyNames" in error.schema_path:
         return (
             f"config error at {where}: name {error.instance!r} is not usable in file paths "
-            f"(must match {error.validator_value.get('pattern')})"
+            f"(letters, digits, '_' and '-', matching {error.validator_value})"
         )
     return f"config error at {where}: {error.message}"
 

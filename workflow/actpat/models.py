@@ -82,13 +82,20 @@ class ModelSource:
 
 
 def _check_causal(config) -> None:
+    """A decoder-only causal LM: a type AutoModelForCausalLM knows, and (when the checkpoint names
+    its architecture) an architecture with a language-model head, e.g. not ``BertModel``."""
     from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
-        archs = getattr(config, "architectures", None) or [type(config).__name__]
+    archs = getattr(config, "architectures", None) or []
+    lm_head = any("CausalLM" in a or "LMHead" in a for a in archs)
+    if (
+        type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING
+        or getattr(config, "is_encoder_decoder", False)
+        or (archs and not lm_head)
+    ):
         raise ModelError(
-            f"model type {config.model_type!r} ({', '.join(archs)}) is not a causal language model; "
-            "actpat needs a model that AutoModelForCausalLM can load (Llama, Qwen2, Gemma, GPT-2, GPT-NeoX, ...)"
+            f"model type {config.model_type!r} ({', '.join(archs) or type(config).__name__}) is not a causal "
+            "language model; actpat needs a decoder with a language-model head (Llama, Qwen2, Gemma, GPT-2, GPT-NeoX, ...)"
         )
 
 

@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny real models (random weights, real architectures) and the embedded one."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "workflow"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+torch.set_num_threads(2)
+
+
+def tiny_llama(vocab_size: int = 64, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="session")
+def smol_checkpoint(tmp_path_factory):
+    """The embedded default model prepared as the workflow does it (about 20 s, once)."""
+    from actpat.models import ModelSource, prepare_checkpoint
+
+    out = tmp_path_factory.mktemp("smol") / "smollm2-135m"
+    prepare_checkpoint(ModelSource.parse("smollm2"), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def smollm2(smol_checkpoint):
+    from actpat.models import load_checkpoint
+
+    model, tokenizer, _ = load_checkpoint(smol_checkpoint)
+    return model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    from actpat.models import ModelSource
+
+    where, gguf = ModelSource.parse("smollm2").resolve()
+    return AutoTokenizer.from_pretrained(where, gguf_file=gguf)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, smol_tokenizer):
+    """A prepared checkpoint of a tiny random Llama that uses SmolLM2's tokenizer."""
+    from actpat.models import ModelSource, prepare_checkpoint
+
+    src = tmp_path_factory.mktemp("tiny-src")
+    model = tiny_llama(vocab_size=len(smol_tokenizer))
+    model.save_pretrained(src)
+    smol_tokenizer.save_pretrained(src)
+    out = tmp_path_factory.mktemp("tiny-prepared") / "tiny"
+    prepare_checkpoint(ModelSource.parse(str(src)), out)
+    return out

@@ -1,0 +1,97 @@
+"""Model sources, the checkpoint they are prepared into, and weight grouping by decoder layer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import (
+    BertConfig,
+    BertModel,
+    GemmaConfig,
+    GemmaForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from actpat.models import ModelError, ModelSource, load_checkpoint, load_source, weight_layout
+from conftest import tiny_llama
+
+SMALL = dict(hidden_size=32, num_attention_heads=4, vocab_size=64)
+
+
+@pytest.mark.parametrize(
+    "model, prefix, matrices",
+    [
+        (tiny_llama(), "model.layers",
+         ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+          "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")),
+        (Qwen2ForCausalLM(Qwen2Config(intermediate_size=48, num_hidden_layers=2, num_key_value_heads=2, **SMALL)),
+         "model.layers",
+         ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+          "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")),
+        (GemmaForCausalLM(GemmaConfig(intermediate_size=48, num_hidden_layers=2, num_key_value_heads=1, head_dim=8, **SMALL)),
+         "model.layers",
+         ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+          "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")),
+        (GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=64, n_positions=32)),
+         "transformer.h", ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")),
+        (GPTNeoXForCausalLM(GPTNeoXConfig(intermediate_size=48, num_hidden_layers=2, **SMALL)),
+         "gpt_neox.layers",
+         ("attention.query_key_value", "attention.dense", "mlp.dense_h_to_4h", "mlp.dense_4h_to_h")),
+    ],
+    ids=["llama", "qwen2", "gemma", "gpt2", "gpt-neox"],
+)
+def test_weight_layout_groups_decoder_matrices(model, prefix, matrices):
+    layout = weight_layout(model)
+    assert layout.layer_prefix == prefix
+    assert layout.matrices == matrices
+    assert layout.n_layers == model.config.num_hidden_layers
+    params = dict(model.named_parameters())
+    scored = {layout.parameter_name(i, m) for i in range(layout.n_layers) for m in layout.matrices}
+    assert all(params[n].ndim == 2 for n in scored)
+    # the paper's exclusions: 1-D tensors, embeddings and the head are never scored
+    assert not any("emb" in n or "lm_head" in n or "wte" in n or "wpe" in n for n in scored)
+    two_d_in_layers = {n for n, p in params.items() if p.ndim == 2 and n.startswith(prefix + ".")}
+    assert scored == two_d_in_layers
+    assert layout.weights_per_layer == sum(params[layout.parameter_name(0, m)].numel() for m in matrices)
+
+
+def test_non_causal_model_is_refused(tmp_path):
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=48)).save_pretrained(tmp_path)
+    with pytest.raises(ModelError, match="not a causal language model"):
+        load_source(ModelSource.parse(str(tmp_path)))
+
+
+def test_missing_model_is_refused(tmp_path):
+    with pytest.raises(ModelError, match="neither a local directory nor reachable|cannot load"):
+        load_source(ModelSource.parse(str(tmp_path / "no-such-model")))
+    with pytest.raises(ModelError, match="GGUF file .* does not exist"):
+        load_source(ModelSource.parse(str(tmp_path / "missing.gguf")))
+
+
+def test_local_directory_source_round_trips(tiny_checkpoint):
+    model, tokenizer, prov = load_checkpoint(tiny_checkpoint)
+    assert prov["architecture"] == "LlamaForCausalLM"
+    assert prov["n_layers"] == 3
+    assert len(prov["checkpoint_sha256"]) == 1
+    assert tokenizer("hello")["input_ids"]
+
+
+@pytest.mark.slow
+def test_embedded_gguf_prepares_to_identical_logits(smol_checkpoint, smollm2):
+    model, tokenizer = smollm2
+    gguf_model, _ = load_source(ModelSource.parse("smollm2"))
+    ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, gguf_model(input_ids=ids).logits, rtol=0, atol=0)
+        out = model.generate(ids, max_new_tokens=3, do_sample=False)
+    assert "Paris" in tokenizer.decode(out[0, ids.shape[1]:])
+    prov = json.loads((smol_checkpoint / "actpat_provenance.json").read_text())
+    assert prov["n_layers"] == 30 and prov["weights_per_layer"] == 3538944
+    assert prov["source_kind"] == "embedded"

@@ -1,0 +1,87 @@
+"""The scorer against an independent autograd reference, on a tiny random Llama and on SmolLM2."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from actpat.models import weight_layout
+from actpat.scoring import ScoringSettings, ShardScorer
+from conftest import tiny_llama
+from reference import reference_scores
+
+THRESHOLDS = (1e-3, 1e-4)
+
+
+def _check_against_reference(model, samples, target, rtol=1e-5, atol=1e-9):
+    layout = weight_layout(model)
+    refs = [reference_scores(model, ids, target) for ids in samples]
+    scorer = ShardScorer(model, layout, ScoringSettings(target=target, thresholds=THRESHOLDS, sketch_size=64))
+    results = [scorer.score(ids) for ids in samples]
+    assert scorer.n_samples == len(samples)
+    for i in range(layout.n_layers):
+        for j, m in enumerate(layout.matrices):
+            name = layout.parameter_name(i, m)
+            per_sample = [ref[name] for ref in refs]
+            torch.testing.assert_close(scorer.sums[i][j], sum(per_sample), rtol=rtol, atol=atol)
+            assert scorer.sums[i][j].dtype == torch.float32
+            for res, ref in zip(results, per_sample):
+                assert res.l1[i, j] == pytest.approx(ref.sum().item(), rel=1e-4)
+                assert res.l2[i, j] == pytest.approx(ref.norm().item(), rel=1e-4)
+                assert res.zeros[i, j] == int((ref == 0).sum())
+                for t, thr in enumerate(THRESHOLDS):
+                    # allow a weight to sit exactly at the threshold within rounding
+                    assert abs(res.above[i, j, t] - int((ref > thr).sum())) <= 1
+    return results, refs
+
+
+@pytest.mark.parametrize("target", ["max_logit", "mean_loglik"])
+def test_tiny_llama_scores_equal_reference(target):
+    model = tiny_llama()
+    gen = torch.Generator().manual_seed(1)
+    samples = [torch.randint(0, 64, (1, 12), generator=gen) for _ in range(3)]
+    results, _ = _check_against_reference(model, samples, target)
+    if target == "max_logit":
+        logits = model(input_ids=samples[0]).logits[0, -1]
+        assert results[0].target_value == pytest.approx(logits.max().item(), rel=1e-5)
+        assert results[0].target_token == int(logits.argmax())
+
+
+def test_scorer_leaves_model_outputs_unchanged():
+    model = tiny_llama()
+    ids = torch.randint(0, 64, (1, 10), generator=torch.Generator().manual_seed(3))
+    before = model(input_ids=ids).logits.detach().clone()
+    ShardScorer(model, weight_layout(model), ScoringSettings(sketch_size=64)).score(ids)
+    torch.testing.assert_close(model(input_ids=ids).logits, before, rtol=0, atol=0)
+
+
+def test_half_precision_compute_accumulates_in_fp32():
+    model = tiny_llama().to(torch.bfloat16)
+    ids = torch.randint(0, 64, (1, 10), generator=torch.Generator().manual_seed(4))
+    layout = weight_layout(model)
+    scorer = ShardScorer(model, layout, ScoringSettings(sketch_size=64))
+    scorer.score(ids)
+    ref = reference_scores(model.float(), ids)  # same bf16-rounded weights, fp32 graph
+    total = sum(s.sum().item() for layer in scorer.sums for s in layer)
+    assert all(s.dtype == torch.float32 for layer in scorer.sums for s in layer)
+    assert total == pytest.approx(sum(v.sum().item() for v in ref.values()), rel=0.1)
+
+
+def test_nan_score_stops_with_sample_and_layer():
+    from actpat.scoring import NumericalError
+
+    model = tiny_llama()
+    with torch.no_grad():
+        model.model.layers[1].mlp.up_proj.weight[0, 0] = float("nan")
+    scorer = ShardScorer(model, weight_layout(model), ScoringSettings(sketch_size=64))
+    with pytest.raises(NumericalError, match=r"sample s-7: non-finite score in layer \d"):
+        scorer.score(torch.randint(0, 64, (1, 8)), "s-7")
+
+
+@pytest.mark.slow
+def test_smollm2_scores_equal_reference(smollm2):
+    model, tokenizer = smollm2
+    ids = tokenizer("The capital of France is Paris, and the capital of Italy is", return_tensors="pt").input_ids
+    results, _ = _check_against_reference(model, [ids[:, :12]], "max_logit", rtol=1e-4, atol=1e-8)
+    assert results[0].l1.shape == (30, 7)
