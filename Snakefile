@@ -1,11 +1,14 @@
 # actpat: which parameters of a language model does an input activate?
 # Run: snakemake --cores all   (see README.md; the config is validated before any job runs)
 
-# config.yaml is the default; `--configfile other.yaml` replaces it instead of merging into it,
+import os
+
+
+# config.yaml (next to this file) is the default; `--configfile other.yaml` replaces it instead of merging into it,
 # so a preset (e.g. tests/config/smoke.yaml) runs exactly the domains it lists.
 if not workflow.overwrite_configfiles:
 
-    configfile: "config.yaml"
+    configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"

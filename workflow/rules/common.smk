@@ -17,11 +17,12 @@ except ConfigError as exc:
 MODELS = list(CFG["models"])
 DOMAINS = list(CFG["domains"])
 
-# Rules run the actpat library from this checkout with the interpreter that runs Snakemake
-# (inside a conda env made by --use-conda, its own python).
-ACTPAT = f"PYTHONPATH={os.path.join(workflow.basedir, 'workflow')}${{PYTHONPATH:+:$PYTHONPATH}} python -m actpat"
-if not shutil.which("python") or os.path.dirname(shutil.which("python")) != os.path.dirname(sys.executable):
-    ACTPAT = ACTPAT.replace(" python ", f" {sys.executable} ")
+# Rules run `python -m actpat ...` from this checkout. Without --use-conda, `python` is the
+# interpreter running Snakemake (e.g. .venv/bin/python even when the venv is not activated).
+_prefix = f"export PYTHONPATH={os.path.join(workflow.basedir, 'workflow')}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+if not any("conda" in str(m).lower() for m in workflow.deployment_settings.deployment_method):
+    _prefix += f"export PATH={os.path.dirname(sys.executable)}:$PATH; "
+shell.prefix(_prefix)
 
 
 wildcard_constraints:

@@ -17,5 +17,5 @@ rule prepare_model:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "{ACTPAT} prepare-model --source '{params.source}' --revision '{params.revision}' "
+        "python -m actpat prepare-model --source '{params.source}' --revision '{params.revision}' "
         "--dtype {params.dtype} --out {output} 2> {log}"

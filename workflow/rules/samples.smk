@@ -21,6 +21,6 @@ rule sample_domain:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "{ACTPAT} sample-domain --domain {wildcards.domain} --spec '{params.spec}' "
+        "python -m actpat sample-domain --domain {wildcards.domain} --spec '{params.spec}' "
         "--model-dir {input.model} --seq-len {params.seq_len} --n {params.n} --seed {params.seed} "
         "--holdout-fraction {params.holdout} --out {output} 2> {log}"

@@ -27,7 +27,7 @@ rule score_shard:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "{ACTPAT} score-shard --samples {input.samples} --shard {wildcards.shard} "
+        "python -m actpat score-shard --samples {input.samples} --shard {wildcards.shard} "
         "--shard-size {params.shard_size} --model-dir {input.model} --model-name {wildcards.model} "
         "--target {params.target} --compute-dtype {params.dtype} --thresholds {params.thresholds} "
         "--sketch-size {params.sketch_size} --sketch-seed {params.sketch_seed} "

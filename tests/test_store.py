@@ -1,0 +1,117 @@
+"""The command-line jobs and their Zarr stores: shard invariance, determinism, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from actpat.cli import main
+from actpat.store import StoreError, check_compatible, open_samples, open_scores
+
+TEXTS = [
+    "The committee met on Tuesday to discuss the budget for the coming year and the new library.",
+    "Rain fell over the valley for three days, and the river rose until it covered the lower fields.",
+    "She opened the old book and found a pressed flower between the pages of the second chapter.",
+    "Engineers tested the bridge with heavy trucks before the city allowed traffic to cross it again.",
+]
+
+
+@pytest.fixture(scope="module")
+def domain_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("texts")
+    for i, t in enumerate(TEXTS * 3):
+        (d / f"t{i:02d}.txt").write_text(f"{t} {t}")
+    return d
+
+
+def _sample(out, model, files, seed=1, n=4):
+    spec = json.dumps({"source": "files", "paths": [str(files / "*.txt")]})
+    assert main(["sample-domain", "--domain", "news", "--spec", spec, "--model-dir", str(model), "--seq-len", "12",
+                 "--n", str(n), "--seed", str(seed), "--holdout-fraction", "0.2", "--out", str(out)]) == 0
+
+
+def _score(samples, model, shard, shard_size, out):
+    assert main(["score-shard", "--samples", str(samples), "--shard", str(shard), "--shard-size", str(shard_size),
+                 "--model-dir", str(model), "--model-name", "tiny", "--thresholds", "1e-3", "1e-4",
+                 "--sketch-size", "32", "--device", "cpu", "--threads", "1", "--out", str(out)]) == 0
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_checkpoint, domain_files):
+    root = tmp_path_factory.mktemp("runs")
+    _sample(root / "samples.zarr", tiny_checkpoint, domain_files)
+    _score(root / "samples.zarr", tiny_checkpoint, 0, 4, root / "one.zarr")
+    _score(root / "samples.zarr", tiny_checkpoint, 0, 2, root / "a.zarr")
+    _score(root / "samples.zarr", tiny_checkpoint, 1, 2, root / "b.zarr")
+    _sample(root / "samples2.zarr", tiny_checkpoint, domain_files)
+    _score(root / "samples2.zarr", tiny_checkpoint, 0, 4, root / "again.zarr")
+    return root
+
+
+def test_two_shards_sum_to_one_shard(runs):
+    one, a, b = (open_scores(runs / f"{n}.zarr") for n in ("one", "a", "b"))
+    matrices = one.attrs["matrices"]
+    for m in matrices:
+        np.testing.assert_allclose(a[m].values + b[m].values, one[m].values, rtol=1e-6, atol=1e-12)
+    both = xr.concat([a[["l1", "l2", "count_above", "zeros", "sketch", "target_value"]],
+                      b[["l1", "l2", "count_above", "zeros", "sketch", "target_value"]]], dim="sample")
+    for v in both.data_vars:
+        np.testing.assert_array_equal(both[v].values, one[v].values)
+    assert list(both["sample"].values) == list(one["sample"].values)
+    assert a.attrs["n_samples"] == 2 and one.attrs["n_samples"] == 4
+
+
+def test_same_seed_gives_identical_stores(runs):
+    x, y = open_scores(runs / "one.zarr"), open_scores(runs / "again.zarr")
+    assert set(x.data_vars) == set(y.data_vars)
+    for v in x.data_vars:
+        np.testing.assert_array_equal(x[v].values, y[v].values, err_msg=v)
+    assert {k: v for k, v in x.attrs.items()} == {k: v for k, v in y.attrs.items()}
+
+
+def test_store_layout_and_provenance(runs):
+    ds = open_scores(runs / "one.zarr")
+    samples = open_samples(runs / "samples.zarr")
+    assert list(ds["sample"].values) == list(samples["sample"].values)
+    assert ds["self_attn.q_proj"].dims == ("layer", "self_attn.q_proj.row", "self_attn.q_proj.col")
+    assert ds["self_attn.q_proj"].dtype == np.float32
+    assert ds["sketch"].shape == (4, 3, 32)
+    for key in ("model", "checkpoint_sha256", "seed", "seq_len", "target", "code_version", "domain", "sketch_hash_version"):
+        assert key in ds.attrs, key
+    assert ds.attrs["seq_len"] == 12 and ds.attrs["seed"] == 1 and ds.attrs["complete"] is True
+    # per-sample L1 over all weights equals the exact sums' total
+    total = sum(float(ds[m].values.astype(np.float64).sum()) for m in ds.attrs["matrices"])
+    assert total == pytest.approx(float(ds["l1"].values.sum()), rel=1e-5)
+    assert samples.attrs["n_holdout_documents"] == len(samples["holdout_doc_id"])
+
+
+def test_incomplete_and_foreign_stores_are_refused(runs, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad.zarr"
+    shutil.copytree(runs / "one.zarr", bad)
+    group = zarr.open_group(bad, mode="r+")
+    del group.attrs["complete"]
+    with pytest.raises(StoreError, match="no completion marker"):
+        open_scores(bad)
+    with pytest.raises(StoreError, match="expected a actpat.scores store"):
+        open_scores(runs / "samples.zarr")
+    with pytest.raises(StoreError, match="does not exist"):
+        open_scores(tmp_path / "none.zarr")
+    other = open_scores(runs / "a.zarr").copy()
+    other.attrs = {**other.attrs, "seq_len": 99}
+    with pytest.raises(StoreError, match="seq_len = 99 differs"):
+        check_compatible({"one": open_scores(runs / "one.zarr"), "other": other})
+
+
+def test_cli_errors_are_one_line(runs, tiny_checkpoint, capsys):
+    rc = main(["score-shard", "--samples", str(runs / "samples.zarr"), "--shard", "5", "--shard-size", "2",
+               "--model-dir", str(tiny_checkpoint), "--model-name", "tiny", "--out", str(runs / "x.zarr")])
+    assert rc == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"actpat error: shard 5 does not exist: {runs / 'samples.zarr'} has 2 shards of 2")
+    assert not (runs / "x.zarr").exists()

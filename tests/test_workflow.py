@@ -1,0 +1,68 @@
+"""The Snakemake workflow itself: dry runs, lint, config errors before any job, and the smoke run."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+SMOKE = ROOT / "tests" / "config" / "smoke.yaml"
+
+
+def run(args, cwd, timeout=900):
+    return subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("configfile", [None, SMOKE], ids=["shipped", "smoke"])
+def test_dry_run_and_lint(configfile, tmp_path):
+    extra = ["--configfile", str(configfile)] if configfile else []
+    dry = run(["-n", "--cores", "2", *extra], cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    n_domains = 2 if configfile else 8
+    assert f"sample_domain        {n_domains}" in dry.stdout + dry.stderr
+    lint = run(["--lint", *extra], cwd=tmp_path)
+    assert lint.returncode == 0 and "good condition" in lint.stdout + lint.stderr, lint.stdout[-2000:]
+
+
+def test_bad_config_stops_before_any_job(tmp_path):
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["scoring"]["target"] = "min_logit"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    res = run(["--cores", "2", "--configfile", str(bad)], cwd=tmp_path)
+    assert res.returncode != 0
+    out = res.stdout + res.stderr
+    assert "config error at scoring.target: 'min_logit' is not allowed; choose one of 'max_logit', 'mean_loglik'" in out
+    assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_smoke_workflow_end_to_end(tmp_path):
+    from actpat.store import open_samples, open_scores
+
+    res = run(["--cores", "2", "--configfile", str(SMOKE)], cwd=tmp_path)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    for domain in ("code", "medical"):
+        samples = open_samples(tmp_path / f"results/smollm2-135m/samples/{domain}.zarr")
+        assert samples["token_ids"].shape == (4, 32)
+        ids = []
+        for shard in (0, 1):
+            ds = open_scores(tmp_path / f"results/smollm2-135m/scores/{domain}/shard-{shard}.zarr")
+            assert ds.attrs["domain"] == domain and ds.attrs["model"] == "smollm2-135m"
+            assert ds["mlp.down_proj"].shape == (30, 576, 1536)
+            assert np.isfinite(ds["l1"].values).all() and (ds["l1"].values > 0).all()
+            ids += list(ds["sample"].values)
+            assert (tmp_path / f"logs/smollm2-135m/score_shard/{domain}-{shard}.bench.tsv").exists()
+        assert ids == list(samples["sample"].values)
+        log = (tmp_path / f"logs/smollm2-135m/score_shard/{domain}-0.log").read_text()
+        assert "scoring: 100%" in log and "done in" in log
+    # a second run has nothing to do
+    again = run(["--cores", "2", "--configfile", str(SMOKE), "-n"], cwd=tmp_path)
+    assert "Nothing to be done" in again.stdout + again.stderr
