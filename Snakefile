@@ -15,6 +15,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/samples.smk"
 include: "workflow/rules/scoring.smk"
+include: "workflow/rules/findings.smk"
 
 
 rule all:

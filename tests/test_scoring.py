@@ -17,16 +17,19 @@ THRESHOLDS = (1e-3, 1e-4)
 def _check_against_reference(model, samples, target, rtol=1e-5, atol=1e-9):
     layout = weight_layout(model)
     refs = [reference_scores(model, ids, target) for ids in samples]
-    scorer = ShardScorer(model, layout, ScoringSettings(target=target, thresholds=THRESHOLDS, sketch_size=64))
+    scorer = ShardScorer(model, layout, ScoringSettings(target=target, thresholds=THRESHOLDS, relative_multiples=(1.0, 5.0), sketch_size=64))
     results = [scorer.score(ids) for ids in samples]
     assert scorer.n_samples == len(samples)
+    sample_means = [float(sum(v.double().sum() for v in ref.values()) / sum(v.numel() for v in ref.values())) for ref in refs]
     for i in range(layout.n_layers):
         for j, m in enumerate(layout.matrices):
             name = layout.parameter_name(i, m)
             per_sample = [ref[name] for ref in refs]
             torch.testing.assert_close(scorer.sums[i][j], sum(per_sample), rtol=rtol, atol=atol)
             assert scorer.sums[i][j].dtype == torch.float32
-            for res, ref in zip(results, per_sample):
+            for res, ref, mean in zip(results, per_sample, sample_means):
+                for k, mult in enumerate((1.0, 5.0)):
+                    assert abs(res.above_rel[i, j, k] - int((ref > mult * mean).sum())) <= 1
                 assert res.l1[i, j] == pytest.approx(ref.sum().item(), rel=1e-4)
                 assert res.l2[i, j] == pytest.approx(ref.norm().item(), rel=1e-4)
                 assert res.zeros[i, j] == int((ref == 0).sum())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +63,37 @@ def test_smoke_workflow_end_to_end(tmp_path):
         assert ids == list(samples["sample"].values)
         log = (tmp_path / f"logs/smollm2-135m/score_shard/{domain}-0.log").read_text()
         assert "scoring: 100%" in log and "done in" in log
+    # findings of the smoke run
+    findings = json.loads((tmp_path / "results/smollm2-135m/findings.json").read_text())
+    for key in ("finding1_density", "finding2_similarity", "finding3_relevance"):
+        assert isinstance(findings[key]["holds"], bool) and np.isfinite(findings[key]["value"])
+    for fig in ("finding1_density", "finding2_similarity_boxplots", "finding2_similarity_deep", "finding3_relevance"):
+        for ext in (".png", ".svg"):
+            assert (tmp_path / f"results/smollm2-135m/figures/{fig}{ext}").stat().st_size > 5000
     # a second run has nothing to do
     again = run(["--cores", "2", "--configfile", str(SMOKE), "-n"], cwd=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # adding a domain plans only that domain's jobs and the reductions over all domains
+    (tmp_path / "extra.txt").write_text(" ".join(["A new domain of plain text, long enough for windows."] * 200))
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["domains"]["extra"] = {"source": "files", "paths": [str(tmp_path / "extra.txt")], "pack": True}
+    more = tmp_path / "more.yaml"
+    more.write_text(yaml.safe_dump(cfg))
+    plan = run(["--cores", "2", "--configfile", str(more), "-n"], cwd=tmp_path)
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    assert job_counts(plan.stdout + plan.stderr) == {
+        "sample_domain": 1, "score_shard": 2, "density": 1, "similarity": 1, "findings": 1, "all": 1, "total": 7}
+    assert "domain=extra" in plan.stdout + plan.stderr and "domain=code" not in plan.stdout + plan.stderr
+
+
+def job_counts(text: str) -> dict[str, int]:
+    """The 'Job stats' table of a Snakemake plan."""
+    lines = text[text.index("Job stats:"):].splitlines()[3:]
+    out = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        out[parts[0]] = int(parts[1])
+    return out

@@ -102,7 +102,8 @@ def cmd_score_shard(args) -> None:
         raise ActpatError(f"shard {args.shard} does not exist: {args.samples} has {len(slices)} shards of {args.shard_size}")
     shard = samples.isel(sample=slices[args.shard])
     settings = ScoringSettings(
-        target=args.target, thresholds=tuple(args.thresholds), sketch_size=args.sketch_size,
+        target=args.target, thresholds=tuple(args.thresholds), relative_multiples=tuple(args.relative_multiples),
+        sketch_size=args.sketch_size,
         sketch_seed=args.sketch_seed, cache_hashes=device == "cpu",
     )
     t0 = time.time()
@@ -144,8 +145,55 @@ def cmd_score_shard(args) -> None:
         "code_version": code_version(),
         "torch_version": torch.__version__,
     }
-    write_scores(Path(args.out), layout, scorer.sums, shard, results, settings.thresholds, attrs)
+    write_scores(Path(args.out), layout, scorer.sums, shard, results, settings.thresholds, attrs, settings.relative_multiples)
     log.info("done in %.1fs", time.time() - t0)
+
+
+def _layer_spec(text: str) -> tuple[float | int, float | int]:
+    a, b = (float(x) if "." in x else int(x) for x in text.split(":"))
+    return a, b
+
+
+def cmd_density(args) -> None:
+    from actpat.reduce import density
+
+    t0 = time.time()
+    ds = density([Path(p) for p in args.stores], args.mass_shares)
+    _write_dataset(ds, Path(args.out))
+    table = ds[["active_abs_share"]].to_dataframe().reset_index()
+    log.info("%s: density of %d samples from %d shards in %.1fs -> %s", ds.attrs["domain"], ds.attrs["n_samples"],
+             ds.attrs["n_shards"], time.time() - t0, args.out)
+    log.info("activated share (mean |s| > threshold) by layer:\n%s", table.pivot(index="layer", columns="threshold").round(4).to_string())
+
+
+def _write_dataset(ds, path: Path) -> None:
+    from actpat.store import write_dataset
+
+    write_dataset(ds, path)
+
+
+def cmd_similarity(args) -> None:
+    from actpat.reduce import similarity
+
+    groups: dict[str, list[Path]] = {}
+    for p in args.stores:
+        groups.setdefault(Path(p).parent.name, []).append(Path(p))
+    t0 = time.time()
+    ds = similarity(groups)
+    _write_dataset(ds, Path(args.out))
+    log.info("LLMDcos for %d samples of %d domains x %d layers in %.1fs", ds.sizes["sample_a"], len(groups),
+             ds.sizes["layer"], time.time() - t0)
+
+
+def cmd_findings(args) -> None:
+    from actpat.findings import write_findings
+
+    write_findings(
+        densities=[Path(p) for p in args.density], similarity=Path(args.similarity),
+        samples=[Path(p) for p in args.samples], out_dir=Path(args.out_dir),
+        threshold=args.threshold, multiple=args.multiple, shallow=_layer_spec(args.shallow), deep=_layer_spec(args.deep),
+        n_boot=args.bootstrap, seed=args.seed, log=log.info,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,12 +228,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="max_logit")
     p.add_argument("--compute-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--thresholds", type=float, nargs="+", default=[2e-5, 2e-6])
+    p.add_argument("--relative-multiples", type=float, nargs="+", default=[1.0, 10.0])
     p.add_argument("--sketch-size", type=int, default=32768)
     p.add_argument("--sketch-seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=int(os.environ.get("ACTPAT_THREADS", "2")))
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_score_shard)
+
+    p = sub.add_parser("density", help="finding 1: activated weights per layer of one domain")
+    p.add_argument("--stores", nargs="+", required=True, help="the domain's shard stores")
+    p.add_argument("--mass-shares", type=float, nargs="+", default=[0.5, 0.9])
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_density)
+
+    p = sub.add_parser("similarity", help="finding 2: LLMDcos between all samples of all domains")
+    p.add_argument("--stores", nargs="+", required=True, help="score stores (results/<model>/scores/<domain>/shard-*.zarr)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_similarity)
+
+    p = sub.add_parser("findings", help="findings 1-3: statistics, tables and figures")
+    p.add_argument("--density", nargs="+", required=True)
+    p.add_argument("--similarity", required=True)
+    p.add_argument("--samples", nargs="+", required=True)
+    p.add_argument("--threshold", type=float, default=2e-6)
+    p.add_argument("--multiple", type=float, default=1.0)
+    p.add_argument("--shallow", default="0.0:0.5", help="layer range start:stop (fractions or indices)")
+    p.add_argument("--deep", default="0.5:-2")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_findings)
     return parser
 
 

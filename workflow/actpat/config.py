@@ -75,6 +75,16 @@ def validate_config(config: dict) -> dict:
         # the deepest error is the most specific one (e.g. inside a domain's if/then branch)
         deepest = max(errors, key=lambda e: len(e.absolute_path))
         raise ConfigError(_message(deepest))
+    if cfg["analysis"]["density_threshold"] not in cfg["scoring"]["thresholds"]:
+        raise ConfigError(
+            f"config error at analysis.density_threshold: {cfg['analysis']['density_threshold']} is not one of "
+            f"scoring.thresholds {cfg['scoring']['thresholds']}"
+        )
+    if cfg["analysis"]["density_multiple"] not in cfg["scoring"]["relative_multiples"]:
+        raise ConfigError(
+            f"config error at analysis.density_multiple: {cfg['analysis']['density_multiple']} is not one of "
+            f"scoring.relative_multiples {cfg['scoring']['relative_multiples']}"
+        )
     for name, spec in cfg["domains"].items():
         spec.setdefault("pack", spec["source"] == "packaged" and spec["name"] in PACK_BY_DEFAULT)
         spec.setdefault("samples", cfg["samples"]["per_domain"])

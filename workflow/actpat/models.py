@@ -225,16 +225,20 @@ class WeightLayout:
 
 
 def _find_decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The ModuleList of decoder blocks: the longest ModuleList of identical block types
-    (``model.layers`` for Llama/Qwen2/Gemma, ``transformer.h`` for GPT-2, ``gpt_neox.layers``)."""
-    best: tuple[str, nn.ModuleList] | None = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) > 0:
-            if len({type(m) for m in module}) == 1 and (best is None or len(module) > len(best[1])):
-                best = (name, module)
-    if best is None:
+    """The ModuleList of decoder blocks (``model.layers`` for Llama/Qwen2/Gemma, ``transformer.h``
+    for GPT-2, ``gpt_neox.layers`` for GPT-NeoX): a ModuleList of identical blocks whose length is
+    the config's layer count; without that count, the longest such list."""
+    n_layers = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
+    candidates = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList) and len(module) > 0 and len({type(m) for m in module}) == 1
+    ]
+    exact = [c for c in candidates if len(c[1]) == n_layers]
+    pool = exact or candidates
+    if not pool:
         raise ModelError(f"cannot find the decoder layers of {type(model).__name__}")
-    return best
+    return min(pool, key=lambda c: (-len(c[1]), c[0].count(".")))
 
 
 def weight_layout(model: nn.Module) -> WeightLayout:

@@ -35,6 +35,7 @@ class NumericalError(ActpatError):
 class ScoringSettings:
     target: str = "max_logit"
     thresholds: tuple[float, ...] = (2e-5, 2e-6)
+    relative_multiples: tuple[float, ...] = (1.0, 10.0)  # × the sample's model-wide mean |s|
     sketch_size: int = 32768  # CountSketch buckets per sample and layer
     sketch_seed: int = 0
     cache_hashes: bool = True  # keep sketch bucket indices on the device (4 bytes per weight)
@@ -53,6 +54,7 @@ class SampleScores:
     l1: np.ndarray  # (layer, matrix) float64
     l2: np.ndarray  # (layer, matrix) float64
     above: np.ndarray  # (layer, matrix, threshold) int64
+    above_rel: np.ndarray  # (layer, matrix, multiple) int64: |s| > multiple × the sample's mean |s|
     zeros: np.ndarray  # (layer, matrix) int64
     sketch: np.ndarray  # (layer, bucket) float32
 
@@ -66,6 +68,17 @@ def compute_target(model: nn.Module, input_ids: torch.Tensor, target: str) -> tu
     logits = model(input_ids=input_ids, use_cache=False).logits[0, :-1].float()
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[0, 1:, None])
     return logprobs.mean(), -1
+
+
+def _abs_score(p: nn.Parameter, in_place: bool) -> torch.Tensor:
+    """|w · g| in fp32. In fp32 the gradient buffer is turned into the score in place (and read
+    back as such when ``in_place`` is False); half-precision gradients are upcast before the
+    product, since half-precision products underflow (the authors' fp16 flaw)."""
+    if p.grad is None:  # the target does not depend on this weight
+        return torch.zeros(p.shape, dtype=torch.float32, device=p.device)
+    if p.grad.dtype == torch.float32:
+        return p.grad.mul_(p.detach()).abs_() if in_place else p.grad
+    return p.grad.float().mul_(p.detach().float()).abs_()
 
 
 @dataclass
@@ -95,6 +108,7 @@ class ShardScorer:
         l1 = np.zeros((L, M))
         l2 = np.zeros((L, M))
         above = np.zeros((L, M, T), dtype=np.int64)
+        above_rel = np.zeros((L, M, len(self.settings.relative_multiples)), dtype=np.int64)
         zeros = np.zeros((L, M), dtype=np.int64)
         sketch = np.zeros((L, self.settings.sketch_size), dtype=np.float32)
 
@@ -107,12 +121,7 @@ class ShardScorer:
         for i, layer in enumerate(self.weights):
             scores = []
             for j, p in enumerate(layer):
-                if p.grad is None:  # the target does not depend on this weight
-                    s = torch.zeros(p.shape, dtype=torch.float32, device=p.device)
-                elif p.grad.dtype == torch.float32:
-                    s = p.grad.mul_(p.detach()).abs_()
-                else:  # upcast before the product: half-precision products underflow
-                    s = p.grad.float().mul_(p.detach().float()).abs_()
+                s = _abs_score(p, in_place=True)
                 self.sums[i][j].add_(s)
                 flat = s.view(-1)
                 stats = torch.stack(
@@ -129,8 +138,18 @@ class ShardScorer:
                 raise NumericalError(f"sample {sample_id}: non-finite score in layer {i} ({', '.join(bad)})")
             sketch[i] = sketch_scores(scores, self.hasher.layer(i), self.settings.sketch_size).cpu().numpy()
 
+        # counts relative to this sample's model-wide mean |s| (scale-free), known only now
+        mean = l1.sum() / (self.layout.weights_per_layer * L)
+        for i, layer in enumerate(self.weights):
+            counts = [
+                torch.count_nonzero(_abs_score(p, in_place=False) > m * mean)
+                for p in layer
+                for m in self.settings.relative_multiples
+            ]
+            above_rel[i] = torch.stack(counts).cpu().numpy().reshape(M, -1)
+
         for layer in self.weights:
             for p in layer:
                 p.grad = None
         self.n_samples += 1
-        return SampleScores(float(value.detach()), token, l1, l2, above, zeros, sketch)
+        return SampleScores(float(value.detach()), token, l1, l2, above, above_rel, zeros, sketch)

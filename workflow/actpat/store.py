@@ -11,6 +11,7 @@ variable                    dims                                meaning
 ``<matrix>``                (layer, <matrix>.row, <matrix>.col)  Σ over the shard's samples of |s|
 ``l1``, ``l2``              (sample, layer, matrix)              per-sample norms of s
 ``count_above``             (sample, layer, matrix, threshold)   weights with |s| > threshold
+``count_above_rel``         (sample, layer, matrix, multiple)    |s| > multiple × sample's mean |s|
 ``zeros``                   (sample, layer, matrix)              weights with s == 0 exactly
 ``sketch``                  (sample, layer, bucket)              CountSketch of |s| (actpat.sketch)
 ``target_value/_token``     (sample,)                            the differentiated scalar D
@@ -136,6 +137,7 @@ def write_scores(
     results: list,  # [SampleScores]
     thresholds: tuple[float, ...],
     attrs: dict,
+    multiples: tuple[float, ...] = (1.0, 10.0),
 ) -> None:
     tmp = _prepare(path)
     stack = lambda name: np.stack([getattr(r, name) for r in results])  # noqa: E731
@@ -144,6 +146,7 @@ def write_scores(
             "l1": (("sample", "layer", "matrix"), stack("l1")),
             "l2": (("sample", "layer", "matrix"), stack("l2")),
             "count_above": (("sample", "layer", "matrix", "threshold"), stack("above")),
+            "count_above_rel": (("sample", "layer", "matrix", "multiple"), stack("above_rel")),
             "zeros": (("sample", "layer", "matrix"), stack("zeros")),
             "sketch": (("sample", "layer", "bucket"), stack("sketch")),
             "target_value": ("sample", np.asarray([r.target_value for r in results])),
@@ -156,6 +159,7 @@ def write_scores(
             "layer": np.arange(layout.n_layers),
             "matrix": _strings(layout.matrices),
             "threshold": np.asarray(thresholds, dtype=np.float64),
+            "multiple": np.asarray(multiples, dtype=np.float64),
             "matrix_size": ("matrix", np.asarray([r * c for r, c in layout.shapes], dtype=np.int64)),
         },
         attrs=_attrs(
@@ -171,7 +175,8 @@ def write_scores(
         ),
     )
     k = ds.sizes["bucket"]
-    encoding = {"sketch": {"chunks": (1, ds.sizes["layer"], k), "compressors": _compressor()}}
+    # per-layer reads (all samples of a layer) are what the similarity reduction does
+    encoding = {"sketch": {"chunks": (len(results), 1, k), "compressors": _compressor()}}
     ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
 
     group = zarr.open_group(tmp, mode="r+")
@@ -201,3 +206,19 @@ def check_compatible(datasets: dict[str, xr.Dataset]) -> None:
         for key in PROVENANCE_KEYS:
             if ds.attrs.get(key) != ref.attrs.get(key):
                 raise StoreError(f"{path}: {key} = {ds.attrs.get(key)!r} differs from {ref_path} ({ref.attrs.get(key)!r})")
+
+
+def write_dataset(ds: xr.Dataset, path: Path) -> None:
+    """A reduction's dataset, written like the stores: temporary name, marker, rename."""
+    tmp = _prepare(Path(path))
+    ds = ds.copy()
+    for name, var in {**ds.coords, **ds.data_vars}.items():
+        if var.dtype == object:
+            ds[name] = var.astype(str).astype(object)
+    ds.attrs = _attrs({**ds.attrs, "kind": "actpat.reduction", "format_version": FORMAT_VERSION})
+    ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
+    _publish(tmp, Path(path))
+
+
+def open_reduction(path: Path) -> xr.Dataset:
+    return _open(path, "actpat.reduction")

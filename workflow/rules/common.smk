@@ -64,4 +64,6 @@ def score_stores(model, domain):
 
 
 def all_targets():
-    return [path for m in MODELS for d in DOMAINS for path in score_stores(m, d)]
+    stores = [path for m in MODELS for d in DOMAINS for path in score_stores(m, d)]
+    findings = [f"results/{m}/findings.json" for m in MODELS] if len(DOMAINS) >= 2 else []
+    return stores + findings

@@ -11,6 +11,7 @@ rule score_shard:
         target=CFG["scoring"]["target"],
         dtype=CFG["scoring"]["compute_dtype"],
         thresholds=" ".join(str(t) for t in CFG["scoring"]["thresholds"]),
+        multiples=" ".join(str(m) for m in CFG["scoring"]["relative_multiples"]),
         sketch_size=CFG["scoring"]["sketch_size"],
         sketch_seed=CFG["scoring"]["sketch_seed"],
         device=CFG["device"],
@@ -30,5 +31,6 @@ rule score_shard:
         "python -m actpat score-shard --samples {input.samples} --shard {wildcards.shard} "
         "--shard-size {params.shard_size} --model-dir {input.model} --model-name {wildcards.model} "
         "--target {params.target} --compute-dtype {params.dtype} --thresholds {params.thresholds} "
+        "--relative-multiples {params.multiples} "
         "--sketch-size {params.sketch_size} --sketch-seed {params.sketch_seed} "
         "--device {params.device} --threads {threads} --out {output} 2> {log}"

@@ -1,0 +1,90 @@
+"""Figures of the findings, each written as PNG and SVG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+
+
+def save(fig, stem: Path) -> list[Path]:
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    out = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    fig.savefig(out[0], dpi=130, bbox_inches="tight")
+    fig.savefig(out[1], bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def density_figure(densities: dict[str, xr.Dataset], stem: Path, model: str) -> list[Path]:
+    """Activated share per layer, one line per domain (the paper's Fig. 1/2), under the absolute
+    thresholds, the relative-to-mean threshold and the mass-share definition."""
+    ref = next(iter(densities.values()))
+    panels = [("active_abs_share", "threshold", t, f"mean |s| > {t:g}") for t in ref["threshold"].values]
+    panels += [("active_rel_share", "multiple", m, f"mean |s| > {m:g} × model mean") for m in ref["multiple"].values]
+    panels += [("mass_share", "q", q, f"share of weights holding {q:.0%} of the layer's score") for q in ref["q"].values]
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    for ax, (var, dim, val, title) in zip(axes.flat, panels):
+        for domain, ds in densities.items():
+            ax.plot(ds["layer"] + 1, ds[var].sel({dim: val}).values, marker=".", label=domain)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("share of the layer's weights")
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8, ncol=2)
+    n = {d: ds.attrs["n_samples"] for d, ds in densities.items()}
+    fig.suptitle(f"Finding 1: activated weights per layer — {model}, samples per domain: {min(n.values())}–{max(n.values())}")
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+def similarity_boxplots(values: dict[tuple[str, str], np.ndarray], pairs: list[tuple[str, str]], stem: Path, model: str) -> list[Path]:
+    """Per-layer box plots of LLMDcos for chosen domain pairs (the paper's Fig. 3, whis = 1.5)."""
+    fig, axes = plt.subplots(len(pairs), 1, figsize=(12, 2.6 * len(pairs)), squeeze=False, sharex=True)
+    for ax, pair in zip(axes[:, 0], pairs):
+        v = values[pair]
+        ax.boxplot(list(v), whis=1.5, showfliers=False)
+        ax.set_ylabel("LLMDcos")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{pair[0]} – {pair[1]}  (n = {v.shape[1]} pairs per layer)", fontsize=10)
+    axes[-1, 0].set_xlabel("layer")
+    fig.suptitle(f"Finding 2: per-layer LLMDcos, paper pairing — {model}")
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+def similarity_heatmap(matrix: np.ndarray, domains: list[str], stem: Path, title: str) -> list[Path]:
+    """Domain × domain mean LLMDcos (the paper's Fig. 6)."""
+    fig, ax = plt.subplots(figsize=(1.0 * len(domains) + 2, 0.9 * len(domains) + 1.5))
+    im = ax.imshow(matrix, vmin=0, vmax=max(0.01, float(np.nanmax(matrix))), cmap="viridis")
+    ax.set_xticks(range(len(domains)), domains, rotation=45, ha="right")
+    ax.set_yticks(range(len(domains)), domains)
+    for a in range(len(domains)):
+        for b in range(len(domains)):
+            ax.text(b, a, f"{matrix[a, b]:.2f}", ha="center", va="center", fontsize=8, color="white")
+    fig.colorbar(im, ax=ax, label="mean LLMDcos")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+def relevance_scatter(rel: np.ndarray, deep: np.ndarray, shallow: np.ndarray, labels: list[str], stem: Path, title: str) -> list[Path]:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    for ax, sim, name in zip(axes, (shallow, deep), ("shallow layers", "deep layers")):
+        ax.scatter(rel, sim)
+        for x, y, t in zip(rel, sim, labels):
+            ax.annotate(t, (x, y), fontsize=6, alpha=0.7)
+        ax.set_xlabel("domain relevance (1 − JS distance of token distributions)")
+        ax.set_ylabel(f"mean LLMDcos, {name}")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save(fig, stem)

@@ -1,0 +1,235 @@
+"""Reductions of the score stores with xarray: density (finding 1), similarity (finding 2) and
+relevance (finding 3).
+
+All reductions read the stores lazily and combine any number of shards exactly: per-weight means
+are the sum of the shards' sums over the total sample count; per-sample quantities are concatenated.
+The density reduction holds one matrix of one layer (summed over shards) in memory at a time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from actpat.errors import ActpatError
+from actpat.store import StoreError, check_compatible, open_samples, open_scores
+
+# log10 histogram of mean scores, for the mass-share density (streamed one matrix at a time)
+HIST_LO, HIST_HI, HIST_PER_DECADE = -16.0, 4.0, 256
+
+
+class ReductionError(ActpatError):
+    pass
+
+
+def open_domain(paths: list[Path]) -> list[xr.Dataset]:
+    """The shard stores of one domain, checked to belong together."""
+    stores = {str(p): open_scores(p) for p in paths}
+    if not stores:
+        raise ReductionError("no score stores given")
+    check_compatible(stores)
+    ref_path, ref = next(iter(stores.items()))
+    seen: set[str] = set()
+    for path, ds in stores.items():
+        if ds.attrs["shapes"] != ref.attrs["shapes"] or ds.attrs["matrices"] != ref.attrs["matrices"]:
+            raise StoreError(f"{path}: weight matrices {ds.attrs['matrices']} {ds.attrs['shapes']} differ from {ref_path}")
+        if ds.attrs["domain"] != ref.attrs["domain"]:
+            raise StoreError(f"{path}: domain {ds.attrs['domain']!r} differs from {ref_path} ({ref.attrs['domain']!r})")
+        dup = seen & set(ds["sample"].values)
+        if dup:
+            raise StoreError(f"{path}: samples {sorted(dup)[:3]} also appear in another shard of the domain")
+        seen |= set(ds["sample"].values)
+    return list(stores.values())
+
+
+def per_sample(stores: list[xr.Dataset], names: list[str]) -> xr.Dataset:
+    return xr.concat([ds[names].load() for ds in stores], dim="sample")
+
+
+def _hist_bins() -> int:
+    return int((HIST_HI - HIST_LO) * HIST_PER_DECADE)
+
+
+def _hist(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(count, mass) of positive values per log10 bin."""
+    v = values[values > 0].astype(np.float64)
+    b = np.clip(((np.log10(v) - HIST_LO) * HIST_PER_DECADE).astype(np.int64), 0, _hist_bins() - 1)
+    return np.bincount(b, minlength=_hist_bins()), np.bincount(b, weights=v, minlength=_hist_bins())
+
+
+def mass_share(count: np.ndarray, mass: np.ndarray, n_total: int, q: float) -> float:
+    """Smallest share of weights that holds a share q of the total mass, from a histogram
+    (largest bins first; linear within the bin where q is reached)."""
+    count, mass = count[::-1], mass[::-1]
+    total = mass.sum()
+    if total <= 0:
+        return float("nan")
+    cum = np.cumsum(mass)
+    k = int(np.searchsorted(cum, q * total))
+    before_mass = cum[k - 1] if k else 0.0
+    before_count = count[:k].sum()
+    frac = (q * total - before_mass) / mass[k] if mass[k] > 0 else 0.0
+    return float((before_count + frac * count[k]) / n_total)
+
+
+def density(paths: list[Path], mass_shares: list[float]) -> xr.Dataset:
+    """Activated weights per layer and matrix type, from the exact mean |s| over all samples:
+
+    * ``active_abs (threshold, layer, matrix)``: mean score above each absolute threshold γ of the
+      stores (the paper's 2e-5, the authors' code's 2e-6, ...);
+    * ``active_rel (multiple, layer, matrix)``: above a multiple of the model-wide mean score
+      (the multiples of the stores);
+    * ``mass_share (q, layer)``: the smallest share of a layer's weights that holds a share q of
+      the layer's total score (scale-free; small = concentrated);
+    * ``sample_share_abs (sample, layer, threshold)`` and ``sample_share_rel (sample, layer,
+      multiple)``: per sample, the share of a layer's weights whose own score is above γ, or above
+      a multiple of the sample's model-wide mean score (for bootstrap intervals over samples).
+    """
+    stores = open_domain(paths)
+    ref = stores[0]
+    matrices, shapes = ref.attrs["matrices"], ref.attrs["shapes"]
+    n_layers = ref.sizes["layer"]
+    thresholds = ref["threshold"].values
+    multiples = ref["multiple"].values
+    sizes = np.asarray([r * c for r, c in shapes], dtype=np.int64)
+    n_samples = sum(ds.sizes["sample"] for ds in stores)
+    stats = per_sample(stores, ["l1", "count_above", "count_above_rel"])
+    model_mean = float(stats["l1"].sum()) / n_samples / (sizes.sum() * n_layers)
+
+    abs_count = np.zeros((len(thresholds), n_layers, len(matrices)), dtype=np.int64)
+    rel_count = np.zeros((len(multiples), n_layers, len(matrices)), dtype=np.int64)
+    layer_mean = np.zeros(n_layers)
+    shares = np.zeros((len(mass_shares), n_layers))
+    for i in range(n_layers):
+        h_count = np.zeros(_hist_bins(), dtype=np.int64)
+        h_mass = np.zeros(_hist_bins())
+        for j, name in enumerate(matrices):
+            mean = sum(ds[name].isel(layer=i).values.astype(np.float64) for ds in stores) / n_samples
+            abs_count[:, i, j] = [(mean > t).sum() for t in thresholds]
+            rel_count[:, i, j] = [(mean > m * model_mean).sum() for m in multiples]
+            layer_mean[i] += mean.sum()
+            c, m = _hist(mean)
+            h_count += c
+            h_mass += m
+        layer_mean[i] /= sizes.sum()
+        shares[:, i] = [mass_share(h_count, h_mass, int(sizes.sum()), q) for q in mass_shares]
+
+    per_layer_size = sizes.sum()
+    sample_share = stats["count_above"].sum("matrix").transpose("sample", "layer", "threshold") / per_layer_size
+    sample_share_rel = stats["count_above_rel"].sum("matrix").transpose("sample", "layer", "multiple") / per_layer_size
+    ds = xr.Dataset(
+        {
+            "active_abs": (("threshold", "layer", "matrix"), abs_count),
+            "active_rel": (("multiple", "layer", "matrix"), rel_count),
+            "mass_share": (("q", "layer"), shares),
+            "layer_mean_score": ("layer", layer_mean),
+            "sample_share_abs": (("sample", "layer", "threshold"), sample_share.values),
+            "sample_share_rel": (("sample", "layer", "multiple"), sample_share_rel.values),
+        },
+        coords={
+            "threshold": thresholds,
+            "multiple": np.asarray(multiples, dtype=np.float64),
+            "q": np.asarray(mass_shares, dtype=np.float64),
+            "layer": np.arange(n_layers),
+            "matrix": np.asarray(matrices, dtype=object),
+            "matrix_size": ("matrix", sizes),
+            "sample": stats["sample"].values.astype(object),
+        },
+        attrs={
+            **{k: ref.attrs[k] for k in ("model", "domain", "seed", "seq_len", "target", "checkpoint_sha256", "code_version")},
+            "n_samples": n_samples,
+            "n_shards": len(stores),
+            "model_mean_score": model_mean,
+            "weights_per_layer": int(per_layer_size),
+        },
+    )
+    ds["active_abs_share"] = ds["active_abs"].sum("matrix") / per_layer_size
+    ds["active_rel_share"] = ds["active_rel"].sum("matrix") / per_layer_size
+    return ds
+
+
+def similarity(paths_by_domain: dict[str, list[Path]]) -> xr.Dataset:
+    """Estimated LLMDcos between every pair of samples of all domains, per layer
+    (``gram (layer, sample_a, sample_b)``), with the domain of each sample."""
+    stores, domains = [], []
+    for domain, paths in paths_by_domain.items():
+        for ds in open_domain(paths):
+            stores.append(ds)
+            domains += [domain] * ds.sizes["sample"]
+    check_compatible({f"{ds.attrs['domain']}/shard-{ds.attrs['shard']}": ds for ds in stores})
+    ref = stores[0]
+    n_layers = ref.sizes["layer"]
+    ids = np.concatenate([ds["sample"].values for ds in stores]).astype(object)
+    norms = np.concatenate([np.sqrt((ds["l2"].values ** 2).sum(-1)) for ds in stores])  # (sample, layer)
+    gram = np.zeros((n_layers, len(ids), len(ids)), dtype=np.float32)
+    for i in range(n_layers):  # one layer of all sketches in memory at a time
+        sk = np.concatenate([ds["sketch"].isel(layer=i).values for ds in stores]).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            gram[i] = np.clip((sk @ sk.T) / np.outer(norms[:, i], norms[:, i]), 0.0, 1.0)
+    return xr.Dataset(
+        {"llmdcos": (("layer", "sample_a", "sample_b"), gram)},
+        coords={
+            "layer": np.arange(n_layers),
+            "sample_a": ids,
+            "sample_b": ids,
+            "domain_a": ("sample_a", np.asarray(domains, dtype=object)),
+            "domain_b": ("sample_b", np.asarray(domains, dtype=object)),
+        },
+        attrs={
+            **{k: ref.attrs[k] for k in ("model", "seed", "seq_len", "target", "sketch_size", "checkpoint_sha256", "code_version")},
+            "estimator": "CountSketch inner product / exact norms (actpat.sketch)",
+        },
+    )
+
+
+def domain_means(gram: np.ndarray, labels: np.ndarray, domains: list[str], protocol: str) -> np.ndarray:
+    """(layer, domain, domain) mean LLMDcos from a (layer, n, n) matrix.
+
+    ``all``: every cross-domain pair; within a domain every pair of distinct samples.
+    ``paper``: sample i of A against sample i of B; within a domain, the first half against the
+    second half (i against i + n/2), as the authors paired two independent draws.
+    """
+    out = np.full((gram.shape[0], len(domains), len(domains)), np.nan)
+    idx = {d: np.flatnonzero(labels == d) for d in domains}
+    for a, da in enumerate(domains):
+        for b, db in enumerate(domains):
+            ia, ib = idx[da], idx[db]
+            if protocol == "all":
+                block = gram[:, ia][:, :, ib]
+                if da == db:
+                    n = len(ia)
+                    out[:, a, b] = (block.sum((1, 2)) - np.trace(block, axis1=1, axis2=2)) / max(1, n * (n - 1))
+                else:
+                    out[:, a, b] = block.mean((1, 2))
+            else:
+                pa, pb = paper_pairs(ia, ib, same=da == db)
+                out[:, a, b] = gram[:, pa, pb].mean(1)
+    return out
+
+
+def paper_pairs(ia: np.ndarray, ib: np.ndarray, same: bool) -> tuple[np.ndarray, np.ndarray]:
+    if same:
+        h = len(ia) // 2
+        return ia[:h], ia[h : 2 * h]
+    n = min(len(ia), len(ib))
+    return ia[:n], ib[:n]
+
+
+def token_relevance(samples_paths: dict[str, Path]) -> tuple[list[str], np.ndarray]:
+    """Relevance of two domains from their own text: 1 − Jensen–Shannon distance (base 2) of
+    their token unigram distributions over the scored windows."""
+    from scipy.spatial.distance import jensenshannon
+
+    counts = {}
+    for d, p in samples_paths.items():
+        counts[d] = np.bincount(open_samples(p)["token_ids"].values.ravel())
+    width = max(len(c) for c in counts.values())
+    domains = list(counts)
+    probs = [np.pad(counts[d], (0, width - len(counts[d]))).astype(np.float64) for d in domains]
+    rel = np.ones((len(domains), len(domains)))
+    for a in range(len(domains)):
+        for b in range(a + 1, len(domains)):
+            rel[a, b] = rel[b, a] = 1.0 - jensenshannon(probs[a] / probs[a].sum(), probs[b] / probs[b].sum(), base=2)
+    return domains, rel

@@ -1,0 +1,79 @@
+rule density:
+    """Finding 1: activated weights per layer and matrix of one domain, from the exact mean score
+    over all its shards (absolute, relative-to-mean and mass-share definitions)."""
+    input:
+        lambda w: score_stores(w.model, w.domain),
+    output:
+        directory("results/{model}/density/{domain}.zarr"),
+    params:
+        mass_shares=" ".join(map(str, CFG["analysis"]["mass_shares"])),
+    log:
+        "logs/{model}/density/{domain}.log",
+    benchmark:
+        "logs/{model}/density/{domain}.bench.tsv"
+    resources:
+        mem_mb=lambda w, attempt: 3000 * attempt,
+        runtime=30,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python -m actpat density --stores {input} "
+        "--mass-shares {params.mass_shares} --out {output} 2> {log}"
+
+
+rule similarity:
+    """Finding 2: estimated LLMDcos between every pair of samples of all domains, per layer."""
+    input:
+        lambda w: [s for d in DOMAINS for s in score_stores(w.model, d)],
+    output:
+        directory("results/{model}/similarity.zarr"),
+    log:
+        "logs/{model}/similarity.log",
+    benchmark:
+        "logs/{model}/similarity.bench.tsv"
+    resources:
+        mem_mb=lambda w, attempt: 4000 * attempt,
+        runtime=60,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python -m actpat similarity --stores {input} --out {output} 2> {log}"
+
+
+rule findings:
+    """Findings 1-3: statistics with intervals (findings.json), tidy tables and figures."""
+    input:
+        density=lambda w: expand("results/{model}/density/{domain}.zarr", model=w.model, domain=DOMAINS),
+        similarity="results/{model}/similarity.zarr",
+        samples=lambda w: expand("results/{model}/samples/{domain}.zarr", model=w.model, domain=DOMAINS),
+    output:
+        json="results/{model}/findings.json",
+        tables=multiext("results/{model}/", "density.csv", "similarity.csv", "relevance.csv"),
+        figures=multiext(
+            "results/{model}/figures/",
+            "finding1_density.png",
+            "finding2_similarity_boxplots.png",
+            "finding2_similarity_deep.png",
+            "finding3_relevance.png",
+        ),
+    params:
+        threshold=CFG["analysis"]["density_threshold"],
+        multiple=CFG["analysis"]["density_multiple"],
+        shallow=":".join(map(str, CFG["analysis"]["shallow_layers"])),
+        deep=":".join(map(str, CFG["analysis"]["deep_layers"])),
+        bootstrap=CFG["analysis"]["bootstrap"],
+        seed=CFG["seed"],
+    log:
+        "logs/{model}/findings.log",
+    benchmark:
+        "logs/{model}/findings.bench.tsv"
+    resources:
+        mem_mb=lambda w, attempt: 4000 * attempt,
+        runtime=30,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python -m actpat findings --density {input.density} --similarity {input.similarity} "
+        "--samples {input.samples} --threshold {params.threshold} --multiple {params.multiple} --shallow {params.shallow} "
+        "--deep {params.deep} --bootstrap {params.bootstrap} --seed {params.seed} "
+        "--out-dir results/{wildcards.model} 2> {log}"
