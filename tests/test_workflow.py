@@ -26,7 +26,9 @@ def test_dry_run_and_lint(configfile, tmp_path):
     dry = run(["-n", "--cores", "2", *extra], cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr[-2000:]
     n_domains = 2 if configfile else 8
-    assert f"sample_domain        {n_domains}" in dry.stdout + dry.stderr
+    counts = job_counts(dry.stdout + dry.stderr)
+    assert counts["sample_domain"] == n_domains and counts["density"] == n_domains
+    assert counts["score_shard"] == 2 * n_domains and counts["findings"] == 1
     lint = run(["--lint", *extra], cwd=tmp_path)
     assert lint.returncode == 0 and "good condition" in lint.stdout + lint.stderr, lint.stdout[-2000:]
 
