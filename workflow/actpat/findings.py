@@ -166,7 +166,9 @@ def finding3(sim: xr.Dataset, domains: list[str], relevance: np.ndarray, shallow
         if spearmanr(deep_mat[iu], relevance[p][:, p][iu]).statistic >= rho_deep.statistic:
             hits += 1
     mantel_p = (hits + 1) / (n_perm + 1)
+    note = None if len(rel) >= 3 else "undefined: a rank correlation needs at least 3 domain pairs (3 domains)"
     return {
+        "note": note,
         "claim": "deep-layer LLMDcos between domains tracks how related the domains are",
         "relevance": "1 - Jensen-Shannon distance of token unigram distributions of the scored windows",
         "statistic": "Spearman rho(deep-layer mean LLMDcos, relevance) over cross-domain pairs",
@@ -179,6 +181,17 @@ def finding3(sim: xr.Dataset, domains: list[str], relevance: np.ndarray, shallow
         "holds": bool(rho_deep.statistic > 0 and mantel_p < 0.05 and rho_deep.statistic > rho_shallow.statistic),
         "n_permutations": n_perm,
     }
+
+
+def _json_safe(obj):
+    """NaN (an undefined statistic) becomes null, so the file is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
 
 
 def write_findings(densities, similarity, samples, out_dir, threshold, multiple, shallow, deep, n_boot=1000, seed=0, log=print) -> dict:
@@ -218,7 +231,7 @@ def write_findings(densities, similarity, samples, out_dir, threshold, multiple,
         "finding2_similarity": f2,
         "finding3_relevance": f3,
     }
-    (out_dir / "findings.json").write_text(json.dumps(result, indent=2))
+    (out_dir / "findings.json").write_text(json.dumps(_json_safe(result), indent=2, allow_nan=False))
 
     # tidy tables
     import pandas as pd
@@ -266,5 +279,6 @@ def write_findings(densities, similarity, samples, out_dir, threshold, multiple,
     )
     for key in ("finding1_density", "finding2_similarity", "finding3_relevance"):
         f = result[key]
-        log(f"{key}: {f['statistic']} = {f['value']:.4f} {f.get('ci95', '')} -> holds: {f['holds']}")
+        log(f"{key}: {f['statistic']} = {f['value']:.4f} {f.get('ci95', '')} -> holds: {f['holds']}"
+            + (f" ({f['note']})" if f.get("note") else ""))
     return result
