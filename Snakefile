@@ -16,6 +16,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/samples.smk"
 include: "workflow/rules/scoring.smk"
 include: "workflow/rules/findings.smk"
+include: "workflow/rules/pairs.smk"
 
 
 rule all:

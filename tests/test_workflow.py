@@ -28,7 +28,8 @@ def test_dry_run_and_lint(configfile, tmp_path):
     n_domains = 2 if configfile else 8
     counts = job_counts(dry.stdout + dry.stderr)
     assert counts["sample_domain"] == n_domains and counts["density"] == n_domains
-    assert counts["score_shard"] == 2 * n_domains and counts["findings"] == 1
+    assert counts["score_shard"] == 2 * n_domains + (1 if configfile else 3) and counts["findings"] == 1
+    assert counts["pairs_report"] == (1 if configfile else 2)
     lint = run(["--lint", *extra], cwd=tmp_path)
     assert lint.returncode == 0 and "good condition" in lint.stdout + lint.stderr, lint.stdout[-2000:]
 
@@ -74,6 +75,12 @@ def test_smoke_workflow_end_to_end(tmp_path):
     for fig in ("finding1_density", "finding2_similarity_boxplots", "finding2_similarity_deep", "finding3_relevance"):
         for ext in (".png", ".svg"):
             assert (tmp_path / f"results/smollm2-135m/figures/{fig}{ext}").stat().st_size > 5000
+    # validation 3 on the smoke pair set
+    summary = json.loads((tmp_path / "results/smollm2-135m/pairs/words/summary.json").read_text())
+    assert summary["n_pairs"] == 12 and summary["pair_set"] == "pairs-words"
+    assert {r["range"] for r in summary["ranges"]} >= {"[L/2, L-2)", "[2L/3, L-2)", "[20, L-2) (paper)"}
+    table = (tmp_path / "results/smollm2-135m/pairs/words/spearman_by_layer.csv").read_text().splitlines()
+    assert len(table) == 1 + 2 * 30 + 1  # header, (llmdcos, hidden_cos) x 30 layers, bag of tokens
     # a second run has nothing to do
     again = run(["--cores", "2", "--configfile", str(SMOKE), "-n"], cwd=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -97,7 +97,11 @@ def cmd_score_shard(args) -> None:
     torch.manual_seed(0)
     device = pick_device(args.device)
     samples = open_samples(Path(args.samples))
-    slices = shard_slices(samples.sizes["sample"], args.shard_size)
+    n = samples.sizes["sample"]
+    if args.n_shards:  # a fixed number of shards (pair sets, whose size the DAG does not know)
+        slices = [slice(int(c[0]), int(c[-1]) + 1) for c in np.array_split(np.arange(n), args.n_shards) if len(c)]
+    else:
+        slices = shard_slices(n, args.shard_size)
     if not 0 <= args.shard < len(slices):
         raise ActpatError(f"shard {args.shard} does not exist: {args.samples} has {len(slices)} shards of {args.shard_size}")
     shard = samples.isel(sample=slices[args.shard])
@@ -116,11 +120,12 @@ def cmd_score_shard(args) -> None:
     )
     scorer = ShardScorer(model, layout, settings)
     token_ids = shard["token_ids"].values
+    lengths = shard["length"].values if "length" in shard else np.full(len(token_ids), token_ids.shape[1])
     ids = shard["sample"].values
     results = []
-    for row, sample_id in tqdm(zip(token_ids, ids), total=len(ids), desc="scoring", unit="sample",
-                               file=sys.stderr, mininterval=5, ascii=True):
-        input_ids = torch.as_tensor(np.asarray(row, dtype=np.int64), device=device)[None]
+    for row, length, sample_id in tqdm(zip(token_ids, lengths, ids), total=len(ids), desc="scoring", unit="sample",
+                                       file=sys.stderr, mininterval=5, ascii=True):
+        input_ids = torch.as_tensor(np.asarray(row[:length], dtype=np.int64), device=device)[None]
         results.append(scorer.score(input_ids, str(sample_id)))
     log.info("scored %d samples in %.1fs; writing %s", len(results), time.time() - t0, args.out)
     attrs = {
@@ -132,7 +137,7 @@ def cmd_score_shard(args) -> None:
         "domain": samples.attrs["domain"],
         "source": samples.attrs["source"],
         "shard": args.shard,
-        "shard_size": args.shard_size,
+        "shard_size": args.shard_size if not args.n_shards else -1,
         "seed": samples.attrs["seed"],
         "seq_len": samples.attrs["seq_len"],
         "target": settings.target,
@@ -152,6 +157,49 @@ def cmd_score_shard(args) -> None:
 def _layer_spec(text: str) -> tuple[float | int, float | int]:
     a, b = (float(x) if "." in x else int(x) for x in text.split(":"))
     return a, b
+
+
+def cmd_sample_pairs(args) -> None:
+    import numpy as np
+    import xarray as xr
+    from transformers import AutoTokenizer
+
+    from actpat.pairs import load_pairs
+    from actpat.samples import SampleSet, prefix_tokens
+    from actpat.store import write_samples
+
+    spec = json.loads(args.spec)
+    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+    pairs = load_pairs(spec)
+    prefix = prefix_tokens(tokenizer)
+    encoded = [prefix + ids[: args.max_tokens - len(prefix)]
+               for ids in tokenizer(pairs.texts, add_special_tokens=False)["input_ids"]]
+    truncated = sum(len(ids) > args.max_tokens - len(prefix) for ids in tokenizer(pairs.texts, add_special_tokens=False)["input_ids"])
+    width = max(len(e) for e in encoded)
+    tokens = np.full((len(encoded), width), -1, dtype=np.int32)
+    for i, e in enumerate(encoded):
+        tokens[i, : len(e)] = e
+    name = f"pairs-{args.name}"
+    sample_set = SampleSet(name, tokens, pairs.text_ids, [0] * len(encoded),
+                           stats={"n_texts": len(encoded), "n_pairs": int(len(pairs.score)), "n_truncated": int(truncated)})
+    extra = {
+        "length": xr.DataArray(np.asarray([len(e) for e in encoded], dtype=np.int64), dims="sample"),
+        "text": xr.DataArray(np.asarray(pairs.texts, dtype=object), dims="sample"),
+        "pair_first": xr.DataArray(pairs.first.astype(np.int64), dims="pair"),
+        "pair_second": xr.DataArray(pairs.second.astype(np.int64), dims="pair"),
+        "human_score": xr.DataArray(pairs.score.astype(np.float64), dims="pair"),
+    }
+    write_samples(Path(args.out), sample_set, {"domain": name, "source": spec.get("name", spec.get("path")),
+                  "source_spec": json.dumps(spec, sort_keys=True), "seed": args.seed, "seq_len": args.max_tokens,
+                  "code_version": code_version()}, extra)
+    log.info("%s: %d distinct texts (%d truncated to %d tokens), %d pairs", name, len(encoded), truncated,
+             args.max_tokens, len(pairs.score))
+
+
+def cmd_pairs_report(args) -> None:
+    from actpat.pairs_report import write_pairs_report
+
+    write_pairs_report(Path(args.texts), [Path(p) for p in args.stores], Path(args.out_dir), args.bootstrap, args.seed, log.info)
 
 
 def cmd_density(args) -> None:
@@ -222,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score-shard", help="score one shard of a domain's samples into a Zarr store")
     p.add_argument("--samples", required=True)
     p.add_argument("--shard", type=int, required=True)
-    p.add_argument("--shard-size", type=int, required=True)
+    p.add_argument("--shard-size", type=int, default=0)
+    p.add_argument("--n-shards", type=int, default=0, help="split into this many shards instead of --shard-size")
     p.add_argument("--model-dir", required=True)
     p.add_argument("--model-name", required=True)
     p.add_argument("--target", default="max_logit")
@@ -235,6 +284,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=int(os.environ.get("ACTPAT_THREADS", "2")))
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_score_shard)
+
+    p = sub.add_parser("sample-pairs", help="validation 3: tokenize a pair set's distinct texts")
+    p.add_argument("--name", required=True)
+    p.add_argument("--spec", required=True)
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_sample_pairs)
+
+    p = sub.add_parser("pairs-report", help="validation 3: LLMDcos per layer against human scores")
+    p.add_argument("--texts", required=True)
+    p.add_argument("--stores", nargs="+", required=True)
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_pairs_report)
 
     p = sub.add_parser("density", help="finding 1: activated weights per layer of one domain")
     p.add_argument("--stores", nargs="+", required=True, help="the domain's shard stores")

@@ -85,6 +85,9 @@ def validate_config(config: dict) -> dict:
             f"config error at analysis.density_multiple: {cfg['analysis']['density_multiple']} is not one of "
             f"scoring.relative_multiples {cfg['scoring']['relative_multiples']}"
         )
+    for name in cfg["domains"]:
+        if name.startswith("pairs-"):
+            raise ConfigError(f"config error at domains.{name}: names starting with 'pairs-' are reserved for pair sets")
     for name, spec in cfg["domains"].items():
         spec.setdefault("pack", spec["source"] == "packaged" and spec["name"] in PACK_BY_DEFAULT)
         spec.setdefault("samples", cfg["samples"]["per_domain"])

@@ -88,3 +88,31 @@ def relevance_scatter(rel: np.ndarray, deep: np.ndarray, shallow: np.ndarray, la
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save(fig, stem)
+
+
+def pairs_rho_by_layer(table, stem: Path, title: str) -> list[Path]:
+    """Spearman ρ against human scores per layer, with 95% bootstrap bands, and the baselines."""
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for measure, label in (("llmdcos", "LLMDcos (parameter activations)"), ("hidden_cos", "cosine of mean hidden state")):
+        t = table[table.measure == measure]
+        ax.plot(t.layer + 1, t.rho, marker=".", label=label)
+        ax.fill_between(t.layer + 1, t.ci_lo, t.ci_hi, alpha=0.2)
+    bot = table[table.measure == "bag_of_tokens"].iloc[0]
+    ax.axhline(bot.rho, color="gray", ls="--", label=f"bag-of-tokens cosine ({bot.rho:.2f})")
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("Spearman ρ with human score")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+def pairs_scatter(x: np.ndarray, human: np.ndarray, stem: Path, title: str) -> list[Path]:
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.scatter(x, human, s=6, alpha=0.5)
+    ax.set_xlabel("mean deep-layer LLMDcos")
+    ax.set_ylabel("human similarity score")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save(fig, stem)

@@ -57,17 +57,22 @@ class SampleScores:
     above_rel: np.ndarray  # (layer, matrix, multiple) int64: |s| > multiple × the sample's mean |s|
     zeros: np.ndarray  # (layer, matrix) int64
     sketch: np.ndarray  # (layer, bucket) float32
+    hidden_mean: np.ndarray | None = None  # (layer + 1, hidden) float32, mean over positions
 
 
-def compute_target(model: nn.Module, input_ids: torch.Tensor, target: str) -> tuple[torch.Tensor, int]:
-    """The scalar D differentiated for one sample (batch of 1) and the token it refers to."""
+def compute_target(model: nn.Module, input_ids: torch.Tensor, target: str) -> tuple[torch.Tensor, int, np.ndarray]:
+    """The scalar D differentiated for one sample (batch of 1), the token it refers to, and the
+    mean hidden state of every layer output over positions ((layers + 1, hidden); index 0 is the
+    embedding output), a baseline representation from the same forward pass."""
+    keep = 1 if target == "max_logit" else 0
+    out = model(input_ids=input_ids, logits_to_keep=keep, use_cache=False, output_hidden_states=True)
+    hidden = torch.stack([h[0].detach().float().mean(0) for h in out.hidden_states]).cpu().numpy()
     if target == "max_logit":
-        logits = model(input_ids=input_ids, logits_to_keep=1, use_cache=False).logits[0, -1]
-        value, token = logits.float().max(dim=-1)
-        return value, int(token)
-    logits = model(input_ids=input_ids, use_cache=False).logits[0, :-1].float()
+        value, token = out.logits[0, -1].float().max(dim=-1)
+        return value, int(token), hidden
+    logits = out.logits[0, :-1].float()
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[0, 1:, None])
-    return logprobs.mean(), -1
+    return logprobs.mean(), -1, hidden
 
 
 def _abs_score(p: nn.Parameter, in_place: bool) -> torch.Tensor:
@@ -115,7 +120,7 @@ class ShardScorer:
         for layer in self.weights:
             for p in layer:
                 p.grad = None
-        value, token = compute_target(self.model, input_ids, self.settings.target)
+        value, token, hidden = compute_target(self.model, input_ids, self.settings.target)
         value.backward()
 
         for i, layer in enumerate(self.weights):
@@ -152,4 +157,4 @@ class ShardScorer:
             for p in layer:
                 p.grad = None
         self.n_samples += 1
-        return SampleScores(float(value.detach()), token, l1, l2, above, above_rel, zeros, sketch)
+        return SampleScores(float(value.detach()), token, l1, l2, above, above_rel, zeros, sketch, hidden)

@@ -14,6 +14,7 @@ variable                    dims                                meaning
 ``count_above_rel``         (sample, layer, matrix, multiple)    |s| > multiple × sample's mean |s|
 ``zeros``                   (sample, layer, matrix)              weights with s == 0 exactly
 ``sketch``                  (sample, layer, bucket)              CountSketch of |s| (actpat.sketch)
+``hidden_mean``             (sample, hidden_layer, hidden)       mean hidden state (0 = embeddings)
 ``target_value/_token``     (sample,)                            the differentiated scalar D
 ==========================  ==================================  ==================================
 
@@ -83,7 +84,9 @@ def _prepare(path: Path) -> Path:
     return tmp
 
 
-def write_samples(path: Path, sample_set, attrs: dict) -> None:
+def write_samples(path: Path, sample_set, attrs: dict, extra: dict | None = None) -> None:
+    """``extra``: more variables, e.g. ``length`` (sample,) for texts shorter than the padded
+    width (padding is -1), or the pair table of a pair set."""
     tmp = _prepare(path)
     ds = xr.Dataset(
         {
@@ -95,6 +98,8 @@ def write_samples(path: Path, sample_set, attrs: dict) -> None:
         coords={"sample": _strings(sample_set.sample_ids)},
         attrs=_attrs({**attrs, **sample_set.stats, "kind": "actpat.samples", "format_version": FORMAT_VERSION}),
     )
+    for name, var in (extra or {}).items():
+        ds[name] = var
     ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
     _publish(tmp, Path(path))
 
@@ -174,6 +179,8 @@ def write_scores(
             }
         ),
     )
+    if results[0].hidden_mean is not None:
+        ds["hidden_mean"] = (("sample", "hidden_layer", "hidden"), stack("hidden_mean").astype(np.float32))
     k = ds.sizes["bucket"]
     # per-layer reads (all samples of a layer) are what the similarity reduction does
     encoding = {"sketch": {"chunks": (len(results), 1, k), "compressors": _compressor()}}
@@ -213,8 +220,8 @@ def write_dataset(ds: xr.Dataset, path: Path) -> None:
     tmp = _prepare(Path(path))
     ds = ds.copy()
     for name, var in {**ds.coords, **ds.data_vars}.items():
-        if var.dtype == object:
-            ds[name] = var.astype(str).astype(object)
+        if var.dtype.kind in "OUT":  # object, fixed or variable-width strings -> variable-length
+            ds[name] = (var.dims, _strings(var.values.ravel()).reshape(var.shape))
     ds.attrs = _attrs({**ds.attrs, "kind": "actpat.reduction", "format_version": FORMAT_VERSION})
     ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
     _publish(tmp, Path(path))

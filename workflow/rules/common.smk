@@ -16,6 +16,9 @@ except ConfigError as exc:
 
 MODELS = list(CFG["models"])
 DOMAINS = list(CFG["domains"])
+PAIRSETS = list(CFG["pairs"])
+# a pair set's distinct texts are scored like a domain named pairs-<name>, in a fixed number of shards
+SCORED = DOMAINS + [f"pairs-{p}" for p in PAIRSETS]
 
 # Rules run `python -m actpat ...` from this checkout. Without --use-conda, `python` is the
 # interpreter running Snakemake (e.g. .venv/bin/python even when the venv is not activated).
@@ -27,7 +30,8 @@ shell.prefix(_prefix)
 
 wildcard_constraints:
     model="|".join(map(re.escape, MODELS)),
-    domain="|".join(map(re.escape, DOMAINS)),
+    domain="|".join(map(re.escape, SCORED)),
+    pairset="|".join(map(re.escape, PAIRSETS)) or "$^",
     shard=r"\d+",
 
 
@@ -57,13 +61,18 @@ def model_dir(model):
     return f"resources/models/{model}"
 
 
+def shards_of(domain):
+    if domain.startswith("pairs-") and domain not in DOMAINS:
+        return list(range(CFG["pairs"][domain.removeprefix("pairs-")]["shards"]))
+    return domain_shards(CFG, domain)
+
+
 def score_stores(model, domain):
-    return [
-        f"results/{model}/scores/{domain}/shard-{s}.zarr" for s in domain_shards(CFG, domain)
-    ]
+    return [f"results/{model}/scores/{domain}/shard-{s}.zarr" for s in shards_of(domain)]
 
 
 def all_targets():
     stores = [path for m in MODELS for d in DOMAINS for path in score_stores(m, d)]
     findings = [f"results/{m}/findings.json" for m in MODELS] if len(DOMAINS) >= 2 else []
-    return stores + findings
+    pairs = [f"results/{m}/pairs/{p}/summary.json" for m in MODELS for p in PAIRSETS]
+    return stores + findings + pairs

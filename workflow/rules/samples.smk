@@ -5,6 +5,8 @@ rule sample_domain:
         model=lambda w: model_dir(w.model),
     output:
         directory("results/{model}/samples/{domain}.zarr"),
+    wildcard_constraints:
+        domain="|".join(map(re.escape, DOMAINS)),
     params:
         spec=lambda w: json.dumps(CFG["domains"][w.domain], sort_keys=True),
         n=lambda w: CFG["domains"][w.domain]["samples"],

@@ -7,7 +7,11 @@ rule score_shard:
     output:
         directory("results/{model}/scores/{domain}/shard-{shard}.zarr"),
     params:
-        shard_size=CFG["samples"]["shard_size"],
+        sharding=lambda w: (
+            f"--n-shards {CFG['pairs'][w.domain.removeprefix('pairs-')]['shards']}"
+            if w.domain.startswith("pairs-") and w.domain not in DOMAINS
+            else f"--shard-size {CFG['samples']['shard_size']}"
+        ),
         target=CFG["scoring"]["target"],
         dtype=CFG["scoring"]["compute_dtype"],
         thresholds=" ".join(str(t) for t in CFG["scoring"]["thresholds"]),
@@ -29,7 +33,7 @@ rule score_shard:
         "../../envs/torch.yaml"
     shell:
         "python -m actpat score-shard --samples {input.samples} --shard {wildcards.shard} "
-        "--shard-size {params.shard_size} --model-dir {input.model} --model-name {wildcards.model} "
+        "{params.sharding} --model-dir {input.model} --model-name {wildcards.model} "
         "--target {params.target} --compute-dtype {params.dtype} --thresholds {params.thresholds} "
         "--relative-multiples {params.multiples} "
         "--sketch-size {params.sketch_size} --sketch-seed {params.sketch_seed} "
