@@ -67,3 +67,22 @@ def tiny_checkpoint(tmp_path_factory, smol_tokenizer):
     out = tmp_path_factory.mktemp("tiny-prepared") / "tiny"
     prepare_checkpoint(ModelSource.parse(str(src)), out)
     return out
+
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+SMOKE = ROOT / "tests" / "config" / "smoke.yaml"
+
+
+def run_snakemake(args, cwd, timeout=900):
+    import subprocess
+
+    # SIGINT first: the SLURM executor plugin ignores SIGTERM while it waits for its jobs
+    guard = ["timeout", "-s", "INT", "-k", "30", str(timeout)]
+    return subprocess.run(guard + SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=timeout + 60)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The smoke workflow run locally once: (directory, completed process)."""
+    where = tmp_path_factory.mktemp("smoke-local")
+    return where, run_snakemake(["--cores", "2", "--configfile", str(SMOKE)], cwd=where)

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
-SMOKE = ROOT / "tests" / "config" / "smoke.yaml"
-
-
-def run(args, cwd, timeout=900):
-    return subprocess.run(SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+from conftest import SMOKE, run_snakemake as run
 
 
 @pytest.mark.parametrize("configfile", [None, SMOKE], ids=["shipped", "smoke"])
@@ -47,10 +38,10 @@ def test_bad_config_stops_before_any_job(tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_workflow_end_to_end(tmp_path):
+def test_smoke_workflow_end_to_end(smoke_run):
     from actpat.store import open_samples, open_scores
 
-    res = run(["--cores", "2", "--configfile", str(SMOKE)], cwd=tmp_path)
+    tmp_path, res = smoke_run
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     for domain in ("code", "medical"):
         samples = open_samples(tmp_path / f"results/smollm2-135m/samples/{domain}.zarr")
@@ -86,10 +77,11 @@ def test_smoke_workflow_end_to_end(tmp_path):
     assert "Nothing to be done" in again.stdout + again.stderr
 
     # adding a domain plans only that domain's jobs and the reductions over all domains
-    (tmp_path / "extra.txt").write_text(" ".join(["A new domain of plain text, long enough for windows."] * 200))
+    extra = tmp_path.parent / "extra.txt"
+    extra.write_text(" ".join(["A new domain of plain text, long enough for windows."] * 200))
     cfg = yaml.safe_load(SMOKE.read_text())
-    cfg["domains"]["extra"] = {"source": "files", "paths": [str(tmp_path / "extra.txt")], "pack": True}
-    more = tmp_path / "more.yaml"
+    cfg["domains"]["extra"] = {"source": "files", "paths": [str(extra)], "pack": True}
+    more = tmp_path.parent / "more.yaml"
     more.write_text(yaml.safe_dump(cfg))
     plan = run(["--cores", "2", "--configfile", str(more), "-n"], cwd=tmp_path)
     assert plan.returncode == 0, plan.stderr[-2000:]
@@ -108,3 +100,29 @@ def job_counts(text: str) -> dict[str, int]:
             break
         out[parts[0]] = int(parts[1])
     return out
+
+
+@pytest.mark.slow
+def test_local_gpu_jobs_are_capped_at_visible_gpus(smoke_run, tmp_path):
+    """A fake nvidia-smi showing 3 GPUs: the local run's global `gpu` resource is 3; without one
+    it is 0; --resources overrides it."""
+    import os
+
+    where, res = smoke_run
+    assert res.returncode == 0
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\nfor i in 0 1 2; do echo \"GPU $i: Fake (UUID: $i)\"; done\n")
+    (fake / "nvidia-smi").chmod(0o755)
+    base = ["--cores", "2", "--configfile", str(SMOKE), "-R", "findings"]
+    env_path = os.environ["PATH"]
+    try:
+        os.environ["PATH"] = f"{fake}:{env_path}"
+        three = run(base, cwd=where)
+        one = run(base + ["--resources", "gpu=1"], cwd=where)
+    finally:
+        os.environ["PATH"] = env_path
+    none = run(base, cwd=where)
+    assert 'Provided resources: gpu=Resource("gpu", 3)' in three.stdout + three.stderr
+    assert 'gpu=Resource("gpu", 1)' in one.stdout + one.stderr or "gpu=1" in one.stdout + one.stderr
+    assert 'Provided resources: gpu=Resource("gpu", 0)' in none.stdout + none.stderr or "gpu=0" in none.stdout + none.stderr

@@ -49,6 +49,12 @@ def visible_gpus():
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
+# Local runs: at most as many concurrent GPU jobs as there are visible GPUs (`--resources gpu=N`
+# overrides). Not on a cluster, where the scheduler hands out GPUs.
+if workflow.local_exec and "gpu" not in workflow.global_resources:
+    workflow.register_resource("gpu", visible_gpus())
+
+
 def scoring_gpus():
     if CFG["device"] == "cpu":
         return 0

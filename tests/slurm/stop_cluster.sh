@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Stop the daemons started by start_cluster.sh, by PID file (never by name).
+D=${SLURM_CI_DIR:-/tmp/slurm-ci}
+stop() { local f=$1; [ -s "$f" ] || return 0; local p; p=$(cat "$f")
+  if kill -0 "$p" 2>/dev/null; then kill "$p"; for i in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$p" 2>/dev/null && kill -9 "$p"; fi; rm -f "$f"; }
+stop "$D/slurmd.pid"; stop "$D/slurmctld.pid"; stop "$D/slurmdbd.pid"; stop "$D/mysql/mariadbd.pid"
+stop /run/munge/munged.pid; rm -f "$D/munged.pid"
