@@ -69,6 +69,7 @@ def test_smoke_workflow_end_to_end(smoke_run):
     # validation 3 on the smoke pair set
     summary = json.loads((tmp_path / "results/smollm2-135m/pairs/words/summary.json").read_text())
     assert summary["n_pairs"] == 12 and summary["pair_set"] == "pairs-words"
+    assert summary["provenance"]["code_version"] and summary["provenance"]["checkpoint_sha256"]
     assert {r["range"] for r in summary["ranges"]} >= {"[L/2, L-2)", "[2L/3, L-2)", "[20, L-2) (paper)"}
     table = (tmp_path / "results/smollm2-135m/pairs/words/spearman_by_layer.csv").read_text().splitlines()
     assert len(table) == 1 + 2 * 30 + 1  # header, (llmdcos, hidden_cos) x 30 layers, bag of tokens

@@ -74,6 +74,7 @@ def write_pairs_report(texts_path: Path, store_paths: list[Path], out_dir: Path,
     summary = {
         "pair_set": name,
         "model": m["attrs"]["model"],
+        "provenance": {k: m["attrs"].get(k) for k in ("seed", "seq_len", "target", "sketch_size", "checkpoint_sha256", "code_version")},
         "n_texts": int(m["texts"].sizes["sample"]),
         "n_pairs": int(len(human)),
         "max_tokens": int(m["texts"].attrs["seq_len"]),
