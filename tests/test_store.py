@@ -115,3 +115,58 @@ def test_cli_errors_are_one_line(runs, tiny_checkpoint, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"actpat error: shard 5 does not exist: {runs / 'samples.zarr'} has 2 shards of 2")
     assert not (runs / "x.zarr").exists()
+
+
+def test_killed_scoring_job_leaves_nothing_and_rerun_is_identical(smol_checkpoint, domain_files, tmp_path):
+    """SIGKILL halfway through a shard of the default model: no store at the final path, nothing a
+    reader accepts; the rerun (which also clears the dead job's temporary directory) is identical
+    to an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    _sample(tmp_path / "samples.zarr", smol_checkpoint, domain_files, n=10)
+    out, clean = tmp_path / "killed.zarr", tmp_path / "clean.zarr"
+
+    def cmd(dest):
+        return [sys.executable, "-m", "actpat", "score-shard", "--samples", str(tmp_path / "samples.zarr"), "--shard", "0",
+                "--shard-size", "10", "--model-dir", str(smol_checkpoint), "--model-name", "smol", "--sketch-size", "64",
+                "--device", "cpu", "--threads", "2", "--out", str(dest)]
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow")}
+    proc = subprocess.Popen(cmd(out), env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and "scoring:" not in proc.stderr.readline():
+        pass
+    time.sleep(1.0)
+    assert proc.poll() is None, "the job finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    with pytest.raises(StoreError, match="does not exist"):
+        open_scores(out)
+    for dest in (out, clean):
+        done = subprocess.run(cmd(dest), env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert not list(tmp_path.glob(".killed.zarr.tmp-*"))
+    x, y = open_scores(clean), open_scores(out)
+    for v in x.data_vars:
+        np.testing.assert_array_equal(x[v].values, y[v].values, err_msg=v)
+
+
+def test_leftovers_of_dead_writers_are_cleared(tmp_path):
+    import os
+
+    from actpat.store import _prepare
+
+    path = tmp_path / "s.zarr"
+    dead, live = tmp_path / ".s.zarr.tmp-999999999", tmp_path / f".s.zarr.tmp-{os.getppid()}"
+    dead.mkdir()
+    live.mkdir()
+    tmp = _prepare(path)
+    assert not dead.exists() and live.exists()  # another running writer's directory is left alone
+    assert tmp.name == f".s.zarr.tmp-{os.getpid()}" and not tmp.exists()

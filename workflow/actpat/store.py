@@ -76,12 +76,25 @@ def _publish(tmp: Path, path: Path) -> None:
 
 
 def _prepare(path: Path) -> Path:
+    """A fresh temporary directory for ``path``; leftovers of earlier writers of the same store
+    whose process is gone (killed mid-write) are removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    return tmp
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            shutil.rmtree(stale, ignore_errors=True)
+    return _tmp_path(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_samples(path: Path, sample_set, attrs: dict, extra: dict | None = None) -> None:
