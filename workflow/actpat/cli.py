@@ -172,9 +172,10 @@ def cmd_sample_pairs(args) -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
     pairs = load_pairs(spec)
     prefix = prefix_tokens(tokenizer)
-    encoded = [prefix + ids[: args.max_tokens - len(prefix)]
-               for ids in tokenizer(pairs.texts, add_special_tokens=False)["input_ids"]]
-    truncated = sum(len(ids) > args.max_tokens - len(prefix) for ids in tokenizer(pairs.texts, add_special_tokens=False)["input_ids"])
+    room = args.max_tokens - len(prefix)
+    full = tokenizer(pairs.texts, add_special_tokens=False)["input_ids"]
+    encoded = [prefix + ids[:room] for ids in full]
+    truncated = sum(len(ids) > room for ids in full)
     width = max(len(e) for e in encoded)
     tokens = np.full((len(encoded), width), -1, dtype=np.int32)
     for i, e in enumerate(encoded):
