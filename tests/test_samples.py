@@ -60,3 +60,9 @@ def test_packing_joins_short_texts(smol_tokenizer):
 def test_shards_cover_all_samples_once():
     sl = shard_slices(10, 4)
     assert [(x.start, x.stop) for x in sl] == [(0, 4), (4, 8), (8, 10)]
+
+
+def test_shards_by_count_are_near_equal_and_cover_all():
+    sl = shard_slices(50, n_shards=3)
+    assert [(x.start, x.stop) for x in sl] == [(0, 17), (17, 33), (33, 50)]
+    assert [(x.start, x.stop) for x in shard_slices(2, n_shards=4)] == [(0, 1), (1, 2)]

@@ -97,11 +97,7 @@ def cmd_score_shard(args) -> None:
     torch.manual_seed(0)
     device = pick_device(args.device)
     samples = open_samples(Path(args.samples))
-    n = samples.sizes["sample"]
-    if args.n_shards:  # a fixed number of shards (pair sets, whose size the DAG does not know)
-        slices = [slice(int(c[0]), int(c[-1]) + 1) for c in np.array_split(np.arange(n), args.n_shards) if len(c)]
-    else:
-        slices = shard_slices(n, args.shard_size)
+    slices = shard_slices(samples.sizes["sample"], args.shard_size, args.n_shards)
     if not 0 <= args.shard < len(slices):
         raise ActpatError(f"shard {args.shard} does not exist: {args.samples} has {len(slices)} shards of {args.shard_size}")
     shard = samples.isel(sample=slices[args.shard])
@@ -205,31 +201,27 @@ def cmd_pairs_report(args) -> None:
 
 def cmd_density(args) -> None:
     from actpat.reduce import density
+    from actpat.store import write_dataset
 
     t0 = time.time()
     ds = density([Path(p) for p in args.stores], args.mass_shares)
-    _write_dataset(ds, Path(args.out))
+    write_dataset(ds, Path(args.out))
     table = ds[["active_abs_share"]].to_dataframe().reset_index()
     log.info("%s: density of %d samples from %d shards in %.1fs -> %s", ds.attrs["domain"], ds.attrs["n_samples"],
              ds.attrs["n_shards"], time.time() - t0, args.out)
     log.info("activated share (mean |s| > threshold) by layer:\n%s", table.pivot(index="layer", columns="threshold").round(4).to_string())
 
 
-def _write_dataset(ds, path: Path) -> None:
-    from actpat.store import write_dataset
-
-    write_dataset(ds, path)
-
-
 def cmd_similarity(args) -> None:
     from actpat.reduce import similarity
+    from actpat.store import write_dataset
 
     groups: dict[str, list[Path]] = {}
     for p in args.stores:
         groups.setdefault(Path(p).parent.name, []).append(Path(p))
     t0 = time.time()
     ds = similarity(groups)
-    _write_dataset(ds, Path(args.out))
+    write_dataset(ds, Path(args.out))
     log.info("LLMDcos for %d samples of %d domains x %d layers in %.1fs", ds.sizes["sample_a"], len(groups),
              ds.sizes["layer"], time.time() - t0)
 

@@ -183,25 +183,13 @@ def finding3(sim: xr.Dataset, domains: list[str], relevance: np.ndarray, shallow
     }
 
 
-def _json_safe(obj):
-    """NaN (an undefined statistic) becomes null, so the file is strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
-
-
 def write_findings(densities, similarity, samples, out_dir, threshold, multiple, shallow, deep, n_boot=1000, seed=0, log=print) -> dict:
     """Read the reductions, compute findings 1–3, write findings.json, tidy CSVs and figures."""
-    import json
     from pathlib import Path
 
     from actpat import plots
     from actpat.reduce import token_relevance
-    from actpat.store import open_reduction, open_samples
+    from actpat.store import open_reduction, open_samples, write_json
 
     out_dir = Path(out_dir)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
@@ -231,7 +219,7 @@ def write_findings(densities, similarity, samples, out_dir, threshold, multiple,
         "finding2_similarity": f2,
         "finding3_relevance": f3,
     }
-    (out_dir / "findings.json").write_text(json.dumps(_json_safe(result), indent=2, allow_nan=False))
+    write_json(result, out_dir / "findings.json")
 
     # tidy tables
     import pandas as pd

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,7 @@ import pandas as pd
 
 from actpat.pairs import bag_of_tokens, cosine_rows, layer_ranges, pair_llmdcos, spearman_with_ci
 from actpat.reduce import open_domain
-from actpat.store import StoreError, open_samples
+from actpat.store import StoreError, open_samples, write_json
 
 
 def pair_measures(texts_path: Path, store_paths: list[Path]) -> dict:
@@ -86,7 +85,7 @@ def write_pairs_report(texts_path: Path, store_paths: list[Path], out_dir: Path,
         "paper_for_comparison": {"STS-B, Llama2-7B": 0.66, "SICK, Llama2-7B": 0.51, "note": "different data and model"},
         "n_bootstrap": n_boot,
     }
-    (out_dir / "summary.json").write_text(json.dumps(_clean(summary), indent=2, allow_nan=False))
+    write_json(summary, out_dir / "summary.json")
     plots.pairs_rho_by_layer(by_layer, out_dir / "figures" / "rho_by_layer", f"{name} — {m['attrs']['model']}, n = {len(human)} pairs")
     plots.pairs_scatter(m["llmdcos"][deep[0]:deep[1]].mean(0), human, out_dir / "figures" / "scatter_deep",
                         f"{name}: mean LLMDcos over layers [{deep[0]}, {deep[1]}) vs human score — {m['attrs']['model']}")
@@ -99,15 +98,3 @@ def write_pairs_report(texts_path: Path, store_paths: list[Path], out_dir: Path,
 
 def _flat(d: dict) -> dict:
     return {"rho": d["rho"], "p_value": d["p_value"], "ci_lo": d["ci95"][0], "ci_hi": d["ci95"][1], "n_pairs": d["n_pairs"]}
-
-
-def _clean(obj):
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return None if not np.isfinite(obj) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj

@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 
 from actpat.errors import ActpatError
+from actpat.sketch import llmdcos_all_pairs
 from actpat.store import StoreError, check_compatible, open_samples, open_scores
 
 # log10 histogram of mean scores, for the mass-share density (streamed one matrix at a time)
@@ -165,9 +166,8 @@ def similarity(paths_by_domain: dict[str, list[Path]]) -> xr.Dataset:
     norms = np.concatenate([np.sqrt((ds["l2"].values ** 2).sum(-1)) for ds in stores])  # (sample, layer)
     gram = np.zeros((n_layers, len(ids), len(ids)), dtype=np.float32)
     for i in range(n_layers):  # one layer of all sketches in memory at a time
-        sk = np.concatenate([ds["sketch"].isel(layer=i).values for ds in stores]).astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            gram[i] = np.clip((sk @ sk.T) / np.outer(norms[:, i], norms[:, i]), 0.0, 1.0)
+        sk = np.concatenate([ds["sketch"].isel(layer=i).values for ds in stores])
+        gram[i] = llmdcos_all_pairs(sk, norms[:, i])
     return xr.Dataset(
         {"llmdcos": (("layer", "sample_a", "sample_b"), gram)},
         coords={

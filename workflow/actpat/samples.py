@@ -132,7 +132,12 @@ def make_samples(
     )
 
 
-def shard_slices(n: int, shard_size: int) -> list[slice]:
+def shard_slices(n: int, shard_size: int = 0, n_shards: int = 0) -> list[slice]:
+    """Consecutive shards of ``shard_size`` samples, or ``n_shards`` near-equal shards (pair sets,
+    whose size the DAG does not know)."""
+    if n_shards:
+        bounds = np.linspace(0, n, n_shards + 1).round().astype(int)
+        return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     return [slice(i, min(i + shard_size, n)) for i in range(0, n, shard_size)]
 
 

@@ -228,6 +228,23 @@ def check_compatible(datasets: dict[str, xr.Dataset]) -> None:
                 raise StoreError(f"{path}: {key} = {ds.attrs.get(key)!r} differs from {ref_path} ({ref.attrs.get(key)!r})")
 
 
+def write_json(obj, path: Path) -> None:
+    """A report as strict JSON: NaN (an undefined statistic) becomes null, numpy scalars plain."""
+
+    def clean(o):
+        if isinstance(o, dict):
+            return {str(k): clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        if isinstance(o, (float, np.floating)):
+            return float(o) if np.isfinite(o) else None
+        if isinstance(o, np.integer):
+            return int(o)
+        return o
+
+    Path(path).write_text(json.dumps(clean(obj), indent=2, allow_nan=False))
+
+
 def write_dataset(ds: xr.Dataset, path: Path) -> None:
     """A reduction's dataset, written like the stores: temporary name, marker, rename."""
     tmp = _prepare(Path(path))
