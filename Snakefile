@@ -17,9 +17,11 @@ include: "workflow/rules/samples.smk"
 include: "workflow/rules/scoring.smk"
 include: "workflow/rules/findings.smk"
 include: "workflow/rules/pairs.smk"
+include: "workflow/rules/pruning.smk"
 
 
 rule all:
     input:
         all_targets(),
+        [t for m in MODELS for t in pruning_targets(m)],
     default_target: True

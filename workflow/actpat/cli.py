@@ -237,6 +237,156 @@ def cmd_findings(args) -> None:
     )
 
 
+def cmd_pruning_text(args) -> None:
+    """Calibration windows (from a domain's scoring documents) or evaluation windows (from its
+    held-out documents, or from every document of an evaluation-only set)."""
+    from transformers import AutoTokenizer
+
+    from actpat.evaluate import EvaluationError, eval_windows
+    from actpat.samples import is_held_out, make_samples
+    from actpat.sources import describe, load_documents
+    from actpat.store import open_samples, write_samples
+
+    spec = json.loads(args.spec)
+    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+    docs = load_documents(spec)
+    attrs = {"domain": args.name, "source": describe(spec), "source_spec": json.dumps(spec, sort_keys=True),
+             "seed": args.seed, "seq_len": args.seq_len, "purpose": args.kind, "code_version": code_version()}
+    if args.kind == "calibration":
+        windows = make_samples(args.name, docs, tokenizer, args.seq_len, args.n, args.seed, args.holdout_fraction,
+                               pack=spec.get("pack", False), log=log.info)
+        windows.holdout_doc_ids = []
+    else:
+        if args.samples:  # a scored domain: only the documents its samples store set aside
+            held = set(open_samples(Path(args.samples))["holdout_doc_id"].values.tolist())
+            docs = [d for d in docs if d.id in held]
+            if {d.id for d in docs} != held:
+                raise EvaluationError(f"{args.samples}: its held-out documents are no longer all in {describe(spec)}")
+            if any(not is_held_out(d.id, args.holdout_fraction) for d in docs):
+                raise EvaluationError(f"{args.samples}: held-out documents disagree with holdout_fraction {args.holdout_fraction}")
+        windows = eval_windows(args.name, docs, tokenizer, args.seq_len, args.n, log=log.info)
+        attrs["held_out_only"] = bool(args.samples)
+    write_samples(Path(args.out), windows, attrs)
+
+
+def _density_counts(path: Path, measure: str, threshold: float, multiple: float, q: float):
+    from actpat.store import open_reduction
+
+    ds = open_reduction(path)
+    if measure == "abs":
+        if threshold not in ds["threshold"].values:
+            raise ActpatError(f"{path}: no density at threshold {threshold} (has {ds['threshold'].values.tolist()})")
+        counts = ds["active_abs"].sel(threshold=threshold).sum("matrix").values
+    elif measure == "rel":
+        if multiple not in ds["multiple"].values:
+            raise ActpatError(f"{path}: no density at multiple {multiple} (has {ds['multiple'].values.tolist()})")
+        counts = ds["active_rel"].sel(multiple=multiple).sum("matrix").values
+    else:
+        counts = ds["mass_share"].sel(q=q).values * ds.attrs["weights_per_layer"]
+    return counts, ds.attrs
+
+
+def cmd_prune(args) -> None:
+    import numpy as np
+    import torch
+
+    from actpat.models import load_checkpoint, weight_layout
+    from actpat.pruning import PruneSettings, density_ratios, prune_model
+    from actpat.store import open_samples, write_json
+
+    torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    t0 = time.time()
+    model, tokenizer, prov = load_checkpoint(Path(args.model_dir), "float32", device)
+    layout = weight_layout(model)
+    bounds = tuple(args.bounds)
+    report = {"model": args.model_name, "method": args.method, "structure": args.structure, "target_sparsity": args.sparsity,
+              "checkpoint_sha256": prov["checkpoint_sha256"], "code_version": code_version(), "device": device}
+    ratios = None
+    if args.method in ("wanda-density", "wanda-density-rel"):
+        measure = "abs" if args.method == "wanda-density" else "rel"
+        counts, dattrs = _density_counts(Path(args.density), measure, args.density_threshold, args.density_multiple, 0.5)
+        info = density_ratios(counts, args.sparsity, args.alpha, args.beta, bounds)
+        ratios = info.ratios
+        report["density"] = {"store": args.density, "domain": dattrs["domain"], "measure": measure,
+                             "threshold": args.density_threshold if measure == "abs" else None,
+                             "multiple": args.density_multiple if measure == "rel" else None,
+                             "n_samples": dattrs["n_samples"], "counts": counts, "alpha": args.alpha, "beta": args.beta,
+                             "raw_ratios": info.raw, "clipped_layers": info.clipped, "clip_shift": info.shift}
+        if info.clipped:
+            log.warning("layers %s fell outside %s and were clipped (mean restored by a shift of %.4f)", info.clipped, bounds, info.shift)
+    calibration = None
+    if args.calibration:
+        cal = open_samples(Path(args.calibration))
+        calibration = torch.as_tensor(cal["token_ids"].values.astype(np.int64))
+        report["calibration"] = {"store": args.calibration, "domain": cal.attrs["domain"], "windows": int(calibration.shape[0]),
+                                 "seq_len": int(calibration.shape[1]), "seed": cal.attrs["seed"],
+                                 "sample_ids": cal["sample"].values.tolist()}
+    settings = PruneSettings(args.method, args.sparsity, args.structure, ratios, args.owl_lambda, args.owl_m, bounds)
+    log.info("pruning %s: %s %s to %.3f on %s, %d layers%s", args.model_name, args.method, args.structure, args.sparsity, device,
+             layout.n_layers, f", {len(calibration)} calibration windows of {calibration.shape[1]} tokens" if calibration is not None else "")
+    from tqdm import tqdm
+
+    bar = tqdm(total=layout.n_layers, desc="pruning", unit="layer", file=sys.stderr, mininterval=5, ascii=True)
+    result = prune_model(model, layout, settings, calibration, progress=lambda i: bar.update(1))
+    bar.close()
+    report.update({"layer_sparsity_target": result.ratios, "layer_sparsity_actual": result.actual,
+                   "layer_zero_share": result.zeros_after, "overall_sparsity": float(np.mean(result.actual)),
+                   "seconds": time.time() - t0})
+    if result.outlier_share is not None:
+        report["owl"] = {"lambda": args.owl_lambda, "M": args.owl_m, "outlier_share": result.outlier_share}
+    if device == "cuda":
+        report["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    log.info("overall sparsity %.4f; per layer %s..%s", report["overall_sparsity"], np.round(result.actual.min(), 4), np.round(result.actual.max(), 4))
+    out = Path(args.out_dir)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "actpat_provenance.json").write_text(json.dumps({**prov, "pruning": {k: report[k] for k in ("method", "structure", "target_sparsity")}}, indent=2))
+    write_json(report, Path(args.report))
+    log.info("done in %.1fs -> %s", time.time() - t0, args.report)
+
+
+def cmd_perplexity(args) -> None:
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from actpat.evaluate import bootstrap_perplexity, perplexity, window_nll
+    from actpat.models import load_checkpoint
+    from actpat.store import open_samples, write_json
+
+    torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    t0 = time.time()
+    model, _, prov = load_checkpoint(Path(args.model_dir), "float32", device)
+    out = {"model_dir": args.model_dir, "pruning": prov.get("pruning"), "code_version": code_version(), "device": device, "sets": {}}
+    for spec in args.sets:
+        name, path = spec.split("=", 1)
+        windows = open_samples(Path(path))
+        tokens = windows["token_ids"].values
+        bar = tqdm(total=len(tokens), desc=f"perplexity {name}", unit="window", file=sys.stderr, mininterval=5, ascii=True)
+        nll, count = window_nll(model, tokens, device, progress=lambda j: bar.update(1))
+        bar.close()
+        ppl = perplexity(nll, count)
+        ci = bootstrap_perplexity(nll, count, args.bootstrap, args.seed)
+        out["sets"][name] = {"perplexity": ppl, "ci95": ci, "seq_len": int(tokens.shape[1]), "n_windows": int(len(tokens)),
+                             "tokens_predicted": int(count.sum()), "window_nll": nll, "window_tokens": count,
+                             "source": windows.attrs["source"], "held_out_only": windows.attrs.get("held_out_only"),
+                             "window_ids": windows["sample"].values.tolist()}
+        log.info("%s: perplexity %.3f [%.3f, %.3f] over %d windows of %d tokens", name, ppl, *ci, len(tokens), tokens.shape[1])
+    out["seconds"] = time.time() - t0
+    write_json(out, Path(args.out))
+
+
+def cmd_pruning_report(args) -> None:
+    from actpat.pruning_report import write_pruning_report
+
+    write_pruning_report([Path(p) for p in args.v1_runs], [Path(p) for p in args.v2_runs], Path(args.dense),
+                         Path(args.out_dir), general=args.general,
+                         v2_sparsity=args.v2_sparsity, v2_method=args.v2_method, n_boot=args.bootstrap, seed=args.seed,
+                         log=log.info)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="actpat", description=__doc__)
     parser.add_argument("--version", action="version", version=__version__)
@@ -318,6 +468,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_findings)
+
+    p = sub.add_parser("pruning-text", help="validations 1-2: calibration or evaluation windows of a domain")
+    p.add_argument("--kind", required=True, choices=["calibration", "evaluation"])
+    p.add_argument("--name", required=True)
+    p.add_argument("--spec", required=True, help="the text source spec as JSON")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--samples", default=None, help="evaluation: the domain's samples store (its held-out document ids)")
+    p.add_argument("--seq-len", type=int, required=True)
+    p.add_argument("--n", type=int, required=True, help="windows (evaluation: at most)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--holdout-fraction", type=float, default=0.2)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_pruning_text)
+
+    p = sub.add_parser("prune", help="validations 1-2: prune the scored matrices of a model")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--structure", default="unstructured")
+    p.add_argument("--sparsity", type=float, required=True)
+    p.add_argument("--calibration", default=None, help="calibration windows store")
+    p.add_argument("--density", default=None, help="density store of the domain that sets the layer-wise sparsities")
+    p.add_argument("--density-threshold", type=float, default=2e-5)
+    p.add_argument("--density-multiple", type=float, default=1.0)
+    p.add_argument("--alpha", type=float, default=2.0)
+    p.add_argument("--beta", type=float, default=0.2)
+    p.add_argument("--owl-lambda", type=float, default=0.08)
+    p.add_argument("--owl-m", type=float, default=5.0)
+    p.add_argument("--bounds", type=float, nargs=2, default=[0.0, 0.99])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=int(os.environ.get("ACTPAT_THREADS", "2")))
+    p.add_argument("--out-dir", required=True, help="the pruned checkpoint")
+    p.add_argument("--report", required=True, help="JSON with per-layer target and actual sparsities")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("perplexity", help="validations 1-2: perplexity of a checkpoint on evaluation windows")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--sets", nargs="+", required=True, help="NAME=evaluation-windows-store")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=int(os.environ.get("ACTPAT_THREADS", "2")))
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_perplexity)
+
+    p = sub.add_parser("pruning-report", help="validations 1-2: tables and figures")
+    p.add_argument("--v1-runs", nargs="+", required=True, help="run directories (pruning.json + perplexity.json)")
+    p.add_argument("--v2-runs", nargs="*", default=[], help="validation 2's run directories")
+    p.add_argument("--dense", required=True, help="perplexity.json of the dense model")
+    p.add_argument("--general", required=True, help="evaluation set of validation 1")
+    p.add_argument("--v2-sparsity", type=float, default=0.5)
+    p.add_argument("--v2-method", default="wanda-density")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_pruning_report)
     return parser
 
 

@@ -91,7 +91,48 @@ def validate_config(config: dict) -> dict:
     for name, spec in cfg["domains"].items():
         spec.setdefault("pack", spec["source"] == "packaged" and spec["name"] in PACK_BY_DEFAULT)
         spec.setdefault("samples", cfg["samples"]["per_domain"])
+    _check_pruning(cfg)
     return cfg
+
+
+def _check_pruning(cfg: dict) -> None:
+    """Cross-field rules of the pruning section; fills the null defaults with domain names."""
+    pr, domains = cfg["pruning"], list(cfg["domains"])
+
+    def known(value, where: str, allowed: list[str]) -> None:
+        if value not in allowed:
+            raise ConfigError(f"config error at pruning.{where}: {value!r} is not configured; choose one of {', '.join(allowed)}")
+
+    pr["calibration"]["domain"] = pr["calibration"]["domain"] or domains[0]
+    known(pr["calibration"]["domain"], "calibration.domain", domains)
+    pr["ratios"]["domain"] = pr["ratios"]["domain"] or pr["calibration"]["domain"]
+    known(pr["ratios"]["domain"], "ratios.domain", domains)
+    for name in pr["evaluation"]["sets"]:
+        if name in domains:
+            raise ConfigError(f"config error at pruning.evaluation.sets.{name}: a domain has this name; the held-out text "
+                              "of every domain is evaluated already")
+    pr["evaluation"]["general"] = pr["evaluation"]["general"] or pr["calibration"]["domain"]
+    known(pr["evaluation"]["general"], "evaluation.general", domains + list(pr["evaluation"]["sets"]))
+    v2 = pr["validation2"]
+    v2["calibration_domains"] = v2["calibration_domains"] if v2["calibration_domains"] is not None else domains
+    for d in v2["calibration_domains"]:
+        known(d, "validation2.calibration_domains", domains)
+    if v2["method"] == "magnitude":
+        raise ConfigError("config error at pruning.validation2.method: 'magnitude' uses no calibration data; choose a Wanda method")
+    for k, nm in enumerate(pr["nm"]):
+        n, m = map(int, nm.split(":"))
+        if not 0 < n < m:
+            raise ConfigError(f"config error at pruning.nm.{k}: {nm!r} needs 0 < N < M (N pruned of every M)")
+    if "wanda-density" in pr["methods"] + [v2["method"]] and pr["ratios"]["threshold"] not in cfg["scoring"]["thresholds"]:
+        raise ConfigError(f"config error at pruning.ratios.threshold: {pr['ratios']['threshold']} is not one of "
+                          f"scoring.thresholds {cfg['scoring']['thresholds']}")
+    if "wanda-density-rel" in pr["methods"] + [v2["method"]] and pr["ratios"]["multiple"] not in cfg["scoring"]["relative_multiples"]:
+        raise ConfigError(f"config error at pruning.ratios.multiple: {pr['ratios']['multiple']} is not one of "
+                          f"scoring.relative_multiples {cfg['scoring']['relative_multiples']}")
+    lo, hi = pr["ratios"]["bounds"]
+    for where, s in [(f"sparsities.{k}", s) for k, s in enumerate(pr["sparsities"])] + [("validation2.sparsity", v2["sparsity"])]:
+        if not lo <= s <= hi:
+            raise ConfigError(f"config error at pruning.{where}: {s} is outside pruning.ratios.bounds [{lo}, {hi}]")
 
 
 def domain_shards(cfg: dict, domain: str) -> list[int]:

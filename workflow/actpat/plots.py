@@ -116,3 +116,72 @@ def pairs_scatter(x: np.ndarray, human: np.ndarray, stem: Path, title: str) -> l
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return save(fig, stem)
+
+
+def layer_sparsity(layers, stem: Path) -> list[Path]:
+    """Validation 1: target sparsity per layer of each layer-wise method, at each target."""
+    unstructured = layers[layers["structure"] == "unstructured"]
+    targets = sorted(unstructured["sparsity"].unique())
+    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.6), squeeze=False, sharey=True)
+    for ax, s in zip(axes.flat, targets):
+        sub = unstructured[unstructured["sparsity"] == s]
+        for method, g in sub.groupby("method"):
+            style = "--" if method in ("wanda", "magnitude") else "-"
+            ax.plot(g["layer"] + 1, g["target"], style, marker="." if style == "-" else None, label=method)
+        ax.set_title(f"mean sparsity {s:g}", fontsize=10)
+        ax.set_xlabel("layer")
+    axes.flat[0].set_ylabel("layer sparsity")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle("Validation 1: layer-wise sparsities (density-derived, OWL, uniform)")
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+def perplexity_by_sparsity(table, stem: Path, general: str) -> list[Path]:
+    """Validation 1: perplexity (95% bootstrap interval) against target sparsity, per method."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sub = table[table["structure"] == "unstructured"]
+    for method, g in sub.groupby("method"):
+        g = g.sort_values("sparsity")
+        err = np.vstack([g["perplexity"] - g["ci_low"], g["ci_high"] - g["perplexity"]])
+        ax.errorbar(g["sparsity"], g["perplexity"], yerr=err, marker="o", capsize=3, label=method)
+    dense = table[table["method"] == "dense"]
+    if len(dense):
+        ax.axhline(float(dense["perplexity"].iloc[0]), color="grey", ls=":", label="dense")
+    ax.set_yscale("log")
+    ax.set_xlabel("target sparsity (unstructured)")
+    ax.set_ylabel(f"perplexity on {general}")
+    ax.legend(fontsize=8)
+    ax.set_title("Validation 1: perplexity after pruning")
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+def calibration_heatmap(matrix, stem: Path, title: str) -> list[Path]:
+    """Validation 2: perplexity relative to the column's geometric mean over calibrations; the
+    diagonal (calibrated on the evaluated domain) is outlined."""
+    values = matrix.to_numpy(dtype=float)
+    rel = values / np.exp(np.log(values).mean(0, keepdims=True)) - 1
+    fig, ax = plt.subplots(figsize=(1.0 * values.shape[1] + 2.5, 0.7 * values.shape[0] + 2))
+    lim = max(np.abs(rel).max(), 1e-6)
+    im = ax.imshow(rel * 100, cmap="RdBu_r", vmin=-lim * 100, vmax=lim * 100)
+    ax.set_xticks(range(values.shape[1]), matrix.columns, rotation=45, ha="right")
+    ax.set_yticks(range(values.shape[0]), matrix.index)
+    for r, cal in enumerate(matrix.index):
+        for c, ev in enumerate(matrix.columns):
+            ax.text(c, r, f"{values[r, c]:.3g}", ha="center", va="center", fontsize=7)
+            if cal == ev:
+                ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, lw=2))
+    ax.set_xlabel("evaluation set (held-out text)")
+    ax.set_ylabel("calibration domain")
+    fig.colorbar(im, ax=ax, label="% vs column mean")
+    ax.set_title(f"Validation 2: perplexity, {title}")
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+def empty_figure(stem: Path, message: str) -> list[Path]:
+    fig, ax = plt.subplots(figsize=(5, 1.5))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center")
+    return save(fig, stem)

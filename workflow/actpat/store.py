@@ -240,6 +240,8 @@ def write_json(obj, path: Path) -> None:
             return float(o) if np.isfinite(o) else None
         if isinstance(o, np.integer):
             return int(o)
+        if isinstance(o, np.ndarray):
+            return clean(o.tolist())
         return o
 
     Path(path).write_text(json.dumps(clean(obj), indent=2, allow_nan=False))

@@ -1,0 +1,210 @@
+"""Pruning and perplexity: the formulas and masks against hand computations, the layer-by-layer
+calibration against plain forward hooks on the dense model, perplexity against transformers' loss."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from actpat.models import weight_layout
+from actpat.pruning import (
+    PruneSettings,
+    PruningError,
+    density_ratios,
+    nm_mask,
+    owl_ratios,
+    parse_structure,
+    prune_model,
+    row_mask,
+    wanda_metric,
+)
+from conftest import tiny_llama
+
+
+def test_density_ratios_match_a_hand_computation():
+    counts = [1.0, 3.0, 2.0, 4.0]
+    s, alpha, beta = 0.5, 2.0, 0.2
+    mean = sum(counts) / 4
+    std = math.sqrt(sum((c - mean) ** 2 for c in counts) / 4)
+    n_prime = [1 / (1 + math.exp(-((c - mean) / std + alpha / (i + 1)))) for i, c in enumerate(counts)]
+    expected = [s + beta * s * (1 - 4 * n / sum(n_prime)) for n in n_prime]
+    got = density_ratios(np.array(counts), s, alpha, beta)
+    np.testing.assert_allclose(got.ratios, expected, rtol=0, atol=1e-12)
+    assert abs(got.ratios.mean() - s) < 1e-12 and got.clipped == []
+    # more activated weights -> less pruning (apart from the alpha/i boost of the first layers)
+    assert got.ratios[3] < got.ratios[2]
+
+
+def test_density_ratios_clip_and_keep_the_mean():
+    counts = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 100.0])
+    got = density_ratios(counts, 0.7, alpha=0.0, beta=3.0, bounds=(0.0, 0.9))
+    assert got.clipped, "a strong beta must push some layers out of range"
+    assert got.ratios.min() >= 0.0 - 1e-12 and got.ratios.max() <= 0.9 + 1e-12
+    assert abs(got.ratios.mean() - 0.7) < 1e-9
+    flat = density_ratios(np.full(5, 7.0), 0.6, alpha=0.0)
+    np.testing.assert_allclose(flat.ratios, 0.6)  # a constant profile gives uniform sparsity
+
+
+def test_owl_ratios():
+    outliers = np.array([0.01, 0.05, 0.03, 0.02])
+    got = owl_ratios(outliers, 0.6, lam=0.08)
+    assert abs(got.ratios.mean() - 0.6) < 1e-12
+    assert np.isclose(got.ratios.max() - got.ratios.min(), 0.16)
+    assert np.argmin(got.ratios) == 1 and np.argmax(got.ratios) == 0  # more outliers, fewer pruned
+
+
+def test_wanda_mask_on_a_small_matrix():
+    w = torch.tensor([[1.0, -2.0, 3.0, -5.0], [4.0, 3.0, -2.0, 1.0]])
+    sq = torch.tensor([16.0, 1.0, 1.0, 0.25])  # input norms 4, 1, 1, 0.5
+    # metric row 0: 4, 2, 3, 2.5 -> prune columns 1, 3; row 1: 16, 3, 2, 0.5 -> prune 3, 2
+    mask = row_mask(wanda_metric(w, sq), 0.5)
+    assert mask.tolist() == [[False, True, False, True], [False, False, True, True]]
+    # magnitude alone would prune columns 0 and 1 of row 0: the input norms matter
+    assert row_mask(w.abs(), 0.5)[0].tolist() == [True, True, False, False]
+
+
+@pytest.mark.parametrize("n, m", [(2, 4), (4, 8), (1, 4)])
+def test_nm_mask_has_exactly_n_per_block(n, m):
+    metric = torch.rand(16, 64, generator=torch.Generator().manual_seed(0))
+    mask = nm_mask(metric, n, m)
+    assert (mask.reshape(16, -1, m).sum(-1) == n).all()
+    kept_min = metric.masked_fill(mask, float("inf")).reshape(16, -1, m).min(-1).values
+    pruned_max = metric.masked_fill(~mask, float("-inf")).reshape(16, -1, m).max(-1).values
+    assert (pruned_max <= kept_min).all()  # the N smallest of each block
+
+
+def test_parse_structure_errors():
+    assert parse_structure("unstructured") is None and parse_structure("2:4") == (2, 4) == parse_structure("2of4")
+    with pytest.raises(PruningError, match="0 < N < M"):
+        parse_structure("4:2")
+
+
+def _windows(vocab, n=3, length=12, seed=0):
+    return torch.randint(0, vocab, (n, length), generator=torch.Generator().manual_seed(seed))
+
+
+def test_magnitude_at_zero_leaves_the_model_unchanged():
+    model = tiny_llama()
+    before = copy.deepcopy(model.state_dict())
+    result = prune_model(model, weight_layout(model), PruneSettings("magnitude", 0.0))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert (result.actual == 0).all()
+
+
+def test_wanda_first_layer_matches_hooks_on_the_dense_model():
+    """Layer 0's inputs do not depend on pruning: its mask must equal the one computed from the
+    dense model's activations captured with plain forward hooks."""
+    model = tiny_llama()
+    dense = copy.deepcopy(model)
+    windows = _windows(64)
+    captured = {}
+    q = dense.model.layers[0].self_attn.q_proj
+    down = dense.model.layers[2].mlp.down_proj
+    for name, mod in (("q", q), ("down", down)):
+        mod.register_forward_hook(
+            lambda m, args, out, name=name: captured.setdefault(name, []).append(args[0].detach().reshape(-1, args[0].shape[-1]))
+        )
+    with torch.no_grad():
+        for w in windows:
+            dense(w[None])
+
+    def dense_mask(mod, name):
+        sq = torch.cat(captured[name]).double().pow(2).sum(0)
+        return row_mask(mod.weight.abs() * sq.float().sqrt()[None], 0.5)
+
+    expected = dense_mask(q, "q")
+    layout = weight_layout(model)
+    result = prune_model(model, layout, PruneSettings("wanda", 0.5), windows)
+    got = model.model.layers[0].self_attn.q_proj.weight == 0
+    assert torch.equal(got, expected)
+    np.testing.assert_allclose(result.actual, 0.5)
+    # deeper layers were calibrated on the pruned model: their masks differ from a dense-model calibration
+    assert not torch.equal(model.model.layers[2].mlp.down_proj.weight == 0, dense_mask(down, "down"))
+
+
+@pytest.mark.parametrize("method", ["wanda-owl", "wanda-density"])
+def test_layerwise_methods_reach_their_per_layer_targets(method):
+    model = tiny_llama()
+    layout = weight_layout(model)
+    ratios = np.array([0.4, 0.5, 0.6]) if method == "wanda-density" else None
+    result = prune_model(model, layout, PruneSettings(method, 0.5, layer_ratios=ratios), _windows(64))
+    assert abs(result.ratios.mean() - 0.5) < 1e-12
+    assert np.all(np.abs(result.actual - result.ratios) <= 1 / 32 + 1e-9)
+    if method == "wanda-density":
+        np.testing.assert_allclose(result.ratios, ratios)
+    else:
+        assert result.outlier_share is not None and result.ratios.std() > 0
+
+
+def test_nm_pruning_of_a_model():
+    model = tiny_llama()
+    layout = weight_layout(model)
+    result = prune_model(model, layout, PruneSettings("wanda", 0.0, "2:4"), _windows(64))
+    np.testing.assert_allclose(result.actual, 0.5)
+    for layer in model.model.layers:
+        w = layer.mlp.up_proj.weight
+        assert ((w == 0).reshape(w.shape[0], -1, 4).sum(-1) == 2).all()
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (PruneSettings("sparsegpt", 0.5), "unknown pruning method 'sparsegpt'"),
+        (PruneSettings("wanda", 1.0), r"sparsity 1.0 is outside \[0, 1\)"),
+        (PruneSettings("wanda-owl", 0.5, "2:4"), "N:M structure applies to magnitude and wanda"),
+        (PruneSettings("wanda", 0.5), "wanda needs calibration windows"),
+    ],
+)
+def test_bad_pruning_requests(settings, message):
+    model = tiny_llama()
+    with pytest.raises(PruningError, match=message):
+        prune_model(model, weight_layout(model), settings)
+
+
+def test_sparsity_check_fails_loudly():
+    from actpat.pruning import check_sparsity
+
+    layout = weight_layout(tiny_llama())
+    with pytest.raises(PruningError, match="layer 1: pruned 0.300000 of its weights, target 0.500000"):
+        check_sparsity(np.full(3, 0.5), np.array([0.5, 0.3, 0.5]), np.full(3, 0.5), layout)
+
+
+@pytest.mark.slow
+def test_perplexity_of_the_default_model_matches_transformers(smollm2):
+    from actpat.evaluate import bootstrap_perplexity, eval_windows, perplexity, window_nll
+    from actpat.sources import Document
+
+    model, tokenizer = smollm2
+    text = ("The city council approved the new budget on Tuesday, after a long debate about public transport, "
+            "schools and the maintenance of roads. ") * 6
+    windows = eval_windows("fixed", [Document("a", text), Document("b", text)], tokenizer, 48, 4, log=lambda m: None)
+    assert windows.token_ids.shape == (4, 48)
+    nll, count = window_nll(model, windows.token_ids)
+    ppl = perplexity(nll, count)
+    with torch.no_grad():
+        losses = [model(torch.as_tensor(w[None].astype(np.int64)), labels=torch.as_tensor(w[None].astype(np.int64))).loss.item()
+                  for w in windows.token_ids]
+    assert ppl == pytest.approx(math.exp(np.mean(losses)), rel=1e-5)
+    assert ppl == perplexity(*window_nll(model, windows.token_ids))  # same result twice, bit for bit
+    assert 1.0 < ppl < 20.0  # repeated English prose is easy for a pretrained model
+    lo, hi = bootstrap_perplexity(nll, count, 200, 0)
+    assert lo <= ppl <= hi
+
+
+def test_eval_windows_are_non_overlapping_and_evenly_spaced(smol_tokenizer):
+    from actpat.evaluate import EvaluationError, eval_windows
+    from actpat.sources import Document
+
+    docs = [Document(str(i), f"Document number {i} talks about topic {i * 7} at some length. " * 20) for i in range(10)]
+    all_w = eval_windows("set", docs, smol_tokenizer, 32, 10_000, log=lambda m: None)
+    n = all_w.stats["n_windows_available"]
+    assert len(all_w.token_ids) == n and all_w.offsets == [k * 32 for k in range(n)]
+    few = eval_windows("set", docs, smol_tokenizer, 32, 5, log=lambda m: None)
+    assert len(few.token_ids) == 5 and few.offsets[0] == 0 and few.offsets[-1] == (n - 1) * 32
+    assert set(few.doc_ids) <= {d.id for d in docs} and few.doc_ids[0] == "0"
+    with pytest.raises(EvaluationError, match="fewer than one window"):
+        eval_windows("short", [Document("x", "hi")], smol_tokenizer, 32, 5, log=lambda m: None)

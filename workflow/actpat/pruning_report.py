@@ -1,0 +1,171 @@
+"""Validations 1 and 2: perplexity tables, statistics and figures from the pruning runs.
+
+A run directory holds ``pruning.json`` (method, targets, measured per-layer sparsity, calibration)
+and ``perplexity.json`` (per-window NLL on each evaluation set). All methods are evaluated on the
+same windows, so differences between methods are estimated with a paired bootstrap over windows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binom
+
+from actpat.store import write_json
+
+LEVEL = 0.95
+
+
+def _load(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def load_run(run_dir: Path) -> dict:
+    pruning = _load(run_dir / "pruning.json")
+    ppl = _load(run_dir / "perplexity.json")
+    cal = pruning.get("calibration") or {}
+    return {"dir": str(run_dir), "method": pruning["method"], "structure": pruning["structure"],
+            "sparsity": pruning["target_sparsity"], "calibration": cal.get("domain"), "pruning": pruning, "sets": ppl["sets"]}
+
+
+def _ci(values: np.ndarray) -> list[float]:
+    a = (1 - LEVEL) / 2
+    return [float(np.quantile(values, a)), float(np.quantile(values, 1 - a))]
+
+
+def _resample(n: int, n_boot: int, rng) -> np.ndarray:
+    return rng.integers(0, n, size=(n_boot, n))
+
+
+def _mean_nll(s: dict, idx=None) -> np.ndarray | float:
+    nll, cnt = np.asarray(s["window_nll"]), np.asarray(s["window_tokens"])
+    if idx is None:
+        return float(nll.sum() / cnt.sum())
+    return nll[idx].sum(-1) / cnt[idx].sum(-1)
+
+
+def paired_ratio(a: dict, b: dict, n_boot: int, seed: int) -> tuple[float, list[float]]:
+    """Perplexity ratio a / b on the same windows, with a paired bootstrap interval."""
+    if a["window_ids"] != b["window_ids"]:
+        raise ValueError("perplexities compared on different windows")
+    idx = _resample(len(a["window_nll"]), n_boot, np.random.default_rng(seed))
+    boot = np.exp(_mean_nll(a, idx) - _mean_nll(b, idx))
+    return float(np.exp(_mean_nll(a) - _mean_nll(b))), _ci(boot)
+
+
+def validation1_table(runs: list[dict], dense: dict, general: str, n_boot: int, seed: int) -> pd.DataFrame:
+    rows = []
+    d = dense["sets"][general]
+    rows.append({"method": "dense", "structure": "-", "sparsity": 0.0, "actual_sparsity": 0.0, "perplexity": d["perplexity"],
+                 "ci_low": d["ci95"][0], "ci_high": d["ci95"][1], "vs_wanda": np.nan, "vs_wanda_low": np.nan,
+                 "vs_wanda_high": np.nan, "calibration": "-", "n_windows": d["n_windows"], "seq_len": d["seq_len"],
+                 "tokens": d["tokens_predicted"]})
+    wanda = {(r["structure"], r["sparsity"]): r for r in runs if r["method"] == "wanda"}
+    for r in sorted(runs, key=lambda r: (r["structure"] != "unstructured", r["structure"], r["sparsity"], r["method"])):
+        s = r["sets"][general]
+        ref = wanda.get((r["structure"], r["sparsity"]))
+        ratio, ci = paired_ratio(s, ref["sets"][general], n_boot, seed) if ref and r is not ref else (np.nan, [np.nan, np.nan])
+        rows.append({"method": r["method"], "structure": r["structure"], "sparsity": r["sparsity"],
+                     "actual_sparsity": r["pruning"]["overall_sparsity"], "perplexity": s["perplexity"], "ci_low": s["ci95"][0],
+                     "ci_high": s["ci95"][1], "vs_wanda": ratio, "vs_wanda_low": ci[0], "vs_wanda_high": ci[1],
+                     "calibration": r["calibration"] or "-", "n_windows": s["n_windows"], "seq_len": s["seq_len"],
+                     "tokens": s["tokens_predicted"]})
+    return pd.DataFrame(rows)
+
+
+def validation2(runs: list[dict], dense: dict, n_boot: int, seed: int) -> tuple[pd.DataFrame, dict]:
+    """Calibration × evaluation perplexity matrix and the diagonal statistics."""
+    calibs = sorted({r["calibration"] for r in runs})
+    by_cal = {r["calibration"]: r for r in runs}
+    evals = [e for e in dense["sets"] if all(e in by_cal[c]["sets"] for c in calibs)]
+    matrix = pd.DataFrame([[by_cal[c]["sets"][e]["perplexity"] for e in evals] for c in calibs], index=calibs, columns=evals)
+    cols = [e for e in evals if e in calibs]
+    stats = {"calibration_domains": calibs, "evaluation_sets": evals, "columns_with_diagonal": cols}
+    if not cols or len(calibs) < 2:
+        stats["note"] = "needs at least two calibration domains that are also evaluation sets"
+        return matrix, stats
+    best = {e: bool(matrix[e].idxmin() == e) for e in cols}
+    beats_mean = {e: bool(np.log(matrix.loc[e, e]) < np.log(matrix.loc[[c for c in calibs if c != e], e]).mean()) for e in cols}
+    k, n, p_row = sum(best.values()), len(cols), 1.0 / len(calibs)
+
+    def advantage(idx_by_eval=None) -> float:
+        # mean over columns of: log ppl(calibrated on the column's domain) − mean log ppl(other calibrations)
+        out = []
+        for e in cols:
+            idx = None if idx_by_eval is None else idx_by_eval[e]
+            diag = _mean_nll(by_cal[e]["sets"][e], idx)
+            off = np.mean([_mean_nll(by_cal[c]["sets"][e], idx) for c in calibs if c != e], axis=0)
+            out.append(diag - off)
+        return np.mean(out, axis=0)
+
+    rng = np.random.default_rng(seed)
+    idx = {e: _resample(len(by_cal[calibs[0]]["sets"][e]["window_nll"]), n_boot, rng) for e in cols}
+    boot = advantage(idx)
+    stats.update({
+        "diagonal_best_in_column": best,
+        "diagonal_best_count": k,
+        "n_columns": n,
+        "p_value_binomial": float(binom.sf(k - 1, n, p_row)),
+        "chance_per_column": p_row,
+        "diagonal_below_offdiagonal_mean": beats_mean,
+        "mean_log_ppl_advantage": float(advantage()),
+        "mean_log_ppl_advantage_ci95": _ci(boot),
+        "relative_ppl_advantage": float(np.exp(advantage()) - 1),
+    })
+    return matrix, stats
+
+
+def _markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    return df.to_markdown(index=False, floatfmt=floatfmt, missingval="")
+
+
+def write_pruning_report(v1_runs: list[Path], v2_runs: list[Path], dense: Path, out_dir: Path, general: str,
+                         v2_sparsity: float, v2_method: str, n_boot: int = 1000, seed: int = 0, log=print) -> dict:
+    from actpat import plots
+
+    out_dir = Path(out_dir)
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    dense_ppl = _load(dense)
+    r1 = [load_run(Path(p)) for p in v1_runs]
+    r2 = [load_run(Path(p)) for p in v2_runs]
+    v1 = validation1_table(r1, dense_ppl, general, n_boot, seed)
+    v1.to_csv(out_dir / "validation1.csv", index=False)
+    layer_rows = []
+    for r in r1:
+        for i, (t, a) in enumerate(zip(r["pruning"]["layer_sparsity_target"], r["pruning"]["layer_sparsity_actual"])):
+            layer_rows.append({"method": r["method"], "structure": r["structure"], "sparsity": r["sparsity"], "layer": i,
+                               "target": t, "actual": a})
+    layers = pd.DataFrame(layer_rows)
+    layers.to_csv(out_dir / "layer_sparsity.csv", index=False)
+    model = r1[0]["pruning"]["model"] if r1 else dense_ppl.get("model_dir", "")
+    summary = {"model": model, "general_set": general, "validation1": json.loads(v1.to_json(orient="records"))}
+    md = [f"# Pruning report: {model}", "",
+          f"## Validation 1: perplexity on `{general}` by method and target sparsity", "",
+          "`vs_wanda`: perplexity ratio to uniform Wanda at the same sparsity and structure (paired bootstrap over windows, 95%).", "",
+          _markdown(v1), ""]
+    if r2:
+        matrix, stats = validation2(r2, dense_ppl, n_boot, seed)
+        matrix.to_csv(out_dir / "validation2.csv", index_label="calibration")
+        summary["validation2"] = {"method": v2_method, "sparsity": v2_sparsity, "perplexity": json.loads(matrix.to_json()), **stats}
+        md += [f"## Validation 2: {v2_method} at sparsity {v2_sparsity}, calibration domain (rows) × evaluation set (columns)", "",
+               matrix.reset_index(names="calibration").pipe(_markdown), ""]
+        if "diagonal_best_count" in stats:
+            md += [f"The calibration domain gives the lowest perplexity on its own held-out text in "
+                   f"**{stats['diagonal_best_count']} of {stats['n_columns']}** columns (chance {stats['chance_per_column']:.2f} "
+                   f"per column, binomial p = {stats['p_value_binomial']:.3g}); its mean log-perplexity advantage over the other "
+                   f"calibrations is {stats['mean_log_ppl_advantage']:.4f} nats/token "
+                   f"[{stats['mean_log_ppl_advantage_ci95'][0]:.4f}, {stats['mean_log_ppl_advantage_ci95'][1]:.4f}] "
+                   "(negative = the matching calibration is better).", ""]
+        plots.calibration_heatmap(matrix, out_dir / "figures" / "validation2_matrix", f"{v2_method} at {v2_sparsity}")
+    else:
+        pd.DataFrame().to_csv(out_dir / "validation2.csv")
+        plots.empty_figure(out_dir / "figures" / "validation2_matrix", "Validation 2: no calibration domains configured")
+    plots.layer_sparsity(layers, out_dir / "figures" / "layer_sparsity")
+    plots.perplexity_by_sparsity(v1, out_dir / "figures" / "validation1_perplexity", general)
+    (out_dir / "report.md").write_text("\n".join(md))
+    write_json(summary, out_dir / "summary.json")
+    log("\n".join(md))
+    return summary
