@@ -18,10 +18,15 @@ include: "workflow/rules/scoring.smk"
 include: "workflow/rules/findings.smk"
 include: "workflow/rules/pairs.smk"
 include: "workflow/rules/pruning.smk"
+include: "workflow/rules/report.smk"
+
+
+report: "workflow/report/workflow.rst"
 
 
 rule all:
     input:
         all_targets(),
         [t for m in MODELS for t in pruning_targets(m)],
+        expand("results/{model}/SUMMARY.md", model=MODELS),
     default_target: True

@@ -62,6 +62,17 @@ def _with(path: str, value):
         (_with("models.m", {"source": "smollm2", "dtype": "int8"}), r"models\.m\.dtype: 'int8' is not allowed"),
         ({"domains": MINIMAL["domains"]}, r"'models' is a required property"),
         (_with("domains", {}), r"domains: \{\} should be non-empty"),
+        (_with("pruning.sparsities", [0.5, 1.0]), r"pruning\.sparsities\.1: 1\.0 is greater than or equal to the maximum of 1"),
+        (_with("pruning.sparsities", [-0.1]), r"pruning\.sparsities\.0: -0\.1 is less than the minimum of 0"),
+        (_with("pruning.nm", ["4:2"]), r"pruning\.nm\.0: '4:2' needs 0 < N < M"),
+        (_with("pruning.nm", ["2/4"]), r"pruning\.nm\.0: '2/4' does not match"),
+        (_with("pruning.methods", ["sparsegpt"]), r"pruning\.methods\.0: 'sparsegpt' is not allowed; choose one of 'magnitude'"),
+        (_with("pruning.calibration.domain", "c4"), r"pruning\.calibration\.domain: 'c4' is not configured; choose one of code"),
+        (_with("pruning.evaluation.general", "wikitext2"), r"pruning\.evaluation\.general: 'wikitext2' is not configured"),
+        (_with("pruning.validation2.calibration_domains", ["code", "law"]), r"validation2\.calibration_domains: 'law' is not configured"),
+        (_with("pruning.validation2.method", "magnitude"), r"validation2\.method: 'magnitude' uses no calibration data"),
+        (_with("pruning.ratios.threshold", 3e-5), r"pruning\.ratios\.threshold: 3e-05 is not one of scoring\.thresholds"),
+        (_with("pruning.evaluation.sets", {"code": {"source": "packaged", "name": "python-stdlib"}}), r"sets\.code: a domain has this name"),
     ],
 )
 def test_errors_name_the_field(cfg, expected):

@@ -133,7 +133,7 @@ def test_layerwise_methods_reach_their_per_layer_targets(method):
     ratios = np.array([0.4, 0.5, 0.6]) if method == "wanda-density" else None
     result = prune_model(model, layout, PruneSettings(method, 0.5, layer_ratios=ratios), _windows(64))
     assert abs(result.ratios.mean() - 0.5) < 1e-12
-    assert np.all(np.abs(result.actual - result.ratios) <= 1 / 32 + 1e-9)
+    assert np.all(np.abs(result.actual - result.ratios) <= 0.5 / 32 + 1e-9)
     if method == "wanda-density":
         np.testing.assert_allclose(result.ratios, ratios)
     else:
@@ -208,3 +208,23 @@ def test_eval_windows_are_non_overlapping_and_evenly_spaced(smol_tokenizer):
     assert set(few.doc_ids) <= {d.id for d in docs} and few.doc_ids[0] == "0"
     with pytest.raises(EvaluationError, match="fewer than one window"):
         eval_windows("short", [Document("x", "hi")], smol_tokenizer, 32, 5, log=lambda m: None)
+
+
+def test_evaluation_only_set_from_datasets_on_local_files(tmp_path, tiny_checkpoint):
+    """An evaluation-only set through `datasets` (what a WikiText-2 entry does with a network),
+    here the `json` builder on a local file; all its documents are evaluated."""
+    import json
+
+    from actpat.cli import main
+    from actpat.store import open_samples
+
+    rows = [{"text": f"Line {i} of an encyclopedic article about the river number {i}, its towns and bridges."} for i in range(40)]
+    data = tmp_path / "wiki.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    spec = {"source": "datasets", "name": "json", "data_files": str(data), "split": "train"}
+    out = tmp_path / "wikilocal.zarr"
+    assert main(["pruning-text", "--kind", "evaluation", "--name", "wikilocal", "--spec", json.dumps(spec),
+                 "--model-dir", str(tiny_checkpoint), "--seq-len", "64", "--n", "8", "--out", str(out)]) == 0
+    ds = open_samples(out)
+    assert ds["token_ids"].shape == (8, 64) and ds.attrs["purpose"] == "evaluation" and ds.attrs["held_out_only"] is False
+    assert ds.attrs["n_documents"] == 40

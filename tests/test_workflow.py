@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -21,6 +22,10 @@ def test_dry_run_and_lint(configfile, tmp_path):
     assert counts["sample_domain"] == n_domains and counts["density"] == n_domains
     assert counts["score_shard"] == 2 * n_domains + (1 if configfile else 3) and counts["findings"] == 1
     assert counts["pairs_report"] == (1 if configfile else 2)
+    # validation 1: (methods x sparsities + N:M runs), validation 2: one run per other calibration domain
+    assert counts["prune"] == counts["perplexity"] == (5 + 1 if configfile else 5 * 3 + 2 + 7)
+    assert counts["calibration_windows"] == counts["eval_windows"] == n_domains
+    assert counts["perplexity_dense"] == counts["pruning_report"] == 1
     lint = run(["--lint", *extra], cwd=tmp_path)
     assert lint.returncode == 0 and "good condition" in lint.stdout + lint.stderr, lint.stdout[-2000:]
 
@@ -73,6 +78,23 @@ def test_smoke_workflow_end_to_end(smoke_run):
     assert {r["range"] for r in summary["ranges"]} >= {"[L/2, L-2)", "[2L/3, L-2)", "[20, L-2) (paper)"}
     table = (tmp_path / "results/smollm2-135m/pairs/words/spearman_by_layer.csv").read_text().splitlines()
     assert len(table) == 1 + 2 * 30 + 1  # header, (llmdcos, hidden_cos) x 30 layers, bag of tokens
+    # validations 1-2 on the smoke run
+    pr = tmp_path / "results/smollm2-135m/pruning"
+    v1 = pd.read_csv(pr / "validation1.csv")
+    assert set(v1["method"]) == {"dense", "magnitude", "wanda", "wanda-density", "wanda-owl"}
+    assert (v1["n_windows"] == 4).all() and (v1["seq_len"] == 32).all() and np.isfinite(v1["perplexity"]).all()
+    dense_ppl = v1.loc[v1["method"] == "dense", "perplexity"].item()
+    assert (v1.loc[v1["method"] != "dense", "perplexity"] > dense_ppl).all()  # pruning half the weights costs perplexity
+    run_dir = pr / "runs/code/wanda-owl/unstructured/0.5"
+    report = json.loads((run_dir / "pruning.json").read_text())
+    assert len(report["layer_sparsity_actual"]) == 30 and abs(np.mean(report["layer_sparsity_target"]) - 0.5) < 1e-9
+    assert report["calibration"]["windows"] == 2 and report["calibration"]["seq_len"] == 32
+    assert not (run_dir / "checkpoint").exists()  # temporary by default
+    nm = json.loads((pr / "runs/code/wanda/2of4/0.5/pruning.json").read_text())
+    assert nm["layer_sparsity_actual"] == [0.5] * 30
+    summary = json.loads((pr / "summary.json").read_text())
+    assert summary["validation2"]["n_columns"] == 2 and summary["validation2"]["calibration_domains"] == ["code", "medical"]
+    assert "perplexity: 100%" in (tmp_path / "logs/smollm2-135m/perplexity/dense.log").read_text()
     # a second run has nothing to do
     again = run(["--cores", "2", "--configfile", str(SMOKE), "-n"], cwd=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -86,8 +108,12 @@ def test_smoke_workflow_end_to_end(smoke_run):
     more.write_text(yaml.safe_dump(cfg))
     plan = run(["--cores", "2", "--configfile", str(more), "-n"], cwd=tmp_path)
     assert plan.returncode == 0, plan.stderr[-2000:]
+    # validation 2 gains a calibration row and an evaluation column: the runs calibrated on the
+    # other domains are evaluated on the new domain (their temporary checkpoints are made again)
     assert job_counts(plan.stdout + plan.stderr) == {
-        "sample_domain": 1, "score_shard": 2, "density": 1, "similarity": 1, "findings": 1, "all": 1, "total": 7}
+        "sample_domain": 1, "score_shard": 2, "density": 1, "similarity": 1, "findings": 1,
+        "calibration_windows": 1, "eval_windows": 1, "prune": 3, "perplexity": 3, "perplexity_dense": 1,
+        "pruning_report": 1, "all": 1, "total": 17}
     assert "domain=extra" in plan.stdout + plan.stderr and "domain=code" not in plan.stdout + plan.stderr
 
 

@@ -387,6 +387,14 @@ def cmd_pruning_report(args) -> None:
                          log=log.info)
 
 
+def cmd_summary(args) -> None:
+    from actpat.summary import write_summary
+
+    text = write_summary(Path(args.findings) if args.findings else None, [Path(p) for p in args.pairs],
+                         Path(args.pruning) if args.pruning else None, Path(args.out), json.loads(args.settings))
+    log.info("wrote %s:\n%s", args.out, text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="actpat", description=__doc__)
     parser.add_argument("--version", action="version", version=__version__)
@@ -524,6 +532,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_pruning_report)
+
+    p = sub.add_parser("summary", help="SUMMARY.md: every finding and validation against the paper")
+    p.add_argument("--findings", default=None)
+    p.add_argument("--pairs", nargs="*", default=[])
+    p.add_argument("--pruning", default=None)
+    p.add_argument("--settings", default="{}", help="JSON: model, model_source, samples_per_domain, seq_len, pruning_note")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_summary)
     return parser
 
 

@@ -14,6 +14,9 @@ try:
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
+# report captions read `snakemake.config`: let them see the validated values and defaults
+config.update(CFG)
+
 MODELS = list(CFG["models"])
 DOMAINS = list(CFG["domains"])
 PAIRSETS = list(CFG["pairs"])

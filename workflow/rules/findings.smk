@@ -48,14 +48,13 @@ rule findings:
         samples=lambda w: expand("results/{model}/samples/{domain}.zarr", model=w.model, domain=DOMAINS),
     output:
         json="results/{model}/findings.json",
-        tables=multiext("results/{model}/", "density.csv", "similarity.csv", "relevance.csv"),
-        figures=multiext(
-            "results/{model}/figures/",
-            "finding1_density.png",
-            "finding2_similarity_boxplots.png",
-            "finding2_similarity_deep.png",
-            "finding3_relevance.png",
-        ),
+        density_table=report("results/{model}/density.csv", caption="../report/finding1_table.rst", category="1. Finding 1: density"),
+        similarity_table=report("results/{model}/similarity.csv", caption="../report/finding2_table.rst", category="2. Finding 2: similarity"),
+        relevance_table=report("results/{model}/relevance.csv", caption="../report/finding3_table.rst", category="3. Finding 3: relevance"),
+        density_figure=report("results/{model}/figures/finding1_density.png", caption="../report/finding1_density.rst", category="1. Finding 1: density"),
+        boxplots=report("results/{model}/figures/finding2_similarity_boxplots.png", caption="../report/finding2_boxplots.rst", category="2. Finding 2: similarity"),
+        deep=report("results/{model}/figures/finding2_similarity_deep.png", caption="../report/finding2_deep.rst", category="2. Finding 2: similarity"),
+        relevance_figure=report("results/{model}/figures/finding3_relevance.png", caption="../report/finding3.rst", category="3. Finding 3: relevance"),
     params:
         threshold=CFG["analysis"]["density_threshold"],
         multiple=CFG["analysis"]["density_multiple"],

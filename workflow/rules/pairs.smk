@@ -31,8 +31,10 @@ rule pairs_report:
         stores=lambda w: score_stores(w.model, f"pairs-{w.pairset}"),
     output:
         summary="results/{model}/pairs/{pairset}/summary.json",
-        tables=multiext("results/{model}/pairs/{pairset}/", "spearman_by_layer.csv", "spearman_ranges.csv"),
-        figures=multiext("results/{model}/pairs/{pairset}/figures/", "rho_by_layer.png", "scatter_deep.png"),
+        by_layer=report("results/{model}/pairs/{pairset}/spearman_by_layer.csv", caption="../report/validation3_table.rst", category="6. Validation 3: human similarity", subcategory="{pairset}"),
+        ranges=report("results/{model}/pairs/{pairset}/spearman_ranges.csv", caption="../report/validation3_table.rst", category="6. Validation 3: human similarity", subcategory="{pairset}"),
+        rho=report("results/{model}/pairs/{pairset}/figures/rho_by_layer.png", caption="../report/validation3_rho.rst", category="6. Validation 3: human similarity", subcategory="{pairset}"),
+        scatter=report("results/{model}/pairs/{pairset}/figures/scatter_deep.png", caption="../report/validation3_scatter.rst", category="6. Validation 3: human similarity", subcategory="{pairset}"),
     params:
         bootstrap=CFG["analysis"]["bootstrap"],
         seed=CFG["seed"],

@@ -220,13 +220,12 @@ rule pruning_report:
     output:
         report="results/{model}/pruning/report.md",
         summary="results/{model}/pruning/summary.json",
-        tables=multiext("results/{model}/pruning/", "validation1.csv", "validation2.csv", "layer_sparsity.csv"),
-        figures=multiext(
-            "results/{model}/pruning/figures/",
-            "validation1_perplexity.png",
-            "validation2_matrix.png",
-            "layer_sparsity.png",
-        ),
+        v1=report("results/{model}/pruning/validation1.csv", caption="../report/validation1_table.rst", category="4. Validation 1: layer-wise pruning"),
+        v2=report("results/{model}/pruning/validation2.csv", caption="../report/validation2_table.rst", category="5. Validation 2: calibration domain"),
+        layers="results/{model}/pruning/layer_sparsity.csv",
+        v1_figure=report("results/{model}/pruning/figures/validation1_perplexity.png", caption="../report/validation1_perplexity.rst", category="4. Validation 1: layer-wise pruning"),
+        v2_figure=report("results/{model}/pruning/figures/validation2_matrix.png", caption="../report/validation2_matrix.rst", category="5. Validation 2: calibration domain"),
+        layer_figure=report("results/{model}/pruning/figures/layer_sparsity.png", caption="../report/layer_sparsity.rst", category="4. Validation 1: layer-wise pruning"),
     params:
         v1=lambda w: " ".join(v1_runs(w.model)),
         v2=lambda w: " ".join(v2_runs(w.model)),
