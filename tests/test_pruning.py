@@ -228,3 +228,13 @@ def test_evaluation_only_set_from_datasets_on_local_files(tmp_path, tiny_checkpo
     ds = open_samples(out)
     assert ds["token_ids"].shape == (8, 64) and ds.attrs["purpose"] == "evaluation" and ds.attrs["held_out_only"] is False
     assert ds.attrs["n_documents"] == 40
+
+
+def test_pruning_is_deterministic():
+    """Same model, settings and calibration windows: bit-identical pruned weights."""
+    outs = []
+    for _ in range(2):
+        model = tiny_llama()
+        prune_model(model, weight_layout(model), PruneSettings("wanda-owl", 0.6), _windows(64))
+        outs.append(model.state_dict())
+    assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])

@@ -42,7 +42,7 @@ def cluster(tmp_path_factory):
 
 
 def _squeue() -> list[list[str]]:
-    out = subprocess.run(["squeue", "--states=all", "--noheader", "-o", "%i|%j|%T"], capture_output=True, text=True)
+    out = subprocess.run(["squeue", "--states=all", "--noheader", "-o", "%i|%j|%T|%m"], capture_output=True, text=True)
     return [line.split("|") for line in out.stdout.splitlines()]
 
 
@@ -50,8 +50,13 @@ def _squeue() -> list[list[str]]:
 def test_smoke_run_through_slurm_equals_local_run(cluster, smoke_run, tmp_path):
     local_dir, local = smoke_run
     assert local.returncode == 0
+    # the pruning validations add ~20 short jobs that test nothing more about the cluster
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["pruning"]["enabled"] = False
+    smoke = tmp_path / "smoke-no-pruning.yaml"
+    smoke.write_text(yaml.safe_dump(cfg))
     before = {j[0] for j in _squeue()}
-    res = run_snakemake([*SLURM_ARGS, "--configfile", str(SMOKE)], cwd=tmp_path, timeout=1500)
+    res = run_snakemake([*SLURM_ARGS, "--configfile", str(smoke)], cwd=tmp_path, timeout=1500)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
     jobs = [j for j in _squeue() if j[0] not in before and j[1] != "hostname"]
@@ -66,12 +71,17 @@ def test_smoke_run_through_slurm_equals_local_run(cluster, smoke_run, tmp_path):
 @pytest.mark.slow
 def test_failing_cluster_job_fails_the_run_and_points_at_its_log(cluster, tmp_path):
     cfg = yaml.safe_load(SMOKE.read_text())
-    cfg["models"]["smollm2-135m"]["source"] = str(tmp_path / "no-such-model")
+    cfg["models"]["smollm2-135m"]["source"] = "no-such-org/no-such-model"  # passes the start-up checks, fails in the job
     bad = tmp_path / "bad.yaml"
+    cfg["pruning"]["enabled"] = False
     bad.write_text(yaml.safe_dump(cfg))
+    before = {j[0] for j in _squeue()}
     res = run_snakemake([*SLURM_ARGS, "--configfile", str(bad)], cwd=tmp_path, timeout=900)
     out = res.stdout + res.stderr
     assert res.returncode != 0
+    # the profile retries a failed job, asking for more memory each time (mem_mb x attempt)
+    mems = [j[3] for j in _squeue() if j[0] not in before and j[1] != "hostname"]
+    assert mems[:2] == ["8000M", "16000M"], mems
     assert "logs/smollm2-135m/prepare_model.log" in out
     assert "actpat error: model" in out or "actpat error: cannot load" in out  # the log's last line, shown
     assert "FAILED" in out or "Error in rule prepare_model" in out

@@ -108,6 +108,38 @@ def test_incomplete_and_foreign_stores_are_refused(runs, tmp_path):
         check_compatible({"one": open_scores(runs / "one.zarr"), "other": other})
 
 
+def _chunks(store, array):
+    return sorted(p for p in (store / array).rglob("*") if p.is_file() and p.name != "zarr.json")
+
+
+@pytest.mark.parametrize("damage", ["missing chunk", "truncated chunk"])
+def test_damaged_stores_are_refused_and_nothing_downstream_is_written(runs, tmp_path, capsys, damage):
+    """Zarr reads a missing chunk as zeros: without the writer's inventory a damaged store would
+    give wrong densities silently."""
+    import shutil
+
+    bad = tmp_path / "shard-0.zarr"
+    shutil.copytree(runs / "a.zarr", bad)
+    chunk = _chunks(bad, "mlp.down_proj")[1]
+    if damage == "missing chunk":
+        chunk.unlink()
+        expected = "is missing; the store is damaged"
+    else:
+        chunk.write_bytes(chunk.read_bytes()[:-7])
+        expected = "the store is truncated or damaged"
+    out = tmp_path / "density.zarr"
+    rc = main(["density", "--stores", str(bad), str(runs / "b.zarr"), "--out", str(out)])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 1 and last.startswith(f"actpat error: {bad}: file mlp.down_proj/") and expected in last
+    assert not out.exists() and not list(tmp_path.glob(".density.zarr.tmp-*"))
+    # the sketches are checked the same way by the similarity reduction
+    shutil.rmtree(bad)
+    shutil.copytree(runs / "a.zarr", bad)
+    _chunks(bad, "sketch")[0].unlink()
+    rc = main(["similarity", "--stores", str(bad), "--out", str(tmp_path / "sim.zarr")])
+    assert rc == 1 and "file sketch/" in capsys.readouterr().err and not (tmp_path / "sim.zarr").exists()
+
+
 def test_cli_errors_are_one_line(runs, tiny_checkpoint, capsys):
     rc = main(["score-shard", "--samples", str(runs / "samples.zarr"), "--shard", "5", "--shard-size", "2",
                "--model-dir", str(tiny_checkpoint), "--model-name", "tiny", "--out", str(runs / "x.zarr")])

@@ -113,7 +113,7 @@ def test_smoke_workflow_end_to_end(smoke_run):
     assert job_counts(plan.stdout + plan.stderr) == {
         "sample_domain": 1, "score_shard": 2, "density": 1, "similarity": 1, "findings": 1,
         "calibration_windows": 1, "eval_windows": 1, "prune": 3, "perplexity": 3, "perplexity_dense": 1,
-        "pruning_report": 1, "all": 1, "total": 17}
+        "pruning_report": 1, "summary": 1, "all": 1, "total": 18}
     assert "domain=extra" in plan.stdout + plan.stderr and "domain=code" not in plan.stdout + plan.stderr
 
 
@@ -153,3 +153,29 @@ def test_local_gpu_jobs_are_capped_at_visible_gpus(smoke_run, tmp_path):
     assert 'Provided resources: gpu=Resource("gpu", 3)' in three.stdout + three.stderr
     assert 'gpu=Resource("gpu", 1)' in one.stdout + one.stderr or "gpu=1" in one.stdout + one.stderr
     assert 'Provided resources: gpu=Resource("gpu", 0)' in none.stdout + none.stderr or "gpu=0" in none.stdout + none.stderr
+
+
+@pytest.mark.slow
+def test_html_report_and_summary_of_the_smoke_run(smoke_run):
+    """`snakemake --report` on the smoke run holds every figure and table with its caption, grouped
+    by finding; SUMMARY.md has a row for each finding and validation with the paper's number."""
+    where, res = smoke_run
+    assert res.returncode == 0
+    rep = run(["--configfile", str(SMOKE), "--report", "report.html"], cwd=where)
+    assert rep.returncode == 0, (rep.stdout + rep.stderr)[-2000:]
+    html = (where / "report.html").read_text()
+    expected = [
+        "finding1_density.png", "density.csv", "finding2_similarity_boxplots.png", "finding2_similarity_deep.png",
+        "similarity.csv", "finding3_relevance.png", "relevance.csv", "validation1_perplexity.png", "validation1.csv",
+        "layer_sparsity.png", "validation2_matrix.png", "validation2.csv", "rho_by_layer.png", "scatter_deep.png",
+        "spearman_by_layer.csv", "SUMMARY.md",
+    ]
+    assert [name for name in expected if name not in html] == []
+    for category in ("Finding 1: density", "Finding 2: similarity", "Finding 3: relevance", "Validation 1: layer-wise pruning",
+                     "Validation 2: calibration domain", "Validation 3: human similarity"):
+        assert category in html
+    assert "(4 samples of 32 tokens each)" in html  # captions carry n from the config
+    summary = (where / "results/smollm2-135m/SUMMARY.md").read_text()
+    for claim in ("Finding 1", "Finding 2", "Finding 3", "Validation 1: wanda-density", "Validation 2", "Validation 3 (words)"):
+        assert f"| {claim}" in summary
+    assert "0.851 (Llama2-7B" in summary and "STS-B 0.66" in summary

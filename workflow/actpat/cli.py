@@ -543,6 +543,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what to lower when a job runs out of memory (the rule's memory also grows with each retry)
+OOM_HINTS = {
+    "score-shard": "lower samples.seq_len, use scoring.compute_dtype: bfloat16, lower scoring.sketch_size, or raise "
+                   "resources.score_mem_mb (samples.shard_size only shortens the job: samples are scored one at a time)",
+    "prune": "lower pruning.calibration.windows or pruning.calibration.seq_len, or raise pruning.mem_mb",
+    "perplexity": "lower pruning.evaluation.seq_len, or raise pruning.mem_mb",
+}
+OOM_EXIT = 3
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
@@ -552,4 +573,12 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         print(f"actpat error: {exc}", file=sys.stderr)
         return 1
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        hint = OOM_HINTS.get(args.command, "raise the job's memory")
+        log.error("out of memory", exc_info=True)
+        print(f"actpat error: out of memory in {args.command} ({detail}); {hint}", file=sys.stderr)
+        return OOM_EXIT
     return 0

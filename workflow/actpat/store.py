@@ -26,6 +26,8 @@ the final path; readers refuse stores without the marker.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -66,8 +68,25 @@ def _tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+INVENTORY = "actpat_inventory.json"
+
+
+def _chunk_files(root: Path) -> dict[str, int]:
+    """Every file of a store but the root metadata (which holds the completion marker): size in bytes."""
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            rel = os.path.relpath(os.path.join(dirpath, f), root)
+            if rel not in ("zarr.json", INVENTORY, ".snakemake_timestamp"):
+                out[rel] = os.path.getsize(os.path.join(dirpath, f))
+    return out
+
+
 def _publish(tmp: Path, path: Path) -> None:
-    """Mark complete and move into place (a rename within one directory is atomic)."""
+    """Record the store's files and their sizes, mark it complete, move it into place (a rename
+    within one directory is atomic). Zarr reads a missing chunk as fill values, so the inventory is
+    what lets readers tell a damaged store from a sparse one."""
+    (Path(tmp) / INVENTORY).write_text(json.dumps(_chunk_files(Path(tmp)), sort_keys=True))
     group = zarr.open_group(tmp, mode="r+")
     group.attrs["complete"] = True
     if path.exists():
@@ -87,6 +106,23 @@ def _prepare(path: Path) -> Path:
     return _tmp_path(path)
 
 
+@contextlib.contextmanager
+def _writing(path: Path):
+    """Write a store under a temporary name; publish it when the body succeeds, remove the
+    temporary directory when it fails (a full disk, an error), so no half store is left."""
+    path = Path(path)
+    tmp = _prepare(path)
+    try:
+        yield tmp
+        _publish(tmp, path)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise StoreError(f"{path}: no space left on the device while writing it; nothing was kept (free space "
+                             "or point the results elsewhere, then rerun)") from exc
+        raise
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -100,7 +136,6 @@ def _alive(pid: int) -> bool:
 def write_samples(path: Path, sample_set, attrs: dict, extra: dict | None = None) -> None:
     """``extra``: more variables, e.g. ``length`` (sample,) for texts shorter than the padded
     width (padding is -1), or the pair table of a pair set."""
-    tmp = _prepare(path)
     ds = xr.Dataset(
         {
             "token_ids": (("sample", "position"), sample_set.token_ids),
@@ -113,8 +148,8 @@ def write_samples(path: Path, sample_set, attrs: dict, extra: dict | None = None
     )
     for name, var in (extra or {}).items():
         ds[name] = var
-    ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
-    _publish(tmp, Path(path))
+    with _writing(path) as tmp:
+        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
 
 
 def _open(path: Path, kind: str) -> xr.Dataset:
@@ -123,7 +158,7 @@ def _open(path: Path, kind: str) -> xr.Dataset:
         raise StoreError(f"{path}: store does not exist")
     with warnings.catch_warnings():
         # Snakemake leaves a .snakemake_timestamp file inside directory() outputs
-        warnings.filterwarnings("ignore", message=".*snakemake_timestamp")
+        warnings.filterwarnings("ignore", message=".*(snakemake_timestamp|actpat_inventory)")
         try:
             group = zarr.open_group(path, mode="r")
         except Exception as exc:
@@ -132,7 +167,26 @@ def _open(path: Path, kind: str) -> xr.Dataset:
             raise StoreError(f"{path}: no completion marker; the job that wrote it did not finish (rerun it)")
         if group.attrs.get("kind") != kind:
             raise StoreError(f"{path}: expected a {kind} store, found {group.attrs.get('kind')!r}")
+        verify_inventory(path)
         return xr.open_zarr(path, consolidated=False, chunks=None)
+
+
+def verify_inventory(path: Path) -> None:
+    """Every file the writer recorded is there with its size: a deleted chunk or a truncated array
+    is reported instead of being read as zeros. (Stores written before the inventory existed have
+    none and are not checked.)"""
+    inv_file = Path(path) / INVENTORY
+    if not inv_file.exists():
+        return
+    expected = json.loads(inv_file.read_text())
+    found = _chunk_files(Path(path))
+    for rel, size in expected.items():
+        if rel not in found:
+            raise StoreError(f"{path}: file {rel} of array {rel.split('/')[0]!r} is missing; the store is damaged "
+                             "(delete it and rerun the job that wrote it)")
+        if found[rel] != size:
+            raise StoreError(f"{path}: file {rel} of array {rel.split('/')[0]!r} has {found[rel]} bytes, the writer "
+                             f"wrote {size}; the store is truncated or damaged (delete it and rerun the job that wrote it)")
 
 
 def open_samples(path: Path) -> xr.Dataset:
@@ -157,7 +211,6 @@ def write_scores(
     attrs: dict,
     multiples: tuple[float, ...] = (1.0, 10.0),
 ) -> None:
-    tmp = _prepare(path)
     stack = lambda name: np.stack([getattr(r, name) for r in results])  # noqa: E731
     ds = xr.Dataset(
         {
@@ -197,23 +250,22 @@ def write_scores(
     k = ds.sizes["bucket"]
     # per-layer reads (all samples of a layer) are what the similarity reduction does
     encoding = {"sketch": {"chunks": (len(results), 1, k), "compressors": _compressor()}}
-    ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
-
-    group = zarr.open_group(tmp, mode="r+")
-    for j, (name, (rows, cols)) in enumerate(zip(layout.matrices, layout.shapes)):
-        arr = group.create_array(
-            name,
-            shape=(layout.n_layers, rows, cols),
-            chunks=(1, _row_chunk(rows, cols), cols),
-            dtype="float32",
-            fill_value=0.0,
-            compressors=_compressor(),
-            dimension_names=["layer", f"{name}.row", f"{name}.col"],
-            attributes={"long_name": f"sum over samples of |w * dD/dw| for {name}", "units": "logit"},
-        )
-        for i in range(layout.n_layers):  # one layer at a time: host memory stays at one matrix
-            arr[i] = sums[i][j].detach().float().cpu().numpy()
-    _publish(tmp, Path(path))
+    with _writing(path) as tmp:
+        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
+        group = zarr.open_group(tmp, mode="r+")
+        for j, (name, (rows, cols)) in enumerate(zip(layout.matrices, layout.shapes)):
+            arr = group.create_array(
+                name,
+                shape=(layout.n_layers, rows, cols),
+                chunks=(1, _row_chunk(rows, cols), cols),
+                dtype="float32",
+                fill_value=0.0,
+                compressors=_compressor(),
+                dimension_names=["layer", f"{name}.row", f"{name}.col"],
+                attributes={"long_name": f"sum over samples of |w * dD/dw| for {name}", "units": "logit"},
+            )
+            for i in range(layout.n_layers):  # one layer at a time: host memory stays at one matrix
+                arr[i] = sums[i][j].detach().float().cpu().numpy()
 
 
 PROVENANCE_KEYS = ("model", "checkpoint_sha256", "seed", "seq_len", "target", "dtype", "sketch_size", "sketch_seed", "sketch_hash_version")
@@ -244,19 +296,21 @@ def write_json(obj, path: Path) -> None:
             return clean(o.tolist())
         return o
 
-    Path(path).write_text(json.dumps(clean(obj), indent=2, allow_nan=False))
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(clean(obj), indent=2, allow_nan=False))
+    os.replace(tmp, path)  # a reader never sees half a report
 
 
 def write_dataset(ds: xr.Dataset, path: Path) -> None:
     """A reduction's dataset, written like the stores: temporary name, marker, rename."""
-    tmp = _prepare(Path(path))
     ds = ds.copy()
     for name, var in {**ds.coords, **ds.data_vars}.items():
         if var.dtype.kind in "OUT":  # object, fixed or variable-width strings -> variable-length
             ds[name] = (var.dims, _strings(var.values.ravel()).reshape(var.shape))
     ds.attrs = _attrs({**ds.attrs, "kind": "actpat.reduction", "format_version": FORMAT_VERSION})
-    ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
-    _publish(tmp, Path(path))
+    with _writing(path) as tmp:
+        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
 
 
 def open_reduction(path: Path) -> xr.Dataset:

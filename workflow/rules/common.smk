@@ -4,13 +4,16 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 
 from actpat.config import ConfigError, domain_shards, validate_config
+from actpat.preflight import preflight
 
 try:
     CFG = validate_config(config)
+    preflight(CFG, [Path(p) for p in (workflow.overwrite_configfiles or [os.path.join(workflow.basedir, "config.yaml")])])
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 

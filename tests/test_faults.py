@@ -1,0 +1,204 @@
+"""Faults a long run meets: bad input refused before any job starts, out of memory, a full disk.
+
+The sweep runs the real workflow (no dry run) on each bad configuration or input and checks that it
+stops with one line naming the field, and that nothing was started: no model prepared, no results,
+no job logs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT, SMOKE, run_snakemake
+
+BASE = yaml.safe_load(SMOKE.read_text())
+
+
+def _set(cfg: dict, path: str, value) -> dict:
+    node = cfg
+    keys = path.split(".")
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value
+    return cfg
+
+
+def _prepare(case: str, tmp_path):
+    """(config dict or raw YAML text) for each case; files it needs are made in tmp_path."""
+    cfg = copy.deepcopy(BASE)
+    files = tmp_path / "inputs"
+    files.mkdir()
+    if case == "unknown key":
+        return _set(cfg, "samples.shardsize", 2)
+    if case == "wrong type":
+        return _set(cfg, "samples.seq_len", "long")
+    if case == "no domains":
+        return _set(cfg, "domains", {})
+    if case == "missing corpus":
+        return _set(cfg, "domains.extra", {"source": "files", "paths": [str(files / "nothing-*.txt")]})
+    if case == "empty corpus":
+        (files / "empty.txt").write_text("")
+        return _set(cfg, "domains.extra", {"source": "files", "paths": [str(files / "empty.txt")]})
+    if case == "duplicate domain":
+        text = SMOKE.read_text().replace("domains:\n", "domains:\n  code: {source: packaged, name: champ-math}\n", 1)
+        return text
+    if case == "name not a wildcard value":
+        return _set(cfg, "domains.my domain", {"source": "packaged", "name": "shakespeare"})
+    if case == "reserved name":
+        return _set(cfg, "domains.pairs-x", {"source": "packaged", "name": "shakespeare"})
+    if case == "unknown corpus":
+        return _set(cfg, "domains.code", {"source": "packaged", "name": "linux-kernel"})
+    if case == "seq_len over model maximum":
+        return _set(cfg, "samples.seq_len", 10000)
+    if case == "model path that is not a model":
+        (files / "model").mkdir()
+        return _set(cfg, "models", {"m": {"source": str(files / "model")}})
+    if case == "model path missing":
+        return _set(cfg, "models", {"m": {"source": str(files / "no-model")}})
+    if case == "non-causal model":
+        (files / "bert").mkdir()
+        (files / "bert" / "config.json").write_text(json.dumps({"architectures": ["BertModel"], "model_type": "bert"}))
+        return _set(cfg, "models", {"m": {"source": str(files / "bert")}})
+    if case == "sparsity out of range":
+        return _set(cfg, "pruning.sparsities", [0.5, 1.2])
+    if case == "N:M invalid":
+        return _set(cfg, "pruning.nm", ["4:4"])
+    if case == "unknown method":
+        return _set(cfg, "pruning.methods", ["wanda", "sparsegpt"])
+    if case == "calibration domain not configured":
+        return _set(cfg, "pruning.calibration.domain", "c4")
+    if case == "threshold negative":
+        return _set(cfg, "scoring.thresholds", [2e-5, -1e-6])
+    if case == "pairs file with missing scores":
+        (files / "pairs.csv").write_text("sentence1,sentence2,score\na cat,a dog,3.5\nthe sea,a lake,\n")
+        return _set(cfg, "pairs.mine", {"source": "files", "path": str(files / "pairs.csv")})
+    if case == "pairs file missing":
+        return _set(cfg, "pairs.mine", {"source": "files", "path": str(files / "none.tsv")})
+    if case == "unknown device":
+        return _set(cfg, "device", "tpu")
+    if case == "holdout fraction 1":
+        return _set(cfg, "samples.holdout_fraction", 1.0)
+    if case == "zero samples":
+        return _set(cfg, "samples.per_domain", 0)
+    if case == "density threshold not scored":
+        return _set(cfg, "analysis.density_threshold", 1e-3)
+    raise KeyError(case)
+
+
+SWEEP = {
+    "unknown key": "samples: unknown key(s) 'shardsize'",
+    "wrong type": "samples.seq_len: 'long' is not of type 'integer'",
+    "no domains": "domains: {} should be non-empty",
+    "missing corpus": "domains.extra.paths: no file matches",
+    "empty corpus": "domains.extra.paths: the 1 matching file(s) are empty",
+    "duplicate domain": "key 'code' appears twice",
+    "name not a wildcard value": "name 'my domain' is not usable in file paths",
+    "reserved name": "domains.pairs-x: names starting with 'pairs-' are reserved",
+    "unknown corpus": "domains.code.name: 'linux-kernel' is not allowed",
+    "seq_len over model maximum": "samples.seq_len: 10000 tokens exceed the maximum of 8192 positions",
+    "model path that is not a model": "is not a model directory (no config.json)",
+    "model path missing": "no-model' does not exist",
+    "non-causal model": "is a BertModel model, not a causal language model",
+    "sparsity out of range": "pruning.sparsities.1: 1.2 is greater than or equal to the maximum of 1",
+    "N:M invalid": "pruning.nm.0: '4:4' needs 0 < N < M",
+    "unknown method": "pruning.methods.1: 'sparsegpt' is not allowed",
+    "calibration domain not configured": "pruning.calibration.domain: 'c4' is not configured",
+    "threshold negative": "scoring.thresholds.1: -1e-06 is less than or equal to the minimum of 0",
+    "pairs file with missing scores": "pairs.mine: ",
+    "pairs file missing": "pairs.mine: pairs file",
+    "unknown device": "device: 'tpu' is not allowed",
+    "holdout fraction 1": "samples.holdout_fraction: 1.0 is greater than or equal to the maximum of 1",
+    "zero samples": "samples.per_domain: 0 is less than the minimum of 1",
+    "density threshold not scored": "analysis.density_threshold: 0.001 is not one of scoring.thresholds",
+}
+
+
+def _sweep_case(case: str, tmp_path) -> str:
+    """'' when the case is refused as expected, else what went wrong."""
+    tmp_path.mkdir()
+    cfg = _prepare(case, tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(cfg if isinstance(cfg, str) else yaml.safe_dump(cfg))
+    work = tmp_path / "run"
+    work.mkdir()
+    res = run_snakemake(["--cores", "1", "--configfile", str(bad)], cwd=work, timeout=300)
+    out = res.stdout + res.stderr
+    lines = [line for line in out.splitlines() if "config error" in line]
+    if res.returncode == 0:
+        return "the run succeeded"
+    if not lines or SWEEP[case] not in lines[0]:
+        return f"unexpected output: {out[-600:]}"
+    if case == "pairs file with missing scores" and "has no score" not in lines[0]:
+        return f"unexpected message: {lines[0]}"
+    if any((work / d).exists() for d in ("resources", "results", "logs")):
+        return "a job started"
+    print(f"{case:36s} | {lines[0].split('WorkflowError:')[-1].strip()}")
+    return ""
+
+
+def test_bad_input_is_refused_before_any_job(tmp_path):
+    """Each case runs the real workflow (no dry run); four at a time, each Snakemake process
+    spending most of its few seconds starting up."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = dict(zip(SWEEP, pool.map(lambda c: _sweep_case(c, tmp_path / c.replace(" ", "_")), SWEEP)))
+    failed = {case: why for case, why in results.items() if why}
+    assert not failed, failed
+    assert len(SWEEP) >= 20
+
+
+def _actpat(args, **kw):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow")}
+    return subprocess.run([sys.executable, "-m", "actpat", *args], capture_output=True, text=True, env=env, **kw)
+
+
+@pytest.fixture(scope="module")
+def tiny_samples(tmp_path_factory, tiny_checkpoint):
+    out = tmp_path_factory.mktemp("faults") / "samples.zarr"
+    texts = tmp_path_factory.mktemp("fault-texts")
+    for i in range(6):
+        (texts / f"t{i}.txt").write_text(f"Text number {i} has a few words about rivers, hills and towns. " * 8)
+    spec = json.dumps({"source": "files", "paths": [str(texts / "*.txt")]})
+    res = _actpat(["sample-domain", "--domain", "d", "--spec", spec, "--model-dir", str(tiny_checkpoint), "--seq-len", "16",
+                   "--n", "2", "--seed", "1", "--holdout-fraction", "0.0", "--out", str(out)])
+    assert res.returncode == 0, res.stderr[-1000:]
+    return out
+
+
+def test_out_of_memory_names_the_settings_to_lower(tiny_samples, tiny_checkpoint, tmp_path):
+    """A real allocation failure: a sketch of 2^40 buckets per layer cannot be allocated."""
+    out = tmp_path / "shard.zarr"
+    res = _actpat(["score-shard", "--samples", str(tiny_samples), "--shard", "0", "--shard-size", "2", "--model-dir",
+                   str(tiny_checkpoint), "--model-name", "tiny", "--sketch-size", str(2**40), "--device", "cpu",
+                   "--threads", "1", "--out", str(out)])
+    last = res.stderr.strip().splitlines()[-1]
+    assert res.returncode == 3
+    assert last.startswith("actpat error: out of memory in score-shard (") and "lower samples.seq_len" in last
+    assert not out.exists() and not list(tmp_path.glob(".shard.zarr.tmp-*"))
+
+
+def test_full_disk_leaves_no_half_store(tiny_samples, tiny_checkpoint, tmp_path):
+    """The store is written to a 64 KiB tmpfs: the write fails, the job says so in one line, and
+    neither a store nor its temporary directory is left."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)]).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        out = disk / "shard.zarr"
+        res = _actpat(["score-shard", "--samples", str(tiny_samples), "--shard", "0", "--shard-size", "2", "--model-dir",
+                       str(tiny_checkpoint), "--model-name", "tiny", "--sketch-size", "4096", "--device", "cpu",
+                       "--threads", "1", "--out", str(out)])
+        last = res.stderr.strip().splitlines()[-1]
+        assert res.returncode == 1 and "no space left on the device" in last, res.stderr[-1500:]
+        assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)])

@@ -1,0 +1,116 @@
+"""Checks that need more than the schema but no job: run when the workflow starts, so that bad
+input is refused in one line before hours are spent.
+
+* duplicate keys in a config file (YAML keeps the last one silently);
+* local text files: a domain's globs match files that hold text; a pair file loads and every pair
+  has a score;
+* a local model directory holds a causal language model, and no window is longer than its maximum
+  number of positions (also for the embedded model). Hub ids are checked by ``prepare_model``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+
+import yaml
+
+from actpat.config import ConfigError
+
+# maximum positions of the embedded models (from their GGUF metadata; checked by a test)
+EMBEDDED_MAX_POSITIONS = {"smollm2": 8192}
+
+
+class _StrictLoader(yaml.SafeLoader):
+    pass
+
+
+def _no_duplicates(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"config error in {Path(loader.name).name} line {key_node.start_mark.line + 1}: key {key!r} "
+                              f"appears twice (first on line {seen[key] + 1}); YAML would keep only the last one")
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def check_duplicate_keys(path: Path) -> None:
+    with open(path, encoding="utf-8") as fh:
+        loader = _StrictLoader(fh)
+        loader.name = str(path)
+        try:
+            loader.get_single_data()
+        finally:
+            loader.dispose()
+
+
+def _check_files(where: str, spec: dict) -> None:
+    matched = [p for pattern in spec["paths"] for p in sorted(glob.glob(str(Path(pattern).expanduser()), recursive=True))]
+    if not matched:
+        raise ConfigError(f"config error at {where}.paths: no file matches {spec['paths']}")
+    if all(Path(p).is_file() and Path(p).stat().st_size == 0 for p in matched):
+        raise ConfigError(f"config error at {where}.paths: the {len(matched)} matching file(s) are empty")
+
+
+def _window_lengths(cfg: dict) -> dict[str, int]:
+    out = {"samples.seq_len": cfg["samples"]["seq_len"]}
+    if cfg["pruning"]["enabled"]:
+        out["pruning.calibration.seq_len"] = cfg["pruning"]["calibration"]["seq_len"]
+        out["pruning.evaluation.seq_len"] = cfg["pruning"]["evaluation"]["seq_len"]
+    out.update({f"pairs.{name}.max_tokens": spec["max_tokens"] for name, spec in cfg["pairs"].items()})
+    return out
+
+
+def _check_model(name: str, spec: dict, cfg: dict) -> None:
+    source = spec["source"]
+    where = f"models.{name}.source"
+    max_pos = EMBEDDED_MAX_POSITIONS.get(source)
+    looks_local = source.startswith(("/", ".", "~")) or source.endswith(".gguf") or Path(source).exists()
+    if max_pos is None and looks_local:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise ConfigError(f"config error at {where}: {source!r} does not exist")
+        if path.is_dir():
+            config_file = path / "config.json"
+            if not config_file.is_file():
+                raise ConfigError(f"config error at {where}: {source!r} is not a model directory (no config.json)")
+            mcfg = json.loads(config_file.read_text())
+            archs = mcfg.get("architectures") or []
+            if archs and not any("CausalLM" in a or "LMHead" in a for a in archs) or mcfg.get("is_encoder_decoder"):
+                raise ConfigError(f"config error at {where}: {source!r} is a {', '.join(archs) or mcfg.get('model_type')} "
+                                  "model, not a causal language model (actpat needs a decoder with a language-model head)")
+            max_pos = next((mcfg[k] for k in ("max_position_embeddings", "n_positions", "max_sequence_length")
+                            if isinstance(mcfg.get(k), int)), None)
+    if max_pos:
+        for field, length in _window_lengths(cfg).items():
+            if length > max_pos:
+                raise ConfigError(f"config error at {field}: {length} tokens exceed the maximum of {max_pos} positions "
+                                  f"of model {name!r}")
+
+
+def preflight(cfg: dict, config_files: list[Path]) -> None:
+    """Raise ConfigError (one line, naming the field) for input that would fail a job later."""
+    from actpat.pairs import PairsError, load_pairs
+
+    for path in config_files:
+        if Path(path).is_file():
+            check_duplicate_keys(Path(path))
+    texts = {f"domains.{n}": s for n, s in cfg["domains"].items()}
+    texts |= {f"pruning.evaluation.sets.{n}": s for n, s in cfg["pruning"]["evaluation"]["sets"].items()}
+    for where, spec in texts.items():
+        if spec["source"] == "files":
+            _check_files(where, spec)
+    for name, spec in cfg["pairs"].items():
+        if spec["source"] == "files":
+            try:
+                load_pairs(spec)
+            except PairsError as exc:
+                raise ConfigError(f"config error at pairs.{name}: {exc}") from None
+    for name, spec in cfg["models"].items():
+        _check_model(name, spec, cfg)
