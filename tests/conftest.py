@@ -69,6 +69,16 @@ def tiny_checkpoint(tmp_path_factory, smol_tokenizer):
     return out
 
 
+def with_value(cfg: dict, path: str, value) -> dict:
+    """``cfg`` with the dotted ``path`` set to ``value`` (in place; intermediate keys created)."""
+    node = cfg
+    keys = path.split(".")
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value
+    return cfg
+
+
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 SMOKE = ROOT / "tests" / "config" / "smoke.yaml"
 

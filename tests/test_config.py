@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from actpat.config import ConfigError, domain_shards, validate_config
+from conftest import with_value
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -34,13 +35,7 @@ def test_shipped_configs_validate():
 
 
 def _with(path: str, value):
-    cfg = copy.deepcopy(MINIMAL)
-    node = cfg
-    keys = path.split(".")
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-    node[keys[-1]] = value
-    return cfg
+    return with_value(copy.deepcopy(MINIMAL), path, value)
 
 
 @pytest.mark.parametrize(

@@ -16,18 +16,9 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, SMOKE, run_snakemake
+from conftest import ROOT, SMOKE, run_snakemake, with_value
 
 BASE = yaml.safe_load(SMOKE.read_text())
-
-
-def _set(cfg: dict, path: str, value) -> dict:
-    node = cfg
-    keys = path.split(".")
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-    node[keys[-1]] = value
-    return cfg
 
 
 def _prepare(case: str, tmp_path):
@@ -36,59 +27,59 @@ def _prepare(case: str, tmp_path):
     files = tmp_path / "inputs"
     files.mkdir()
     if case == "unknown key":
-        return _set(cfg, "samples.shardsize", 2)
+        return with_value(cfg, "samples.shardsize", 2)
     if case == "wrong type":
-        return _set(cfg, "samples.seq_len", "long")
+        return with_value(cfg, "samples.seq_len", "long")
     if case == "no domains":
-        return _set(cfg, "domains", {})
+        return with_value(cfg, "domains", {})
     if case == "missing corpus":
-        return _set(cfg, "domains.extra", {"source": "files", "paths": [str(files / "nothing-*.txt")]})
+        return with_value(cfg, "domains.extra", {"source": "files", "paths": [str(files / "nothing-*.txt")]})
     if case == "empty corpus":
         (files / "empty.txt").write_text("")
-        return _set(cfg, "domains.extra", {"source": "files", "paths": [str(files / "empty.txt")]})
+        return with_value(cfg, "domains.extra", {"source": "files", "paths": [str(files / "empty.txt")]})
     if case == "duplicate domain":
         text = SMOKE.read_text().replace("domains:\n", "domains:\n  code: {source: packaged, name: champ-math}\n", 1)
         return text
     if case == "name not a wildcard value":
-        return _set(cfg, "domains.my domain", {"source": "packaged", "name": "shakespeare"})
+        return with_value(cfg, "domains.my domain", {"source": "packaged", "name": "shakespeare"})
     if case == "reserved name":
-        return _set(cfg, "domains.pairs-x", {"source": "packaged", "name": "shakespeare"})
+        return with_value(cfg, "domains.pairs-x", {"source": "packaged", "name": "shakespeare"})
     if case == "unknown corpus":
-        return _set(cfg, "domains.code", {"source": "packaged", "name": "linux-kernel"})
+        return with_value(cfg, "domains.code", {"source": "packaged", "name": "linux-kernel"})
     if case == "seq_len over model maximum":
-        return _set(cfg, "samples.seq_len", 10000)
+        return with_value(cfg, "samples.seq_len", 10000)
     if case == "model path that is not a model":
         (files / "model").mkdir()
-        return _set(cfg, "models", {"m": {"source": str(files / "model")}})
+        return with_value(cfg, "models", {"m": {"source": str(files / "model")}})
     if case == "model path missing":
-        return _set(cfg, "models", {"m": {"source": str(files / "no-model")}})
+        return with_value(cfg, "models", {"m": {"source": str(files / "no-model")}})
     if case == "non-causal model":
         (files / "bert").mkdir()
         (files / "bert" / "config.json").write_text(json.dumps({"architectures": ["BertModel"], "model_type": "bert"}))
-        return _set(cfg, "models", {"m": {"source": str(files / "bert")}})
+        return with_value(cfg, "models", {"m": {"source": str(files / "bert")}})
     if case == "sparsity out of range":
-        return _set(cfg, "pruning.sparsities", [0.5, 1.2])
+        return with_value(cfg, "pruning.sparsities", [0.5, 1.2])
     if case == "N:M invalid":
-        return _set(cfg, "pruning.nm", ["4:4"])
+        return with_value(cfg, "pruning.nm", ["4:4"])
     if case == "unknown method":
-        return _set(cfg, "pruning.methods", ["wanda", "sparsegpt"])
+        return with_value(cfg, "pruning.methods", ["wanda", "sparsegpt"])
     if case == "calibration domain not configured":
-        return _set(cfg, "pruning.calibration.domain", "c4")
+        return with_value(cfg, "pruning.calibration.domain", "c4")
     if case == "threshold negative":
-        return _set(cfg, "scoring.thresholds", [2e-5, -1e-6])
+        return with_value(cfg, "scoring.thresholds", [2e-5, -1e-6])
     if case == "pairs file with missing scores":
         (files / "pairs.csv").write_text("sentence1,sentence2,score\na cat,a dog,3.5\nthe sea,a lake,\n")
-        return _set(cfg, "pairs.mine", {"source": "files", "path": str(files / "pairs.csv")})
+        return with_value(cfg, "pairs.mine", {"source": "files", "path": str(files / "pairs.csv")})
     if case == "pairs file missing":
-        return _set(cfg, "pairs.mine", {"source": "files", "path": str(files / "none.tsv")})
+        return with_value(cfg, "pairs.mine", {"source": "files", "path": str(files / "none.tsv")})
     if case == "unknown device":
-        return _set(cfg, "device", "tpu")
+        return with_value(cfg, "device", "tpu")
     if case == "holdout fraction 1":
-        return _set(cfg, "samples.holdout_fraction", 1.0)
+        return with_value(cfg, "samples.holdout_fraction", 1.0)
     if case == "zero samples":
-        return _set(cfg, "samples.per_domain", 0)
+        return with_value(cfg, "samples.per_domain", 0)
     if case == "density threshold not scored":
-        return _set(cfg, "analysis.density_threshold", 1e-3)
+        return with_value(cfg, "analysis.density_threshold", 1e-3)
     raise KeyError(case)
 
 

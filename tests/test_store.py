@@ -140,6 +140,20 @@ def test_damaged_stores_are_refused_and_nothing_downstream_is_written(runs, tmp_
     assert rc == 1 and "file sketch/" in capsys.readouterr().err and not (tmp_path / "sim.zarr").exists()
 
 
+@pytest.mark.parametrize("key, value", [("seed", 7), ("seq_len", 64), ("model", "other-model")])
+def test_foreign_shard_is_refused_by_the_reduction(runs, tmp_path, capsys, key, value):
+    import shutil
+
+    foreign = tmp_path / "shard-1.zarr"
+    shutil.copytree(runs / "b.zarr", foreign)
+    zarr.open_group(foreign, mode="r+").attrs[key] = value
+    out = tmp_path / "density.zarr"
+    rc = main(["density", "--stores", str(runs / "a.zarr"), str(foreign), "--out", str(out)])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 1 and last.startswith(f"actpat error: {foreign}: {key} = {value!r} differs from {runs / 'a.zarr'}")
+    assert not out.exists()
+
+
 def test_cli_errors_are_one_line(runs, tiny_checkpoint, capsys):
     rc = main(["score-shard", "--samples", str(runs / "samples.zarr"), "--shard", "5", "--shard-size", "2",
                "--model-dir", str(tiny_checkpoint), "--model-name", "tiny", "--out", str(runs / "x.zarr")])

@@ -157,14 +157,13 @@ def perplexity_by_sparsity(table, stem: Path, general: str) -> list[Path]:
     return save(fig, stem)
 
 
-def calibration_heatmap(matrix, stem: Path, title: str) -> list[Path]:
-    """Validation 2: perplexity relative to the column's geometric mean over calibrations; the
-    diagonal (calibrated on the evaluated domain) is outlined."""
+def draw_calibration_matrix(ax, matrix):
+    """Perplexity relative to the column's geometric mean over calibrations, with the values
+    written in and the diagonal (calibrated on the evaluated domain) outlined; returns the image."""
     values = matrix.to_numpy(dtype=float)
-    rel = values / np.exp(np.log(values).mean(0, keepdims=True)) - 1
-    fig, ax = plt.subplots(figsize=(1.0 * values.shape[1] + 2.5, 0.7 * values.shape[0] + 2))
-    lim = max(np.abs(rel).max(), 1e-6)
-    im = ax.imshow(rel * 100, cmap="RdBu_r", vmin=-lim * 100, vmax=lim * 100)
+    rel = (values / np.exp(np.log(values).mean(0, keepdims=True)) - 1) * 100
+    lim = max(np.abs(rel).max(), 1e-4)
+    im = ax.imshow(rel, cmap="RdBu_r", vmin=-lim, vmax=lim)
     ax.set_xticks(range(values.shape[1]), matrix.columns, rotation=45, ha="right")
     ax.set_yticks(range(values.shape[0]), matrix.index)
     for r, cal in enumerate(matrix.index):
@@ -174,6 +173,13 @@ def calibration_heatmap(matrix, stem: Path, title: str) -> list[Path]:
                 ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, lw=2))
     ax.set_xlabel("evaluation set (held-out text)")
     ax.set_ylabel("calibration domain")
+    return im
+
+
+def calibration_heatmap(matrix, stem: Path, title: str) -> list[Path]:
+    """Validation 2: the calibration × evaluation perplexity matrix."""
+    fig, ax = plt.subplots(figsize=(1.0 * matrix.shape[1] + 2.5, 0.7 * matrix.shape[0] + 2))
+    im = draw_calibration_matrix(ax, matrix)
     fig.colorbar(im, ax=ax, label="% vs column mean")
     ax.set_title(f"Validation 2: perplexity, {title}")
     fig.tight_layout()
