@@ -119,7 +119,7 @@ def validation2(runs: list[dict], dense: dict, n_boot: int, seed: int) -> tuple[
 
 
 def _markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    return df.to_markdown(index=False, floatfmt=floatfmt, missingval="")
+    return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=floatfmt, missingval="")
 
 
 def write_pruning_report(v1_runs: list[Path], v2_runs: list[Path], dense: Path, out_dir: Path, general: str,
