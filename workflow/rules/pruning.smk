@@ -2,60 +2,6 @@
 # measure perplexity on held-out text. A run lives in
 # results/{model}/pruning/runs/{calib}/{method}/{structure}/{sparsity}/ (calib "none": magnitude).
 
-PR = CFG["pruning"]
-EVAL_SETS = DOMAINS + list(PR["evaluation"]["sets"])
-METHOD_NAMES = ["magnitude", "wanda", "wanda-density", "wanda-density-rel", "wanda-owl"]
-
-
-def structure_dir(structure):
-    return structure.replace(":", "of")
-
-
-def run_dir(model, method, structure, sparsity, calib):
-    calib = "none" if method == "magnitude" else calib
-    return f"results/{model}/pruning/runs/{calib}/{method}/{structure_dir(structure)}/{sparsity:g}"
-
-
-def v1_runs(model):
-    calib = PR["calibration"]["domain"]
-    runs = [run_dir(model, m, "unstructured", s, calib) for m in PR["methods"] for s in PR["sparsities"]]
-    for nm in PR["nm"]:
-        n, m_ = map(int, nm.split(":"))
-        runs += [run_dir(model, m, nm, n / m_, calib) for m in PR["nm_methods"]]
-    return runs
-
-
-def v2_runs(model):
-    v2 = PR["validation2"]
-    return [run_dir(model, v2["method"], "unstructured", v2["sparsity"], d) for d in v2["calibration_domains"]]
-
-
-def eval_sets_of(w):
-    """Validation 1 runs are evaluated on the general set (and any evaluation-only sets);
-    validation 2 runs on every domain's held-out text as well."""
-    run = run_dir(w.model, w.method, w.structure.replace("of", ":"), float(w.sparsity), w.calib)
-    names = [PR["evaluation"]["general"]] + list(PR["evaluation"]["sets"])
-    if run in v2_runs(w.model):
-        names += DOMAINS
-    return list(dict.fromkeys(names))
-
-
-def eval_store(model, name):
-    return f"results/{model}/pruning/text/eval/{name}.zarr"
-
-
-def pruning_targets(model):
-    return [f"results/{model}/pruning/report.md"] if PR["enabled"] else []
-
-
-wildcard_constraints:
-    evalset="|".join(map(re.escape, EVAL_SETS)),
-    calib="|".join(map(re.escape, DOMAINS + ["none"])),
-    method="|".join(map(re.escape, METHOD_NAMES)),
-    structure=r"unstructured|\d+of\d+",
-    sparsity=r"0(\.\d+)?",
-
-
 rule calibration_windows:
     """Calibration windows of a domain, from its scoring (not held-out) documents."""
     input:
@@ -112,19 +58,6 @@ rule eval_windows:
         "python -m actpat pruning-text --kind evaluation --name {wildcards.evalset} --spec '{params.spec}' "
         "--model-dir {input.model} {params.samples} --seq-len {params.seq_len} --n {params.n} "
         "--holdout-fraction {params.holdout} --out {output} 2> {log}"
-
-
-def prune_inputs(w):
-    inputs = {"model": model_dir(w.model)}
-    if w.method != "magnitude":
-        inputs["calibration"] = f"results/{w.model}/pruning/text/calibration/{w.calib}.zarr"
-    if w.method.startswith("wanda-density"):
-        inputs["density"] = f"results/{w.model}/density/{PR['ratios']['domain']}.zarr"
-    return inputs
-
-
-def _kept(path):
-    return path if PR["keep_checkpoints"] else temp(path)
 
 
 rule prune:

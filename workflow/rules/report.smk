@@ -1,27 +1,6 @@
 # SUMMARY.md: every finding and validation against the paper (the HTML report: snakemake --report).
 
 
-def summary_inputs(w):
-    inputs = {"pairs": [f"results/{w.model}/pairs/{p}/summary.json" for p in PAIRSETS]}
-    if len(DOMAINS) >= 2:
-        inputs["findings"] = f"results/{w.model}/findings.json"
-    if PR["enabled"]:
-        inputs["pruning"] = f"results/{w.model}/pruning/summary.json"
-    return inputs
-
-
-def summary_settings(model):
-    pc, pe = PR["calibration"], PR["evaluation"]
-    return json.dumps({
-        "model": model,
-        "model_source": CFG["models"][model]["source"],
-        "samples_per_domain": CFG["samples"]["per_domain"],
-        "seq_len": CFG["samples"]["seq_len"],
-        "pruning_note": f"{pc['windows']} calibration windows of {pc['seq_len']} tokens from {pc['domain']} (the paper: "
-        f"128 C4 windows of 4096), perplexity on at most {pe['max_windows']} windows of {pe['seq_len']} tokens per set",
-    })
-
-
 rule summary:
     """One page: each finding and validation, its statistic and interval, whether it holds here,
     and the paper's number beside it."""
