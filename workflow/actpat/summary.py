@@ -111,7 +111,7 @@ def build_summary(findings: dict | None, pairs: dict[str, dict], pruning: dict |
             rows.append(("Validation 2: calibrating on a domain keeps that domain's perplexity best (advantage's interval below 0, "
                          "binomial p < 0.05)",
                          f"{v2['diagonal_best_count']} of {v2['n_columns']} domains best with their own calibration "
-                         f"(binomial p = {_fmt(v2['p_value_binomial'], 4)}); mean log-perplexity advantage "
+                         f"(binomial p = {v2['p_value_binomial']:.2g}); mean log-perplexity advantage "
                          f"{_fmt(v2['mean_log_ppl_advantage'], 4)} {_ci(v2['mean_log_ppl_advantage_ci95'])} nats/token",
                          _yes(v2["mean_log_ppl_advantage_ci95"][1] < 0 and v2["p_value_binomial"] < 0.05),
                          "accuracy, not perplexity: MMLU calibration gives the best MMLU (Table 2); differences ≤ 1 s.e."))
