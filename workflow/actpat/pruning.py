@@ -182,13 +182,17 @@ class _Stop(Exception):
 def _first_layer_inputs(model: nn.Module, layers: nn.ModuleList, windows: torch.Tensor, device):
     """The first decoder layer's positional inputs for every window, stacked, and the keyword
     arguments the model passes to its layers (the same for windows of equal length)."""
-    inputs, call = [], {}
+    call: dict = {}
+    held: list[torch.Tensor] = []  # one tensor for all windows, filled in place (no concatenated copy)
 
     def catch(module, args, kwargs):
-        inputs.append(args[0].detach())
-        if not call:
+        x = args[0].detach()
+        if not held:
+            held.append(torch.empty((len(windows), *x.shape[1:]), dtype=x.dtype, device=x.device))
             call["args"] = args[1:]
             call["kwargs"] = kwargs
+        held[0][call.setdefault("n", 0)] = x[0]
+        call["n"] += 1
         raise _Stop
 
     handle = layers[0].register_forward_pre_hook(catch, with_kwargs=True)
@@ -201,7 +205,8 @@ def _first_layer_inputs(model: nn.Module, layers: nn.ModuleList, windows: torch.
                     pass
     finally:
         handle.remove()
-    return torch.cat(inputs), call
+    call.pop("n")
+    return held[0], call
 
 
 def _run_layer(layer: nn.Module, hidden: torch.Tensor, call: dict) -> torch.Tensor:
