@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--eval-windows", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", default="/tmp/actpat-pruning-bench")
+    ap.add_argument("--scaling-only", action="store_true", help="only Wanda with 4, 16 and 64 calibration windows")
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -90,10 +91,11 @@ def main() -> None:
     print(f"SmolLM2 checkpoint {args.model_dir}, calibration/evaluation windows of {args.seq_len} tokens, "
           f"{args.eval_windows} evaluation windows, {args.threads} threads, CPU")
     print(f"{'method':18s} {'structure':12s} {'calib':>5s} {'prune_s':>9s} {'prune_MiB':>9s} {'eval_s':>9s} {'eval_MiB':>9s} {'ppl':>9s}")
-    for method in ("magnitude", "wanda", "wanda-density", "wanda-density-rel", "wanda-owl"):
-        configuration(method, 16)
-    configuration("wanda", 16, "2:4")
-    for n in (4, 64):
+    if not args.scaling_only:
+        for method in ("magnitude", "wanda", "wanda-density", "wanda-density-rel", "wanda-owl"):
+            configuration(method, 16)
+        configuration("wanda", 16, "2:4")
+    for n in (4, 64) if not args.scaling_only else (4, 16, 64):
         configuration("wanda", n)
     hidden = 576
     for n in (4, 16, 64):
