@@ -94,7 +94,7 @@ def test_smoke_workflow_end_to_end(smoke_run):
     assert nm["layer_sparsity_actual"] == [0.5] * 30
     summary = json.loads((pr / "summary.json").read_text())
     assert summary["validation2"]["n_columns"] == 2 and summary["validation2"]["calibration_domains"] == ["code", "medical"]
-    assert "perplexity: 100%" in (tmp_path / "logs/smollm2-135m/perplexity/dense.log").read_text()
+    assert "perplexity medical: 100%|" in (tmp_path / "logs/smollm2-135m/perplexity/dense.log").read_text()
     # a second run has nothing to do
     again = run(["--cores", "2", "--configfile", str(SMOKE), "-n"], cwd=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
