@@ -191,9 +191,11 @@ def _first_layer_inputs(model: nn.Module, layers: nn.ModuleList, windows: torch.
             held.append(torch.empty((len(windows), *x.shape[1:]), dtype=x.dtype, device=x.device))
             call["args"] = args[1:]
             call["kwargs"] = kwargs
-        held[0][call.setdefault("n", 0)] = x[0]
-        call["n"] += 1
+        held[0][caught[0]] = x[0]
+        caught[0] += 1
         raise _Stop
+
+    caught = [0]
 
     handle = layers[0].register_forward_pre_hook(catch, with_kwargs=True)
     try:
@@ -205,7 +207,6 @@ def _first_layer_inputs(model: nn.Module, layers: nn.ModuleList, windows: torch.
                     pass
     finally:
         handle.remove()
-    call.pop("n")
     return held[0], call
 
 
@@ -237,23 +238,17 @@ def _input_sq_norms(layer: nn.Module, modules: list[nn.Module], hidden: torch.Te
 
 
 def _linear_modules(layer: nn.Module, layout: WeightLayout) -> list[nn.Module]:
-    mods = []
-    for name in layout.matrices:
-        mod = layer.get_submodule(name)
-        if not isinstance(getattr(mod, "weight", None), torch.Tensor) or mod.weight.ndim != 2:
-            raise PruningError(f"{name} is not a module with a 2-D weight")
-        mods.append(mod)
+    """The layer's scored matrices as modules. Wanda's ‖X_j‖ indexes the input features, i.e. the
+    columns of an nn.Linear weight; GPT-2's Conv1D stores the transpose and would be pruned along
+    the wrong axis, so calibrated pruning accepts nn.Linear only."""
+    mods = [layer.get_submodule(name) for name in layout.matrices]
+    for name, mod in zip(layout.matrices, mods):
+        if not isinstance(mod, nn.Linear):
+            raise PruningError(
+                f"{name} is a {type(mod).__name__}, not nn.Linear; calibrated pruning supports models whose "
+                "decoder matrices are nn.Linear (Llama, Qwen2, Gemma, GPT-NeoX, ...)"
+            )
     return mods
-
-
-def _check_linear_orientation(mod: nn.Module, name: str) -> None:
-    # Wanda's ‖X_j‖ indexes the input features, i.e. the columns of an nn.Linear weight. GPT-2's
-    # Conv1D stores the transpose and would be pruned along the wrong axis.
-    if not isinstance(mod, nn.Linear):
-        raise PruningError(
-            f"{name} is a {type(mod).__name__}, not nn.Linear; calibrated pruning supports models whose "
-            "decoder matrices are nn.Linear (Llama, Qwen2, Gemma, GPT-NeoX, ...)"
-        )
 
 
 @dataclass
@@ -274,7 +269,6 @@ class PruneResult:
     expected: np.ndarray  # share the masks should zero given integer rounding
     zeros_after: np.ndarray  # share of exactly-zero weights per layer after pruning
     outlier_share: np.ndarray | None = None
-    ratio_info: LayerRatios | None = None
 
 
 def prune_model(
@@ -299,7 +293,6 @@ def prune_model(
     weights = layer_weights(model, layout)
     device = weights[0][0].device
     ratios = np.full(n_layers, target)
-    info = None
     if settings.method in ("wanda-density", "wanda-density-rel"):
         if settings.layer_ratios is None or len(settings.layer_ratios) != n_layers:
             raise PruningError(f"{settings.method} needs one precomputed sparsity per layer ({n_layers})")
@@ -308,13 +301,11 @@ def prune_model(
     if settings.method in CALIBRATED:
         if calibration is None or len(calibration) == 0:
             raise PruningError(f"{settings.method} needs calibration windows")
-        for m in layout.matrices:
-            _check_linear_orientation(layers[0].get_submodule(m), m)
+        modules = [_linear_modules(layer, layout) for layer in layers]
         hidden, call = _first_layer_inputs(model, layers, calibration, device)
         if settings.method == "wanda-owl":
-            outliers = _outlier_shares(layers, layout, hidden, call, settings.owl_m, progress)
-            info = owl_ratios(outliers, target, settings.owl_lambda, settings.bounds)
-            ratios = info.ratios
+            outliers = _outlier_shares(layers, modules, hidden, call, settings.owl_m)
+            ratios = owl_ratios(outliers, target, settings.owl_lambda, settings.bounds).ratios
     expected = np.zeros(n_layers)
     actual = np.zeros(n_layers)
     zeros_after = np.zeros(n_layers)
@@ -322,7 +313,7 @@ def prune_model(
     for i in range(n_layers):
         layer = layers[i]
         if settings.method in CALIBRATED:
-            sums, _ = _input_sq_norms(layer, _linear_modules(layer, layout), hidden, call)
+            sums, _ = _input_sq_norms(layer, modules[i], hidden, call)
         masked = np.zeros(len(layout.matrices))
         with torch.no_grad():
             for j, w in enumerate(weights[i]):
@@ -344,23 +335,19 @@ def prune_model(
         if progress:
             progress(i)
     check_sparsity(ratios, actual, expected, layout)
-    return PruneResult(ratios, actual, expected, zeros_after, outliers, info)
+    return PruneResult(ratios, actual, expected, zeros_after, outliers)
 
 
-def _outlier_shares(layers, layout, hidden, call, m_factor: float, progress=None) -> np.ndarray:
+def _outlier_shares(layers, modules, hidden, call, m_factor: float) -> np.ndarray:
     """OWL's layer outlier distribution on the dense model: the share of a layer's Wanda scores
     above ``m_factor`` × their mean over the layer."""
     shares = []
-    for layer in layers:
-        mods = _linear_modules(layer, layout)
+    for layer, mods in zip(layers, modules):
         sums, hidden = _input_sq_norms(layer, mods, hidden, call)
-        above, total, mean_sum = 0, 0, 0.0
         metrics = [wanda_metric(mod.weight, s) for mod, s in zip(mods, sums)]
-        mean = sum(float(x.double().sum()) for x in metrics) / sum(x.numel() for x in metrics)
-        for x in metrics:
-            above += int((x > m_factor * mean).sum())
-            total += x.numel()
-        shares.append(above / total)
+        total = sum(x.numel() for x in metrics)
+        mean = sum(float(x.double().sum()) for x in metrics) / total
+        shares.append(sum(int((x > m_factor * mean).sum()) for x in metrics) / total)
     return np.asarray(shares)
 
 
