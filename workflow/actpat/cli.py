@@ -243,7 +243,7 @@ def cmd_pruning_text(args) -> None:
     from transformers import AutoTokenizer
 
     from actpat.evaluate import EvaluationError, eval_windows
-    from actpat.samples import is_held_out, make_samples
+    from actpat.samples import make_samples
     from actpat.sources import describe, load_documents
     from actpat.store import open_samples, write_samples
 
@@ -262,28 +262,9 @@ def cmd_pruning_text(args) -> None:
             docs = [d for d in docs if d.id in held]
             if {d.id for d in docs} != held:
                 raise EvaluationError(f"{args.samples}: its held-out documents are no longer all in {describe(spec)}")
-            if any(not is_held_out(d.id, args.holdout_fraction) for d in docs):
-                raise EvaluationError(f"{args.samples}: held-out documents disagree with holdout_fraction {args.holdout_fraction}")
         windows = eval_windows(args.name, docs, tokenizer, args.seq_len, args.n, log=log.info)
         attrs["held_out_only"] = bool(args.samples)
     write_samples(Path(args.out), windows, attrs)
-
-
-def _density_counts(path: Path, measure: str, threshold: float, multiple: float, q: float):
-    from actpat.store import open_reduction
-
-    ds = open_reduction(path)
-    if measure == "abs":
-        if threshold not in ds["threshold"].values:
-            raise ActpatError(f"{path}: no density at threshold {threshold} (has {ds['threshold'].values.tolist()})")
-        counts = ds["active_abs"].sel(threshold=threshold).sum("matrix").values
-    elif measure == "rel":
-        if multiple not in ds["multiple"].values:
-            raise ActpatError(f"{path}: no density at multiple {multiple} (has {ds['multiple'].values.tolist()})")
-        counts = ds["active_rel"].sel(multiple=multiple).sum("matrix").values
-    else:
-        counts = ds["mass_share"].sel(q=q).values * ds.attrs["weights_per_layer"]
-    return counts, ds.attrs
 
 
 def cmd_prune(args) -> None:
@@ -292,7 +273,8 @@ def cmd_prune(args) -> None:
 
     from actpat.models import load_checkpoint, weight_layout
     from actpat.pruning import PruneSettings, density_ratios, prune_model
-    from actpat.store import open_samples, write_json
+    from actpat.reduce import activated_counts
+    from actpat.store import open_reduction, open_samples, write_json
 
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
@@ -305,7 +287,9 @@ def cmd_prune(args) -> None:
     ratios = None
     if args.method in ("wanda-density", "wanda-density-rel"):
         measure = "abs" if args.method == "wanda-density" else "rel"
-        counts, dattrs = _density_counts(Path(args.density), measure, args.density_threshold, args.density_multiple, 0.5)
+        density = open_reduction(Path(args.density))
+        counts = activated_counts(density, measure, args.density_threshold if measure == "abs" else args.density_multiple)
+        dattrs = density.attrs
         info = density_ratios(counts, args.sparsity, args.alpha, args.beta, bounds)
         ratios = info.ratios
         report["density"] = {"store": args.density, "domain": dattrs["domain"], "measure": measure,
@@ -395,6 +379,12 @@ def cmd_summary(args) -> None:
     log.info("wrote %s:\n%s", args.out, text)
 
 
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    """Where a model-running job runs and with how many torch threads."""
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=int(os.environ.get("ACTPAT_THREADS", "2")))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="actpat", description=__doc__)
     parser.add_argument("--version", action="version", version=__version__)
@@ -431,8 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--relative-multiples", type=float, nargs="+", default=[1.0, 10.0])
     p.add_argument("--sketch-size", type=int, default=32768)
     p.add_argument("--sketch-seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=int(os.environ.get("ACTPAT_THREADS", "2")))
+    _add_runtime_args(p)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_score_shard)
 
@@ -505,8 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--owl-lambda", type=float, default=0.08)
     p.add_argument("--owl-m", type=float, default=5.0)
     p.add_argument("--bounds", type=float, nargs=2, default=[0.0, 0.99])
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=int(os.environ.get("ACTPAT_THREADS", "2")))
+    _add_runtime_args(p)
     p.add_argument("--out-dir", required=True, help="the pruned checkpoint")
     p.add_argument("--report", required=True, help="JSON with per-layer target and actual sparsities")
     p.set_defaults(func=cmd_prune)
@@ -516,8 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sets", nargs="+", required=True, help="NAME=evaluation-windows-store")
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=int(os.environ.get("ACTPAT_THREADS", "2")))
+    _add_runtime_args(p)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_perplexity)
 

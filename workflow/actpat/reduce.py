@@ -151,6 +151,15 @@ def density(paths: list[Path], mass_shares: list[float]) -> xr.Dataset:
     return ds
 
 
+def activated_counts(ds: xr.Dataset, measure: str, value: float) -> np.ndarray:
+    """Activated weights per layer (all matrices) from a density dataset: above the absolute
+    threshold ``value`` (``measure='abs'``) or above ``value`` × the model-mean score (``'rel'``)."""
+    var, dim = ("active_abs", "threshold") if measure == "abs" else ("active_rel", "multiple")
+    if value not in ds[dim].values:
+        raise ReductionError(f"density of {ds.attrs.get('domain')!r}: no {dim} {value} (has {ds[dim].values.tolist()})")
+    return ds[var].sel({dim: value}).sum("matrix").values
+
+
 def similarity(paths_by_domain: dict[str, list[Path]]) -> xr.Dataset:
     """Estimated LLMDcos between every pair of samples of all domains, per layer
     (``gram (layer, sample_a, sample_b)``), with the domain of each sample."""

@@ -44,7 +44,6 @@ rule eval_windows:
         samples=lambda w, input: f"--samples {input.samples}" if input.samples else "",
         n=PR["evaluation"]["max_windows"],
         seq_len=PR["evaluation"]["seq_len"],
-        holdout=CFG["samples"]["holdout_fraction"],
     log:
         "logs/{model}/eval_windows/{evalset}.log",
     benchmark:
@@ -57,7 +56,7 @@ rule eval_windows:
     shell:
         "python -m actpat pruning-text --kind evaluation --name {wildcards.evalset} --spec '{params.spec}' "
         "--model-dir {input.model} {params.samples} --seq-len {params.seq_len} --n {params.n} "
-        "--holdout-fraction {params.holdout} --out {output} 2> {log}"
+        "--out {output} 2> {log}"
 
 
 rule prune:
