@@ -101,7 +101,7 @@ def test_embedded_gguf_prepares_to_identical_logits(smol_checkpoint, smollm2):
 def test_embedded_model_maximum_positions_known_to_the_start_up_checks(smol_checkpoint):
     import json
 
-    from actpat.preflight import EMBEDDED_MAX_POSITIONS
+    from actpat.models import EMBEDDED_MAX_POSITIONS
 
     config = json.loads((smol_checkpoint / "config.json").read_text())
     assert config["max_position_embeddings"] == EMBEDDED_MAX_POSITIONS["smollm2"]

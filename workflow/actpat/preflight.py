@@ -17,9 +17,7 @@ from pathlib import Path
 import yaml
 
 from actpat.config import ConfigError
-
-# maximum positions of the embedded models (from their GGUF metadata; checked by a test)
-EMBEDDED_MAX_POSITIONS = {"smollm2": 8192}
+from actpat.models import EMBEDDED_MAX_POSITIONS, POSITION_KEYS, has_lm_head
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -82,11 +80,10 @@ def _check_model(name: str, spec: dict, cfg: dict) -> None:
                 raise ConfigError(f"config error at {where}: {source!r} is not a model directory (no config.json)")
             mcfg = json.loads(config_file.read_text())
             archs = mcfg.get("architectures") or []
-            if archs and not any("CausalLM" in a or "LMHead" in a for a in archs) or mcfg.get("is_encoder_decoder"):
+            if archs and not has_lm_head(archs) or mcfg.get("is_encoder_decoder"):
                 raise ConfigError(f"config error at {where}: {source!r} is a {', '.join(archs) or mcfg.get('model_type')} "
                                   "model, not a causal language model (actpat needs a decoder with a language-model head)")
-            max_pos = next((mcfg[k] for k in ("max_position_embeddings", "n_positions", "max_sequence_length")
-                            if isinstance(mcfg.get(k), int)), None)
+            max_pos = next((mcfg[k] for k in POSITION_KEYS if isinstance(mcfg.get(k), int)), None)
     if max_pos:
         for field, length in _window_lengths(cfg).items():
             if length > max_pos:
