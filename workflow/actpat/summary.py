@@ -101,7 +101,11 @@ def build_summary(findings: dict | None, pairs: dict[str, dict], pruning: dict |
                 continue
             wanda = v1.get(("wanda", "unstructured", 0.5))
             holds = r["vs_wanda_high"] is not None and r["vs_wanda_high"] < 1
-            paper = "; ".join(f"{m} {o:.2f}/{u:.2f} = {o / u:.3f}" for m, (u, o) in PAPER_V1.items()) if method == "wanda-density" else "not in the paper (OWL baseline)" if method == "wanda-owl" else "not in the paper (scale-free density)"
+            paper = {
+                "wanda-density": "; ".join(f"{m} {o:.2f}/{u:.2f} = {o / u:.3f}" for m, (u, o) in PAPER_V1.items()),
+                "wanda-density-rel": "not in the paper (scale-free density)",
+                "wanda-owl": "not in the paper (OWL baseline)",
+            }[method]
             rows.append((f"Validation 1: {method} beats uniform Wanda at 50% unstructured (perplexity ratio's interval below 1)",
                          f"perplexity on `{pruning['general_set']}` {_fmt(r['perplexity'], 2)} vs {_fmt(wanda['perplexity'], 2) if wanda else 'n/a'}; "
                          f"ratio {_fmt(r['vs_wanda'])} {_ci([r['vs_wanda_low'], r['vs_wanda_high']])}",
