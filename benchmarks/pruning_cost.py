@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "workflow"), "HF_HUB_OFFLINE": "1"}
+sys.path.insert(0, str(ROOT / "workflow"))
 
 
 def run(args: list[str]) -> tuple[float, float]:
@@ -52,21 +53,28 @@ def main() -> None:
     ap.add_argument("--model-dir", default="resources/models/smollm2-135m")
     ap.add_argument("--density", default="results/smollm2-135m/density/encyclopedic.zarr")
     ap.add_argument("--domain", default="encyclopedic")
-    ap.add_argument("--spec", default='{"source": "packaged", "name": "enwiki-excerpt", "pack": false}')
+    ap.add_argument("--config", default=str(ROOT / "config.yaml"), help="settings of the domain, ratios and OWL")
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--eval-windows", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", default="/tmp/actpat-pruning-bench")
     ap.add_argument("--scaling-only", action="store_true", help="only Wanda with 4, 16 and 64 calibration windows")
     args = ap.parse_args()
+    import dataclasses
+
+    import yaml
+
+    from actpat.settings import PruningRun, encode, load_settings
+
+    S = load_settings(yaml.safe_load(Path(args.config).read_text()))
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    common = ["--model-dir", args.model_dir, "--seq-len", str(args.seq_len), "--seed", "1"]
 
     def text(kind: str, n: int) -> Path:
         out = work / f"{kind}-{n}.zarr"
         if not out.exists():
-            run(["pruning-text", "--kind", kind, "--name", args.domain, "--spec", args.spec, "--n", str(n), "--out", str(out), *common])
+            job = dataclasses.replace(S.window_job(kind, args.domain), n=n, seq_len=args.seq_len)
+            run(["pruning-text", "--settings", encode(job), "--model-dir", args.model_dir, "--out", str(out)])
         return out
 
     evalset = text("evaluation", args.eval_windows)
@@ -74,16 +82,18 @@ def main() -> None:
 
     def configuration(method: str, n_cal: int, structure: str = "unstructured", sparsity: float = 0.5) -> None:
         tag = f"{method}-{structure.replace(':', 'of')}-{n_cal}"
-        prune = ["prune", "--model-dir", args.model_dir, "--model-name", "bench", "--method", method, "--structure", structure,
-                 "--sparsity", str(sparsity), "--threads", str(args.threads), "--device", "cpu",
-                 "--out-dir", str(work / tag / "checkpoint"), "--report", str(work / tag / "pruning.json")]
+        job = S.prune_job(PruningRun(method, structure, sparsity, None if method == "magnitude" else args.domain))
+        prune = ["prune", "--settings", encode(job), "--model-dir", args.model_dir, "--model", "bench", "--threads",
+                 str(args.threads), "--device", "cpu", "--out-dir", str(work / tag / "checkpoint"),
+                 "--report", str(work / tag / "pruning.json")]
         if method != "magnitude":
             prune += ["--calibration", str(text("calibration", n_cal))]
         if method.startswith("wanda-density"):
             prune += ["--density", args.density]
         t_prune, m_prune = run(prune)
-        t_eval, m_eval = run(["perplexity", "--model-dir", str(work / tag / "checkpoint"), "--sets", f"{args.domain}={evalset}",
-                              "--threads", str(args.threads), "--device", "cpu", "--out", str(work / tag / "perplexity.json")])
+        t_eval, m_eval = run(["perplexity", "--settings", encode(S.bootstrap_job(100)), "--model-dir",
+                              str(work / tag / "checkpoint"), "--sets", str(evalset), "--threads", str(args.threads),
+                              "--device", "cpu", "--out", str(work / tag / "perplexity.json")])
         ppl = json.loads((work / tag / "perplexity.json").read_text())["sets"][args.domain]["perplexity"]
         rows.append((method, structure, n_cal, t_prune, m_prune, t_eval, m_eval, ppl))
         print(f"{method:18s} {structure:12s} {n_cal:5d} {t_prune:9.1f} {m_prune:9.0f} {t_eval:9.1f} {m_eval:9.0f} {ppl:9.2f}", flush=True)

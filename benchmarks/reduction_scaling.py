@@ -66,10 +66,7 @@ def timed(kind: str, paths: list[str]) -> dict:
     if kind == "density":
         density([Path(p) for p in paths], [0.5, 0.9])
     else:
-        groups: dict[str, list[Path]] = {}
-        for p in paths:
-            groups.setdefault(Path(p).parent.name, []).append(Path(p))
-        similarity(groups)
+        similarity([Path(p) for p in paths])
     return {"seconds": time.perf_counter() - t0, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 

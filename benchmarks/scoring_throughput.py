@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT / "workflow"))
 def build_model(args):
     import torch
 
-    from actpat.models import DTYPES, ModelSource, load_checkpoint, load_source
+    from actpat.models import ModelSource, load_checkpoint, load_source, torch_dtype
 
-    dtype = DTYPES[args.dtype]
+    dtype = torch_dtype(args.dtype)
     if args.preset == "llama2-7b-random":
         from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -45,7 +45,7 @@ def build_model(args):
     if args.checkpoint:
         model, _, _ = load_checkpoint(Path(args.checkpoint), args.dtype, args.device)
         return model
-    model, _ = load_source(ModelSource.parse("smollm2"), dtype)
+    model, _ = load_source(ModelSource.parse("smollm2"), args.dtype)
     return model.to(args.device).eval()
 
 
@@ -53,7 +53,8 @@ def run_one(args) -> dict:
     import torch
 
     from actpat.models import layer_weights, weight_layout
-    from actpat.scoring import ScoringSettings, ShardScorer
+    from actpat.scoring import ShardScorer
+    from actpat.settings import load_settings
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -73,7 +74,8 @@ def run_one(args) -> dict:
             model(input_ids=ids, use_cache=False).logits[0, -1].max().backward()
 
     elif args.approach == "actpat":
-        scorer = ShardScorer(model, layout, ScoringSettings(cache_hashes=not cuda))
+        scoring = load_settings({"models": {"m": {"source": "smollm2"}}, "domains": {"d": {"source": "packaged", "name": "python-stdlib"}}}).scoring
+        scorer = ShardScorer(model, layout, scoring, cache_hashes=not cuda)
 
         def step(ids):
             scorer.score(ids)

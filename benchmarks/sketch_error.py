@@ -23,8 +23,11 @@ def main():
     import torch
 
     from actpat.models import load_checkpoint, weight_layout
-    from actpat.scoring import ScoringSettings, ShardScorer
-    from actpat.sketch import llmdcos_all_pairs
+    import dataclasses
+
+    from actpat.scoring import ShardScorer
+    from actpat.settings import load_settings
+    from actpat.sketch import llmdcos
     from actpat.store import open_samples
 
     ap = argparse.ArgumentParser()
@@ -47,7 +50,8 @@ def main():
             ids.append(torch.as_tensor(row.astype(np.int64))[None])
             domains.append(ds.attrs["domain"])
     layers = list(range(0, layout.n_layers, args.layer_step))
-    scorer = ShardScorer(model, layout, ScoringSettings(sketch_size=args.sketch_size))
+    scoring = load_settings({"models": {"m": {"source": "smollm2"}}, "domains": {"d": {"source": "packaged", "name": "python-stdlib"}}}).scoring
+    scorer = ShardScorer(model, layout, dataclasses.replace(scoring, sketch_size=args.sketch_size))
     full = np.zeros((len(layers), len(ids), layout.weights_per_layer), dtype=np.float32)
     sketches, norms = [], []
     for n, x in enumerate(ids):
@@ -70,7 +74,7 @@ def main():
         v = full[a].astype(np.float64)
         nrm = np.linalg.norm(v, axis=1)
         exact = (v @ v.T) / np.outer(nrm, nrm)
-        est = llmdcos_all_pairs(sketches[:, i], norms[:, i])
+        est = llmdcos(sketches[:, i], norms[:, i])
         err = np.abs(est[iu] - exact[iu])
         errors.append(err)
         exact_all.append(exact[iu])

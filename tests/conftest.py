@@ -96,3 +96,49 @@ def smoke_run(tmp_path_factory):
     """The smoke workflow run locally once: (directory, completed process)."""
     where = tmp_path_factory.mktemp("smoke-local")
     return where, run_snakemake(["--cores", "2", "--configfile", str(SMOKE)], cwd=where)
+
+
+MINIMAL_CONFIG = {"models": {"m": {"source": "smollm2"}}, "domains": {"code": {"source": "packaged", "name": "python-stdlib"}}}
+
+
+def default_settings(**overrides):
+    """The settings of a minimal config (defaults from the schema), with dotted overrides."""
+    import copy
+
+    from actpat.settings import load_settings
+
+    cfg = copy.deepcopy(MINIMAL_CONFIG)
+    for path, value in overrides.items():
+        with_value(cfg, path.replace("__", "."), value)
+    return load_settings(cfg)
+
+
+def scoring(**overrides):
+    """``actpat.settings.Scoring`` with the schema's defaults and ``overrides``."""
+    import dataclasses
+
+    return dataclasses.replace(default_settings().scoring, **overrides)
+
+
+def sample_domain_args(domain: str, spec: dict, model_dir, seq_len: int, n: int, seed: int, holdout: float, out) -> list[str]:
+    """`actpat sample-domain` arguments as the workflow builds them (one JSON of the job's settings)."""
+    from actpat.settings import TextSource, WindowJob, encode
+
+    job = WindowJob("samples", TextSource(domain, spec), n, seq_len, seed, holdout)
+    return ["sample-domain", "--settings", encode(job), "--model-dir", str(model_dir), "--out", str(out)]
+
+
+def score_shard_args(samples, shard: int, shard_size: int, model_dir, out, model: str = "tiny", threads: int = 1,
+                     **scoring_overrides) -> list[str]:
+    """`actpat score-shard` arguments as the workflow builds them."""
+    from actpat.settings import ScoringJob, encode
+
+    job = ScoringJob(scoring(**scoring_overrides), shard_size, None)
+    return ["score-shard", "--settings", encode(job), "--samples", str(samples), "--shard", str(shard), "--model-dir",
+            str(model_dir), "--model", model, "--device", "cpu", "--threads", str(threads), "--out", str(out)]
+
+
+def density_args(stores, out, mass_shares=(0.5, 0.9)) -> list[str]:
+    from actpat.settings import DensityJob, encode
+
+    return ["density", "--settings", encode(DensityJob(tuple(mass_shares))), "--stores", *map(str, stores), "--out", str(out)]

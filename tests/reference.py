@@ -27,3 +27,24 @@ def reference_scores(model, input_ids: torch.Tensor, target: str = "max_logit") 
         g = torch.zeros_like(params[n]) if g is None else g
         out[n] = (g * params[n].detach()).abs()
     return out
+
+
+def llmdcos_exact(a, b) -> float:
+    """The paper's LLMDcos of two score vectors: Σ|a·b| / (‖a‖ ‖b‖), in float64."""
+    import numpy as np
+
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    denom = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(np.abs(a * b).sum() / denom) if denom > 0 else float("nan")
+
+
+def sketch_dense(vector, layer: int, k: int, seed: int):
+    """The CountSketch of a whole layer vector at once, written from the hash definition (a
+    reference for the per-matrix path of the scorer)."""
+    import numpy as np
+
+    from actpat.sketch import bucket_index, coordinate_hash
+
+    idx = bucket_index(coordinate_hash(0, vector.size, layer, seed), k).long().numpy()
+    out = np.bincount(idx, weights=np.abs(vector).astype(np.float64), minlength=2 * k)
+    return (out[:k] - out[k:]).astype(np.float32)

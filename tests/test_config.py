@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from actpat.config import ConfigError, domain_shards, validate_config
+from actpat.config import ConfigError, validate_config
+from actpat.settings import from_config
 from conftest import with_value
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +31,7 @@ def test_shipped_configs_validate():
     cfg = validate_config(SHIPPED)
     assert len(cfg["domains"]) == 8
     assert cfg["domains"]["medical"]["pack"] is True
-    assert domain_shards(cfg, "code") == [0, 1]
+    assert from_config(cfg).shards_of("code") == [0, 1]
     validate_config(yaml.safe_load((ROOT / "tests/config/smoke.yaml").read_text()))
 
 

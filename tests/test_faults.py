@@ -16,7 +16,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, SMOKE, run_snakemake, with_value
+from conftest import ROOT, SMOKE, run_snakemake, sample_domain_args, score_shard_args, with_value
 
 BASE = yaml.safe_load(SMOKE.read_text())
 
@@ -168,9 +168,8 @@ def tiny_samples(tmp_path_factory, tiny_checkpoint):
     texts = tmp_path_factory.mktemp("fault-texts")
     for i in range(6):
         (texts / f"t{i}.txt").write_text(f"Text number {i} has a few words about rivers, hills and towns. " * 8)
-    spec = json.dumps({"source": "files", "paths": [str(texts / "*.txt")]})
-    res = _actpat(["sample-domain", "--domain", "d", "--spec", spec, "--model-dir", str(tiny_checkpoint), "--seq-len", "16",
-                   "--n", "2", "--seed", "1", "--holdout-fraction", "0.0", "--out", str(out)])
+    spec = {"source": "files", "paths": [str(texts / "*.txt")]}
+    res = _actpat(sample_domain_args("d", spec, tiny_checkpoint, 16, 2, 1, 0.0, out))
     assert res.returncode == 0, res.stderr[-1000:]
     return out
 
@@ -178,9 +177,7 @@ def tiny_samples(tmp_path_factory, tiny_checkpoint):
 def test_out_of_memory_names_the_settings_to_lower(tiny_samples, tiny_checkpoint, tmp_path):
     """A real allocation failure: a sketch of 2^40 buckets per layer cannot be allocated."""
     out = tmp_path / "shard.zarr"
-    res = _actpat(["score-shard", "--samples", str(tiny_samples), "--shard", "0", "--shard-size", "2", "--model-dir",
-                   str(tiny_checkpoint), "--model-name", "tiny", "--sketch-size", str(2**40), "--device", "cpu",
-                   "--threads", "1", "--out", str(out)])
+    res = _actpat(score_shard_args(tiny_samples, 0, 2, tiny_checkpoint, out, sketch_size=2**40))
     last = res.stderr.strip().splitlines()[-1]
     assert res.returncode == 3
     assert last.startswith("actpat error: out of memory in score-shard (") and "lower samples.seq_len" in last
@@ -196,9 +193,7 @@ def test_full_disk_leaves_no_half_store(tiny_samples, tiny_checkpoint, tmp_path)
         pytest.skip("mounting a small tmpfs needs root")
     try:
         out = disk / "shard.zarr"
-        res = _actpat(["score-shard", "--samples", str(tiny_samples), "--shard", "0", "--shard-size", "2", "--model-dir",
-                       str(tiny_checkpoint), "--model-name", "tiny", "--sketch-size", "4096", "--device", "cpu",
-                       "--threads", "1", "--out", str(out)])
+        res = _actpat(score_shard_args(tiny_samples, 0, 2, tiny_checkpoint, out, sketch_size=4096))
         last = res.stderr.strip().splitlines()[-1]
         assert res.returncode == 1 and "no space left on the device" in last, res.stderr[-1500:]
         assert list(disk.iterdir()) == []

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from actpat.pairs import PairsError, bag_of_tokens, cosine_rows, layer_ranges, load_pairs, pair_llmdcos, spearman_with_ci
+from actpat.pairs import PairsError, bag_of_tokens, cosine_rows, layer_ranges, load_pairs
+from actpat.sketch import llmdcos
+from actpat.stats import spearman_with_ci
 
 
 def test_lee_documents_are_50_texts_with_1225_pairs():
@@ -70,10 +72,11 @@ def test_statistics_by_hand():
 
 
 def test_pair_measures_by_hand():
-    sk = np.array([[[3.0, 4.0]], [[3.0, 4.0]], [[4.0, -3.0]]])  # (text, layer, k)
-    norms = np.array([[5.0], [5.0], [5.0]])
-    got = pair_llmdcos(sk, norms, np.array([0, 0]), np.array([1, 2]))
-    assert got.shape == (1, 2) and got[0, 0] == pytest.approx(1.0) and got[0, 1] == pytest.approx(0.0)
+    sk = np.array([[3.0, 4.0], [3.0, 4.0], [4.0, -3.0]])  # (text, k) of one layer
+    norms = np.array([5.0, 5.0, 5.0])
+    got = llmdcos(sk, norms, (np.array([0, 0]), np.array([1, 2])))
+    assert got.shape == (2,) and got[0] == pytest.approx(1.0) and got[1] == pytest.approx(0.0)
+    np.testing.assert_allclose(llmdcos(sk, norms)[[0, 0], [1, 2]], got)  # all pairs agree
     h = np.array([[[1.0, 0.0]], [[1.0, 1.0]]])
     assert cosine_rows(h, np.array([0]), np.array([1]))[0, 0] == pytest.approx(1 / np.sqrt(2))
     bot = bag_of_tokens([[1, 2, 2], [2, 3]], np.array([0]), np.array([1]))
@@ -86,15 +89,16 @@ def test_identical_texts_have_llmdcos_one_within_sketch_error(smollm2):
     import torch
 
     from actpat.models import weight_layout
-    from actpat.scoring import ScoringSettings, ShardScorer
+    from actpat.scoring import ShardScorer
+    from conftest import scoring
 
     model, tokenizer = smollm2
-    scorer = ShardScorer(model, weight_layout(model), ScoringSettings())
+    scorer = ShardScorer(model, weight_layout(model), scoring())
     ids = tokenizer("The river rose until it covered the lower fields of the valley.", return_tensors="pt").input_ids
     a, b = scorer.score(ids), scorer.score(ids.clone())
     sk = np.stack([a.sketch, b.sketch])
     norms = np.stack([np.sqrt((a.l2**2).sum(1)), np.sqrt((b.l2**2).sum(1))])
-    est = pair_llmdcos(sk, norms, np.array([0]), np.array([1]))[:, 0]
+    est = np.array([llmdcos(sk[:, i], norms[:, i], (np.array([0]), np.array([1])))[0] for i in range(sk.shape[1])])
     assert est.min() > 0.98 and est.max() <= 1.0
     np.testing.assert_array_equal(a.sketch, b.sketch)
     assert a.hidden_mean.shape == (31, 576)

@@ -12,7 +12,7 @@ import torch
 
 from actpat.models import weight_layout
 from actpat.pruning import (
-    PruneSettings,
+    AllocationInputs,
     PruningError,
     density_ratios,
     nm_mask,
@@ -90,7 +90,7 @@ def _windows(vocab, n=3, length=12, seed=0):
 def test_magnitude_at_zero_leaves_the_model_unchanged():
     model = tiny_llama()
     before = copy.deepcopy(model.state_dict())
-    result = prune_model(model, weight_layout(model), PruneSettings("magnitude", 0.0))
+    result = prune_model(model, weight_layout(model), "magnitude", 0.0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert (result.actual == 0).all()
 
@@ -118,7 +118,7 @@ def test_wanda_first_layer_matches_hooks_on_the_dense_model():
 
     expected = dense_mask(q, "q")
     layout = weight_layout(model)
-    result = prune_model(model, layout, PruneSettings("wanda", 0.5), windows)
+    result = prune_model(model, layout, "wanda", 0.5, calibration=windows)
     got = model.model.layers[0].self_attn.q_proj.weight == 0
     assert torch.equal(got, expected)
     np.testing.assert_allclose(result.actual, 0.5)
@@ -126,24 +126,40 @@ def test_wanda_first_layer_matches_hooks_on_the_dense_model():
     assert not torch.equal(model.model.layers[2].mlp.down_proj.weight == 0, dense_mask(down, "down"))
 
 
+def _density_dataset(counts_per_layer: list[int], threshold: float):
+    """A density dataset as actpat.reduce.density writes it, with the given activated counts."""
+    import xarray as xr
+
+    counts = np.zeros((1, len(counts_per_layer), 2), dtype=np.int64)
+    counts[0, :, 0] = counts_per_layer  # all in the first matrix; the allocation sums over matrices
+    return xr.Dataset({"active_abs": (("threshold", "layer", "matrix"), counts)},
+                      coords={"threshold": [threshold], "layer": np.arange(len(counts_per_layer)), "matrix": ["a", "b"]},
+                      attrs={"domain": "code", "n_samples": 4})
+
+
 @pytest.mark.parametrize("method", ["wanda-owl", "wanda-density"])
 def test_layerwise_methods_reach_their_per_layer_targets(method):
+    from actpat.settings import Owl, Ratios
+
     model = tiny_llama()
     layout = weight_layout(model)
-    ratios = np.array([0.4, 0.5, 0.6]) if method == "wanda-density" else None
-    result = prune_model(model, layout, PruneSettings(method, 0.5, layer_ratios=ratios), _windows(64))
+    inputs = AllocationInputs(layout.n_layers, (0.0, 0.99), owl=Owl(0.08, 5.0),
+                              ratios=Ratios("code", 1e-5, None, 2.0, 0.2, (0.0, 0.99)),
+                              density=_density_dataset([100, 400, 250], 1e-5))
+    result = prune_model(model, layout, method, 0.5, calibration=_windows(64), inputs=inputs)
     assert abs(result.ratios.mean() - 0.5) < 1e-12
     assert np.all(np.abs(result.actual - result.ratios) <= 0.5 / 32 + 1e-9)
-    if method == "wanda-density":
-        np.testing.assert_allclose(result.ratios, ratios)
+    if method == "wanda-density":  # the paper's formula on the density store's counts
+        np.testing.assert_allclose(result.ratios, density_ratios(np.array([100.0, 400.0, 250.0]), 0.5, 2.0, 0.2).ratios)
+        assert result.allocation["density"]["counts"].tolist() == [100, 400, 250]
     else:
-        assert result.outlier_share is not None and result.ratios.std() > 0
+        assert len(result.allocation["owl"]["outlier_share"]) == 3 and result.ratios.std() > 0
 
 
 def test_nm_pruning_of_a_model():
     model = tiny_llama()
     layout = weight_layout(model)
-    result = prune_model(model, layout, PruneSettings("wanda", 0.0, "2:4"), _windows(64))
+    result = prune_model(model, layout, "wanda", 0.0, "2:4", _windows(64))
     np.testing.assert_allclose(result.actual, 0.5)
     for layer in model.model.layers:
         w = layer.mlp.up_proj.weight
@@ -151,18 +167,19 @@ def test_nm_pruning_of_a_model():
 
 
 @pytest.mark.parametrize(
-    "settings, message",
+    "request_, message",
     [
-        (PruneSettings("sparsegpt", 0.5), "unknown pruning method 'sparsegpt'"),
-        (PruneSettings("wanda", 1.0), r"sparsity 1.0 is outside \[0, 1\)"),
-        (PruneSettings("wanda-owl", 0.5, "2:4"), "N:M structure applies to magnitude and wanda"),
-        (PruneSettings("wanda", 0.5), "wanda needs calibration windows"),
+        (("sparsegpt", 0.5), "unknown pruning method 'sparsegpt'"),
+        (("wanda", 1.0), r"sparsity 1.0 is outside \[0, 1\)"),
+        (("wanda-owl", 0.5, "2:4"), "N:M structure applies to uniform allocations, not wanda-owl"),
+        (("wanda", 0.5), "wanda needs calibration windows"),
+        (("wanda-density", 0.5, "unstructured", torch.zeros(1, 4, dtype=torch.long)), "needs a density store"),
     ],
 )
-def test_bad_pruning_requests(settings, message):
+def test_bad_pruning_requests(request_, message):
     model = tiny_llama()
     with pytest.raises(PruningError, match=message):
-        prune_model(model, weight_layout(model), settings)
+        prune_model(model, weight_layout(model), *request_)
 
 
 def test_sparsity_check_fails_loudly():
@@ -175,7 +192,8 @@ def test_sparsity_check_fails_loudly():
 
 @pytest.mark.slow
 def test_perplexity_of_the_default_model_matches_transformers(smollm2):
-    from actpat.evaluate import bootstrap_perplexity, eval_windows, perplexity, window_nll
+    from actpat.evaluate import bootstrap_perplexity, perplexity, window_nll
+    from actpat.samples import eval_windows
     from actpat.sources import Document
 
     model, tokenizer = smollm2
@@ -196,7 +214,7 @@ def test_perplexity_of_the_default_model_matches_transformers(smollm2):
 
 
 def test_eval_windows_are_non_overlapping_and_evenly_spaced(smol_tokenizer):
-    from actpat.evaluate import EvaluationError, eval_windows
+    from actpat.samples import SamplingError, eval_windows
     from actpat.sources import Document
 
     docs = [Document(str(i), f"Document number {i} talks about topic {i * 7} at some length. " * 20) for i in range(10)]
@@ -206,7 +224,7 @@ def test_eval_windows_are_non_overlapping_and_evenly_spaced(smol_tokenizer):
     few = eval_windows("set", docs, smol_tokenizer, 32, 5, log=lambda m: None)
     assert len(few.token_ids) == 5 and few.offsets[0] == 0 and few.offsets[-1] == (n - 1) * 32
     assert set(few.doc_ids) <= {d.id for d in docs} and few.doc_ids[0] == "0"
-    with pytest.raises(EvaluationError, match="fewer than one window"):
+    with pytest.raises(SamplingError, match="fewer than one window"):
         eval_windows("short", [Document("x", "hi")], smol_tokenizer, 32, 5, log=lambda m: None)
 
 
@@ -216,6 +234,7 @@ def test_evaluation_only_set_from_datasets_on_local_files(tmp_path, tiny_checkpo
     import json
 
     from actpat.cli import main
+    from actpat.settings import WindowJob, TextSource, encode
     from actpat.store import open_samples
 
     rows = [{"text": f"Line {i} of an encyclopedic article about the river number {i}, its towns and bridges."} for i in range(40)]
@@ -223,8 +242,8 @@ def test_evaluation_only_set_from_datasets_on_local_files(tmp_path, tiny_checkpo
     data.write_text("\n".join(json.dumps(r) for r in rows))
     spec = {"source": "datasets", "name": "json", "data_files": str(data), "split": "train"}
     out = tmp_path / "wikilocal.zarr"
-    assert main(["pruning-text", "--kind", "evaluation", "--name", "wikilocal", "--spec", json.dumps(spec),
-                 "--model-dir", str(tiny_checkpoint), "--seq-len", "64", "--n", "8", "--out", str(out)]) == 0
+    job = WindowJob("evaluation", TextSource("wikilocal", spec), 8, 64, None, None)
+    assert main(["pruning-text", "--settings", encode(job), "--model-dir", str(tiny_checkpoint), "--out", str(out)]) == 0
     ds = open_samples(out)
     assert ds["token_ids"].shape == (8, 64) and ds.attrs["purpose"] == "evaluation" and ds.attrs["held_out_only"] is False
     assert ds.attrs["n_documents"] == 40
@@ -232,9 +251,13 @@ def test_evaluation_only_set_from_datasets_on_local_files(tmp_path, tiny_checkpo
 
 def test_pruning_is_deterministic():
     """Same model, settings and calibration windows: bit-identical pruned weights."""
+    from actpat.settings import Owl
+
     outs = []
     for _ in range(2):
         model = tiny_llama()
-        prune_model(model, weight_layout(model), PruneSettings("wanda-owl", 0.6), _windows(64))
+        layout = weight_layout(model)
+        prune_model(model, layout, "wanda-owl", 0.6, calibration=_windows(64),
+                    inputs=AllocationInputs(layout.n_layers, (0.0, 0.99), owl=Owl(0.08, 5.0)))
         outs.append(model.state_dict())
     assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])

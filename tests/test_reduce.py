@@ -110,7 +110,7 @@ def test_mass_share_against_sorting():
 
 def test_similarity_and_domain_means_by_hand(toy):
     root, x, y = toy
-    sim = similarity({"x": [root / "x0.zarr", root / "x1.zarr"], "y": [root / "y0.zarr"]})
+    sim = similarity([root / "x0.zarr", root / "x1.zarr", root / "y0.zarr"])
     vecs = [np.concatenate([m.ravel() for m in s[2]]) for s in x + y]  # layer 2
     cos = lambda a, b: (a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b)  # noqa: E731
     np.testing.assert_allclose(sim["llmdcos"].values[2, 1, 6], cos(vecs[1], vecs[6]), rtol=1e-5)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from actpat.models import weight_layout
-from actpat.scoring import ScoringSettings, ShardScorer
+from actpat.scoring import ShardScorer
+from conftest import scoring
 from conftest import tiny_llama
 from reference import reference_scores
 
@@ -17,7 +18,7 @@ THRESHOLDS = (1e-3, 1e-4)
 def _check_against_reference(model, samples, target, rtol=1e-5, atol=1e-9):
     layout = weight_layout(model)
     refs = [reference_scores(model, ids, target) for ids in samples]
-    scorer = ShardScorer(model, layout, ScoringSettings(target=target, thresholds=THRESHOLDS, relative_multiples=(1.0, 5.0), sketch_size=64))
+    scorer = ShardScorer(model, layout, scoring(target=target, thresholds=THRESHOLDS, relative_multiples=(1.0, 5.0), sketch_size=64))
     results = [scorer.score(ids) for ids in samples]
     assert scorer.n_samples == len(samples)
     sample_means = [float(sum(v.double().sum() for v in ref.values()) / sum(v.numel() for v in ref.values())) for ref in refs]
@@ -55,7 +56,7 @@ def test_scorer_leaves_model_outputs_unchanged():
     model = tiny_llama()
     ids = torch.randint(0, 64, (1, 10), generator=torch.Generator().manual_seed(3))
     before = model(input_ids=ids).logits.detach().clone()
-    ShardScorer(model, weight_layout(model), ScoringSettings(sketch_size=64)).score(ids)
+    ShardScorer(model, weight_layout(model), scoring(sketch_size=64)).score(ids)
     torch.testing.assert_close(model(input_ids=ids).logits, before, rtol=0, atol=0)
 
 
@@ -63,7 +64,7 @@ def test_half_precision_compute_accumulates_in_fp32():
     model = tiny_llama().to(torch.bfloat16)
     ids = torch.randint(0, 64, (1, 10), generator=torch.Generator().manual_seed(4))
     layout = weight_layout(model)
-    scorer = ShardScorer(model, layout, ScoringSettings(sketch_size=64))
+    scorer = ShardScorer(model, layout, scoring(sketch_size=64))
     scorer.score(ids)
     ref = reference_scores(model.float(), ids)  # same bf16-rounded weights, fp32 graph
     total = sum(s.sum().item() for layer in scorer.sums for s in layer)
@@ -77,7 +78,7 @@ def test_nan_score_stops_with_sample_and_layer():
     model = tiny_llama()
     with torch.no_grad():
         model.model.layers[1].mlp.up_proj.weight[0, 0] = float("nan")
-    scorer = ShardScorer(model, weight_layout(model), ScoringSettings(sketch_size=64))
+    scorer = ShardScorer(model, weight_layout(model), scoring(sketch_size=64))
     with pytest.raises(NumericalError, match=r"sample s-7: non-finite score in layer \d"):
         scorer.score(torch.randint(0, 64, (1, 8)), "s-7")
 

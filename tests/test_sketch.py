@@ -7,15 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from actpat.sketch import (
-    bucket_index,
-    coordinate_hash,
-    llmdcos_all_pairs,
-    llmdcos_estimate,
-    llmdcos_exact,
-    sketch_dense,
-    sketch_scores,
-)
+from actpat.sketch import bucket_index, coordinate_hash, llmdcos, sketch_scores
+from reference import llmdcos_exact, sketch_dense
 
 
 def test_llmdcos_exact_by_hand():
@@ -61,7 +54,8 @@ def test_estimate_is_unbiased_on_synthetic_vectors():
     rng = np.random.default_rng(0)
     a, b = rng.pareto(2.0, 20_000), rng.pareto(2.0, 20_000)
     exact = llmdcos_exact(a, b)
-    ests = [llmdcos_estimate(sketch_dense(a, 0, 512, s), sketch_dense(b, 0, 512, s), np.linalg.norm(a), np.linalg.norm(b)) for s in range(40)]
+    ests = [llmdcos(np.stack([sketch_dense(a, 0, 512, s), sketch_dense(b, 0, 512, s)]),
+                    np.array([np.linalg.norm(a), np.linalg.norm(b)]))[0, 1] for s in range(40)]
     assert np.mean(ests) == pytest.approx(exact, abs=3 * np.std(ests) / np.sqrt(40) + 1e-3)
 
 
@@ -70,7 +64,8 @@ def test_estimate_matches_exact_llmdcos_on_the_default_model(smollm2):
     """Full score vectors of 8 real samples (2 per domain-like text), 4 layers: every estimate
     within 0.02 of the exact value, 99% at least."""
     from actpat.models import weight_layout
-    from actpat.scoring import ScoringSettings, ShardScorer
+    from actpat.scoring import ShardScorer
+    from conftest import scoring
     from actpat.sources import load_documents
 
     model, tokenizer = smollm2
@@ -82,7 +77,7 @@ def test_estimate_matches_exact_llmdcos_on_the_default_model(smollm2):
     layers = [2, 10, 20, 28]
     full = {i: [] for i in layers}
     sketches, norms = [], []
-    scorer = ShardScorer(model, layout, ScoringSettings())
+    scorer = ShardScorer(model, layout, scoring())
     for text in texts:
         ids = tokenizer(text, return_tensors="pt").input_ids[:, 200:264]
         for layer in scorer.sums:  # so that the sums hold this sample's |s| alone
@@ -96,7 +91,7 @@ def test_estimate_matches_exact_llmdcos_on_the_default_model(smollm2):
     sketches, norms = np.stack(sketches), np.stack(norms)
     errors = []
     for i in layers:
-        est = llmdcos_all_pairs(sketches[:, i], norms[:, i])
+        est = llmdcos(sketches[:, i], norms[:, i])
         for x in range(len(texts)):
             for y in range(x + 1, len(texts)):
                 errors.append(abs(est[x, y] - llmdcos_exact(full[i][x], full[i][y])))

@@ -11,6 +11,7 @@ import zarr
 
 from actpat.cli import main
 from actpat.store import StoreError, check_compatible, open_samples, open_scores
+from conftest import density_args, sample_domain_args, score_shard_args
 
 TEXTS = [
     "The committee met on Tuesday to discuss the budget for the coming year and the new library.",
@@ -29,15 +30,12 @@ def domain_files(tmp_path_factory):
 
 
 def _sample(out, model, files, seed=1, n=4):
-    spec = json.dumps({"source": "files", "paths": [str(files / "*.txt")]})
-    assert main(["sample-domain", "--domain", "news", "--spec", spec, "--model-dir", str(model), "--seq-len", "12",
-                 "--n", str(n), "--seed", str(seed), "--holdout-fraction", "0.2", "--out", str(out)]) == 0
+    spec = {"source": "files", "paths": [str(files / "*.txt")]}
+    assert main(sample_domain_args("news", spec, model, 12, n, seed, 0.2, out)) == 0
 
 
 def _score(samples, model, shard, shard_size, out):
-    assert main(["score-shard", "--samples", str(samples), "--shard", str(shard), "--shard-size", str(shard_size),
-                 "--model-dir", str(model), "--model-name", "tiny", "--thresholds", "1e-3", "1e-4",
-                 "--sketch-size", "32", "--device", "cpu", "--threads", "1", "--out", str(out)]) == 0
+    assert main(score_shard_args(samples, shard, shard_size, model, out, thresholds=(1e-3, 1e-4), sketch_size=32)) == 0
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +126,7 @@ def test_damaged_stores_are_refused_and_nothing_downstream_is_written(runs, tmp_
         chunk.write_bytes(chunk.read_bytes()[:-7])
         expected = "the store is truncated or damaged"
     out = tmp_path / "density.zarr"
-    rc = main(["density", "--stores", str(bad), str(runs / "b.zarr"), "--out", str(out)])
+    rc = main(density_args([bad, runs / "b.zarr"], out))
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 1 and last.startswith(f"actpat error: {bad}: file mlp.down_proj/") and expected in last
     assert not out.exists() and not list(tmp_path.glob(".density.zarr.tmp-*"))
@@ -148,18 +146,17 @@ def test_foreign_shard_is_refused_by_the_reduction(runs, tmp_path, capsys, key, 
     shutil.copytree(runs / "b.zarr", foreign)
     zarr.open_group(foreign, mode="r+").attrs[key] = value
     out = tmp_path / "density.zarr"
-    rc = main(["density", "--stores", str(runs / "a.zarr"), str(foreign), "--out", str(out)])
+    rc = main(density_args([runs / "a.zarr", foreign], out))
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 1 and last.startswith(f"actpat error: {foreign}: {key} = {value!r} differs from {runs / 'a.zarr'}")
     assert not out.exists()
 
 
 def test_cli_errors_are_one_line(runs, tiny_checkpoint, capsys):
-    rc = main(["score-shard", "--samples", str(runs / "samples.zarr"), "--shard", "5", "--shard-size", "2",
-               "--model-dir", str(tiny_checkpoint), "--model-name", "tiny", "--out", str(runs / "x.zarr")])
+    rc = main(score_shard_args(runs / "samples.zarr", 5, 2, tiny_checkpoint, runs / "x.zarr"))
     assert rc == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"actpat error: shard 5 does not exist: {runs / 'samples.zarr'} has 2 shards of 2")
+        f"actpat error: shard 5 does not exist: {runs / 'samples.zarr'} has 2 shards")
     assert not (runs / "x.zarr").exists()
 
 
@@ -179,9 +176,8 @@ def test_killed_scoring_job_leaves_nothing_and_rerun_is_identical(smol_checkpoin
     out, clean = tmp_path / "killed.zarr", tmp_path / "clean.zarr"
 
     def cmd(dest):
-        return [sys.executable, "-m", "actpat", "score-shard", "--samples", str(tmp_path / "samples.zarr"), "--shard", "0",
-                "--shard-size", "10", "--model-dir", str(smol_checkpoint), "--model-name", "smol", "--sketch-size", "64",
-                "--device", "cpu", "--threads", "2", "--out", str(dest)]
+        return [sys.executable, "-m", "actpat", *score_shard_args(tmp_path / "samples.zarr", 0, 10, smol_checkpoint, dest,
+                                                                  model="smol", threads=2, sketch_size=64)]
 
     env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow")}
     proc = subprocess.Popen(cmd(out), env=env, stderr=subprocess.PIPE, text=True)

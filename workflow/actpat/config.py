@@ -13,7 +13,6 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 
 from actpat.errors import ActpatError
-from actpat.samples import n_shards
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
@@ -134,6 +133,3 @@ def _check_pruning(cfg: dict) -> None:
         if not lo <= s <= hi:
             raise ConfigError(f"config error at pruning.{where}: {s} is outside pruning.ratios.bounds [{lo}, {hi}]")
 
-
-def domain_shards(cfg: dict, domain: str) -> list[int]:
-    return list(range(n_shards(cfg["domains"][domain]["samples"], cfg["samples"]["shard_size"])))

@@ -1,56 +1,25 @@
 """Perplexity on held-out text (the WikiText-2 protocol of Wanda/SparseGPT, on any text).
 
-The evaluation texts are tokenized and joined with blank lines into one stream (after the
-tokenizer's own leading special tokens, e.g. Llama's BOS, once), and cut into non-overlapping windows of an explicit
-``seq_len``. Every window predicts its tokens 2..seq_len from the ones before; perplexity is
-exp(Σ NLL / Σ predicted tokens). With more windows than ``max_windows``, evenly spaced windows are
-kept, so the text is covered end to end. Bootstrap intervals resample windows.
+The windows are cut by ``actpat.samples.eval_windows`` (non-overlapping, of an explicit
+``seq_len``). Every window predicts its tokens 2..seq_len from the ones before; perplexity is
+exp(Σ NLL / Σ predicted tokens). Bootstrap intervals resample windows; the per-window NLL is kept so
+that methods evaluated on the same windows can be compared pair by pair.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from actpat.errors import ActpatError
-from actpat.samples import SampleSet, prefix_tokens
-from actpat.sources import Document
+from actpat.stats import interval, resample
 
 
 class EvaluationError(ActpatError):
     """Not enough evaluation text, or windows that do not fit the model."""
-
-
-def eval_windows(name: str, docs: list[Document], tokenizer, seq_len: int, max_windows: int, log=print) -> SampleSet:
-    if not docs:
-        raise EvaluationError(f"evaluation set {name}: no documents")
-    prefix = prefix_tokens(tokenizer)
-    sep = tokenizer("\n\n", add_special_tokens=False)["input_ids"]
-    encoded = tokenizer([d.text for d in docs], add_special_tokens=False)["input_ids"]
-    stream, starts = list(prefix), []
-    for k, doc_ids in enumerate(encoded):
-        starts.append(len(stream))
-        stream.extend(doc_ids if k == len(encoded) - 1 else doc_ids + sep)
-    ids = np.asarray(stream, dtype=np.int64)
-    n_avail = len(ids) // seq_len
-    if n_avail < 1:
-        raise EvaluationError(
-            f"evaluation set {name}: {len(ids)} tokens of held-out text, fewer than one window of {seq_len}; "
-            "lower pruning.evaluation.seq_len or raise samples.holdout_fraction"
-        )
-    keep = np.unique(np.linspace(0, n_avail - 1, min(max_windows, n_avail)).round().astype(int))
-    tokens = np.stack([ids[k * seq_len : (k + 1) * seq_len] for k in keep]).astype(np.int32)
-    # the document each window starts in, for provenance
-    doc_of = [docs[max(0, int(np.searchsorted(starts, k * seq_len, side="right")) - 1)].id for k in keep]
-    log(f"evaluation set {name}: {len(docs)} documents, {len(ids)} tokens, {n_avail} windows of {seq_len}, {len(keep)} kept")
-    return SampleSet(
-        domain=name,
-        token_ids=tokens,
-        doc_ids=doc_of,
-        offsets=[int(k * seq_len) for k in keep],
-        stats={"n_documents": len(docs), "n_tokens": int(len(ids)), "n_windows_available": int(n_avail)},
-    )
 
 
 @torch.no_grad()
@@ -75,9 +44,44 @@ def perplexity(nll: np.ndarray, count: np.ndarray) -> float:
     return float(np.exp(nll.sum() / count.sum()))
 
 
-def bootstrap_perplexity(nll: np.ndarray, count: np.ndarray, n_boot: int, seed: int, level: float = 0.95) -> list[float]:
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(nll), size=(n_boot, len(nll)))
-    values = np.exp(nll[idx].sum(1) / count[idx].sum(1))
-    a = (1 - level) / 2
-    return [float(np.quantile(values, a)), float(np.quantile(values, 1 - a))]
+def bootstrap_perplexity(nll: np.ndarray, count: np.ndarray, n_boot: int, seed: int) -> list[float]:
+    idx = resample(len(nll), n_boot, np.random.default_rng(seed))
+    return interval(np.exp(nll[idx].sum(1) / count[idx].sum(1)))
+
+
+def write_perplexity(job, model_dir: Path, window_stores: list[Path], out: Path, device: str, threads: int,
+                     log=print) -> None:
+    """The perplexity job (``job``: ``actpat.settings.BootstrapJob``): a checkpoint's perplexity on
+    each evaluation set (named by its windows store), with the per-window NLL."""
+    import sys
+    import time
+
+    from tqdm import tqdm
+
+    from actpat.models import load_checkpoint, pick_device
+    from actpat.provenance import code_version
+    from actpat.store import open_samples, write_json
+
+    torch.set_num_threads(threads)
+    device = pick_device(device)
+    t0 = time.time()
+    model, _, checkpoint = load_checkpoint(model_dir, "float32", device)
+    out_json = {"model_dir": str(model_dir), "pruning": checkpoint.get("pruning"), "code_version": code_version(),
+                "device": device, "sets": {}}
+    for path in window_stores:
+        windows = open_samples(path)
+        name = windows.attrs["domain"]
+        tokens = windows["token_ids"].values
+        bar = tqdm(total=len(tokens), desc=f"perplexity {name}", unit="window", file=sys.stderr, mininterval=5, ascii=True)
+        nll, count = window_nll(model, tokens, device, progress=lambda j: bar.update(1))
+        bar.close()
+        ppl = perplexity(nll, count)
+        ci = bootstrap_perplexity(nll, count, job.bootstrap, job.seed)
+        out_json["sets"][name] = {
+            "perplexity": ppl, "ci95": ci, "seq_len": int(tokens.shape[1]), "n_windows": int(len(tokens)),
+            "tokens_predicted": int(count.sum()), "window_nll": nll, "window_tokens": count,
+            "source": windows.attrs["source"], "held_out_only": windows.attrs.get("held_out_only"),
+            "window_ids": windows["sample"].values.tolist()}
+        log(f"{name}: perplexity {ppl:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] over {len(tokens)} windows of {tokens.shape[1]} tokens")
+    out_json["seconds"] = time.time() - t0
+    write_json(out_json, out)

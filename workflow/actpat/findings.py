@@ -19,6 +19,7 @@ import xarray as xr
 from scipy.stats import spearmanr
 
 from actpat.reduce import domain_means, paper_pairs
+from actpat.stats import interval
 
 
 def layer_range(start: float, stop: float, n_layers: int) -> np.ndarray:
@@ -34,11 +35,6 @@ def layer_range(start: float, stop: float, n_layers: int) -> np.ndarray:
     if not 0 <= a < b <= n_layers:
         raise ValueError(f"layer range ({start}, {stop}) is empty for {n_layers} layers")
     return np.arange(a, b)
-
-
-def _interval(values: np.ndarray, level: float = 0.95) -> list[float]:
-    lo, hi = np.nanquantile(values, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return [float(lo), float(hi)]
 
 
 def finding1(densities: dict[str, xr.Dataset], threshold: float, multiple: float, shallow, deep, n_boot=1000, seed=0) -> dict:
@@ -85,9 +81,9 @@ def _finding1_stat(densities, var, dim, value, shallow, deep, n_boot, seed) -> d
     ])
     return {
         "value": float(point[0]),
-        "ci95": _interval(boots[:, 0]),
+        "ci95": interval(boots[:, 0]),
         "spearman_share_vs_layer": float(point[1]),
-        "spearman_ci95": _interval(boots[:, 1]),
+        "spearman_ci95": interval(boots[:, 1]),
         "n_samples": {d: int(v.shape[0]) for d, v in per_domain.items()},
     }
 
@@ -123,7 +119,7 @@ def finding2(sim: xr.Dataset, domains: list[str], shallow, deep, n_boot=1000, se
     for _ in range(n_boot):
         resampled = {k: v[:, rng.integers(0, v.shape[1], v.shape[1])] for k, v in values.items()}
         boots.append(stat(resampled)[0])
-    ci = _interval(np.asarray(boots))
+    ci = interval(np.asarray(boots))
     all_means = domain_means(sim["llmdcos"].values, sim["domain_a"].values, domains, "all")
     off = ~np.eye(len(domains), dtype=bool)
     return {
@@ -183,8 +179,12 @@ def finding3(sim: xr.Dataset, domains: list[str], relevance: np.ndarray, shallow
     }
 
 
-def write_findings(densities, similarity, samples, out_dir, threshold, multiple, shallow, deep, n_boot=1000, seed=0, log=print) -> dict:
-    """Read the reductions, compute findings 1–3, write findings.json, tidy CSVs and figures."""
+def write_findings(densities, similarity, samples, out_dir, job, log=print) -> dict:
+    """The findings job (``job``: ``actpat.settings.FindingsJob``): read the reductions, compute
+    findings 1–3, write findings.json, tidy CSVs and figures."""
+    a = job.analysis
+    threshold, multiple, shallow, deep, n_boot, seed = (a.density_threshold, a.density_multiple, a.shallow_layers,
+                                                        a.deep_layers, a.bootstrap, job.seed)
     from pathlib import Path
 
     from actpat import plots

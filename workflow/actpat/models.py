@@ -20,9 +20,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from actpat.errors import ActpatError
 
 EMBEDDED_MODELS = {
@@ -37,13 +34,23 @@ EMBEDDED_MAX_POSITIONS = {"smollm2": 8192}
 # config keys that hold a model's maximum number of positions, by architecture family
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
 PROVENANCE_FILE = "actpat_provenance.json"
 
 
 class ModelError(ActpatError):
     """The model cannot be found, loaded, or is not a causal language model."""
+
+
+def torch_dtype(name: str):
+    """The torch dtype of a config name (torch is imported here, not when this module is: the
+    workflow's planning process reads this module's facts without loading torch)."""
+    import torch
+
+    if name not in DTYPE_NAMES:
+        raise ModelError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPE_NAMES)}")
+    return getattr(torch, name)
 
 
 def package_dir(package: str) -> Path:
@@ -111,7 +118,7 @@ def _check_causal(config) -> None:
         )
 
 
-def load_source(source: ModelSource, dtype: torch.dtype = torch.float32):
+def load_source(source: ModelSource, dtype: str = "float32"):
     """Load (model, tokenizer) from any source. Raises ModelError with the reason."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -128,7 +135,7 @@ def load_source(source: ModelSource, dtype: torch.dtype = torch.float32):
         raise ModelError(f"cannot load a model config from {where!r}: {str(exc).splitlines()[0]}") from exc
     _check_causal(config)
     try:
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype(dtype), **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load model {where!r}: {str(exc).splitlines()[0]}") from exc
@@ -158,7 +165,7 @@ def file_sha256(path: Path, block: int = 1 << 24) -> str:
 
 def prepare_checkpoint(source: ModelSource, out_dir: Path, dtype: str = "float32") -> dict:
     """Convert ``source`` into a plain local checkpoint in ``out_dir``; returns its provenance."""
-    model, tokenizer = load_source(source, DTYPES[dtype])
+    model, tokenizer = load_source(source, dtype)
     if source.gguf_file:
         model = _plain_copy(model)
     out_dir = Path(out_dir)
@@ -188,13 +195,11 @@ def load_checkpoint(path: Path, dtype: str = "float32", device: str = "cpu"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
-    prov_file = path / PROVENANCE_FILE
-    if not prov_file.exists():
-        raise ModelError(f"{path} is not a prepared actpat checkpoint (no {PROVENANCE_FILE})")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
+    provenance = read_provenance(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype)).to(device)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    return model, tokenizer, json.loads(prov_file.read_text())
+    return model, tokenizer, provenance
 
 
 def max_positions(config) -> int | None:
@@ -240,6 +245,8 @@ def _find_decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """The ModuleList of decoder blocks (``model.layers`` for Llama/Qwen2/Gemma, ``transformer.h``
     for GPT-2, ``gpt_neox.layers`` for GPT-NeoX): a ModuleList of identical blocks whose length is
     the config's layer count; without that count, the longest such list."""
+    from torch import nn
+
     n_layers = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
     candidates = [
         (name, module)
@@ -276,3 +283,47 @@ def layer_weights(model: nn.Module, layout: WeightLayout) -> list[list[nn.Parame
     """``[layer][matrix]`` parameters in layout order."""
     params = dict(model.named_parameters())
     return [[params[layout.parameter_name(i, m)] for m in layout.matrices] for i in range(layout.n_layers)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Jobs and checks
+
+
+def prepare_model(spec, out_dir: Path) -> dict:
+    """The prepare_model job: ``spec`` is an ``actpat.settings.ModelSpec``."""
+    return prepare_checkpoint(ModelSource.parse(spec.source, spec.revision), out_dir, spec.dtype)
+
+
+def read_provenance(path: Path) -> dict:
+    prov_file = Path(path) / PROVENANCE_FILE
+    if not prov_file.exists():
+        raise ModelError(f"{path} is not a prepared actpat checkpoint (no {PROVENANCE_FILE})")
+    return json.loads(prov_file.read_text())
+
+
+def load_tokenizer(path: Path):
+    """The tokenizer of a prepared checkpoint and the checkpoint's provenance."""
+    from transformers import AutoTokenizer
+
+    provenance = read_provenance(path)
+    return AutoTokenizer.from_pretrained(path), provenance
+
+
+def check_window_length(field: str, length: int, max_positions: int | None, model: str | None = None) -> None:
+    """Refuse windows longer than the model's positions (at start-up for local and embedded models,
+    in the job for hub models, whose maximum is known once prepared)."""
+    from actpat.config import ConfigError
+
+    if max_positions and length > max_positions:
+        of = f" of model {model!r}" if model else ""
+        raise ConfigError(f"config error at {field}: {length} tokens exceed the maximum of {max_positions} positions{of}")
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device: cuda was requested but no CUDA device is visible")
+    return requested

@@ -108,34 +108,8 @@ def load_pairs(spec: dict) -> PairSet:
     return pairs
 
 
-def _load(spec: dict) -> PairSet:
-    kind = spec["source"]
-    if kind == "packaged":
-        if spec["name"] not in PACKAGED:
-            raise PairsError(f"unknown packaged pair set {spec['name']!r}; choose one of {', '.join(PACKAGED)}")
-        return PACKAGED[spec["name"]]()
+def _from_records(records: list[dict], spec: dict, where: str) -> PairSet:
     f1, f2, fs = spec.get("text1", "sentence1"), spec.get("text2", "sentence2"), spec.get("score", "score")
-    if kind == "files":
-        path = Path(spec["path"])
-        if not path.is_file():
-            raise PairsError(f"pairs file {path} does not exist")
-        if path.suffix in (".jsonl", ".json"):
-            records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        else:
-            delim = "\t" if path.suffix == ".tsv" else ","
-            records = list(csv.DictReader(path.open(encoding="utf-8"), delimiter=delim))
-        where = str(path)
-    elif kind == "datasets":
-        import datasets
-
-        kwargs = {k: spec[k] for k in ("data_files", "revision") if spec.get(k)}
-        try:
-            records = list(datasets.load_dataset(spec["name"], spec.get("config"), split=spec.get("split", "test"), **kwargs))
-        except Exception as exc:
-            raise PairsError(f"cannot load dataset {spec['name']!r}: {str(exc).splitlines()[0]}") from exc
-        where = spec["name"]
-    else:
-        raise PairsError(f"unknown pairs source {kind!r}; choose packaged, files or datasets")
     if records:
         missing = [f for f in (f1, f2, fs) if f not in records[0]]
         if missing:
@@ -143,15 +117,80 @@ def _load(spec: dict) -> PairSet:
     return _from_rows([(r[f1], r[f2], _score(r[fs])) for r in records], where)
 
 
+def _packaged(spec: dict) -> PairSet:
+    if spec["name"] not in PACKAGED:
+        raise PairsError(f"unknown packaged pair set {spec['name']!r}; choose one of {', '.join(PACKAGED)}")
+    return PACKAGED[spec["name"]]()
+
+
+def _files(spec: dict) -> PairSet:
+    path = Path(spec["path"])
+    if not path.is_file():
+        raise PairsError(f"pairs file {path} does not exist")
+    if path.suffix in (".jsonl", ".json"):
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        with path.open(encoding="utf-8") as fh:
+            records = list(csv.DictReader(fh, delimiter="\t" if path.suffix == ".tsv" else ","))
+    return _from_records(records, spec, str(path))
+
+
+def _datasets(spec: dict) -> PairSet:
+    from actpat.sources import load_dataset_split
+
+    return _from_records(list(load_dataset_split(spec, "test", PairsError)), spec, spec["name"])
+
+
+# the source kinds of a pair set's config entry (the schema's enum equals these keys; tested)
+SOURCES = {"packaged": _packaged, "files": _files, "datasets": _datasets}
+
+
+def _load(spec: dict) -> PairSet:
+    if spec["source"] not in SOURCES:
+        raise PairsError(f"unknown pairs source {spec['source']!r}; choose one of {', '.join(SOURCES)}")
+    return SOURCES[spec["source"]](spec)
+
+
+def write_pair_texts(job, model_dir: Path, out: Path, log=print) -> None:
+    """The sample_pairs job (``job``: ``actpat.settings.PairTextsJob``): the pair set's distinct
+    texts, tokenized and truncated to ``max_tokens``, with the pair table, as a samples store."""
+    import xarray as xr
+
+    from actpat.models import check_window_length, load_tokenizer
+    from actpat.provenance import code_version
+    from actpat.samples import SampleSet, prefix_tokens
+    from actpat.store import write_samples
+
+    spec, name = job.pairs.spec, job.pairs.domain
+    tokenizer, checkpoint = load_tokenizer(model_dir)
+    check_window_length(f"pairs.{job.pairs.name}.max_tokens", job.pairs.max_tokens, checkpoint.get("max_positions"))
+    pairs = load_pairs(spec)
+    prefix = prefix_tokens(tokenizer)
+    room = job.pairs.max_tokens - len(prefix)
+    full = tokenizer(pairs.texts, add_special_tokens=False)["input_ids"]
+    encoded = [prefix + ids[:room] for ids in full]
+    truncated = sum(len(ids) > room for ids in full)
+    tokens = np.full((len(encoded), max(len(e) for e in encoded)), -1, dtype=np.int32)
+    for i, e in enumerate(encoded):
+        tokens[i, : len(e)] = e
+    sample_set = SampleSet(name, tokens, pairs.text_ids, [0] * len(encoded),
+                           stats={"n_texts": len(encoded), "n_pairs": int(len(pairs.score)), "n_truncated": int(truncated)})
+    extra = {
+        "length": xr.DataArray(np.asarray([len(e) for e in encoded], dtype=np.int64), dims="sample"),
+        "text": xr.DataArray(np.asarray(pairs.texts, dtype=object), dims="sample"),
+        "pair_first": xr.DataArray(pairs.first.astype(np.int64), dims="pair"),
+        "pair_second": xr.DataArray(pairs.second.astype(np.int64), dims="pair"),
+        "human_score": xr.DataArray(pairs.score.astype(np.float64), dims="pair"),
+    }
+    write_samples(Path(out), sample_set, {"domain": name, "source": spec.get("name", spec.get("path")),
+                  "source_spec": json.dumps(spec, sort_keys=True), "seed": job.seed, "seq_len": job.pairs.max_tokens,
+                  "code_version": code_version()}, extra)
+    log(f"{name}: {len(encoded)} distinct texts ({truncated} truncated to {job.pairs.max_tokens} tokens), "
+        f"{len(pairs.score)} pairs")
+
+
 # ----------------------------------------------------------------------------------------------
 # Statistics
-
-
-def pair_llmdcos(sketch: np.ndarray, norms: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """(layer, pair) LLMDcos estimates: sketch (text, layer, k), norms (text, layer)."""
-    dot = np.einsum("plk,plk->lp", sketch[first].astype(np.float64), sketch[second].astype(np.float64))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.clip(dot / (norms[first] * norms[second]).T, 0.0, 1.0)
 
 
 def cosine_rows(x: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -169,23 +208,6 @@ def bag_of_tokens(token_ids: list[list[int]], first, second) -> np.ndarray:
     for i, t in enumerate(token_ids):
         np.add.at(counts[i], t, 1)
     return cosine_rows(counts, first, second)
-
-
-def spearman_with_ci(x: np.ndarray, human: np.ndarray, n_boot: int, rng) -> dict:
-    import warnings
-
-    from scipy.stats import spearmanr
-
-    n = len(human)
-    boots = []
-    with warnings.catch_warnings():  # a resample with constant values has no correlation: nan
-        warnings.simplefilter("ignore")
-        res = spearmanr(x, human)
-        for _ in range(n_boot):
-            idx = rng.integers(0, n, n)
-            boots.append(spearmanr(x[idx], human[idx]).statistic)
-    lo, hi = np.nanquantile(boots, [0.025, 0.975])
-    return {"rho": float(res.statistic), "p_value": float(res.pvalue), "ci95": [float(lo), float(hi)], "n_pairs": int(n)}
 
 
 def layer_ranges(n_layers: int) -> dict[str, tuple[int, int]]:

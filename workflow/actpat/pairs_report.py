@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from actpat.pairs import bag_of_tokens, cosine_rows, layer_ranges, pair_llmdcos, spearman_with_ci
-from actpat.reduce import open_domain
+from actpat.pairs import bag_of_tokens, cosine_rows, layer_ranges
+from actpat.stats import spearman_with_ci
+from actpat.reduce import layer_sketches, open_domain, sample_norms
+from actpat.sketch import llmdcos as sketch_llmdcos
 from actpat.store import StoreError, open_samples, write_json
 
 
@@ -23,12 +25,11 @@ def pair_measures(texts_path: Path, store_paths: list[Path]) -> dict:
         raise StoreError(f"score stores {', '.join(map(str, store_paths))} do not hold exactly the texts of {texts_path}")
     order = np.argsort(ids)[np.argsort(np.argsort(want))]  # position in ids of each wanted id
     first, second = texts["pair_first"].values, texts["pair_second"].values
-    norms = np.concatenate([np.sqrt((ds["l2"].values ** 2).sum(-1)) for ds in stores])[order]
+    norms = sample_norms(stores)[order]
     n_layers = stores[0].sizes["layer"]
     llmdcos = np.zeros((n_layers, len(first)))
-    for i in range(n_layers):  # one layer of sketches at a time
-        sk = np.concatenate([ds["sketch"].isel(layer=i).values for ds in stores])[order][:, None, :]
-        llmdcos[i] = pair_llmdcos(sk, norms[:, i : i + 1], first, second)[0]
+    for i in range(n_layers):
+        llmdcos[i] = sketch_llmdcos(layer_sketches(stores, i)[order], norms[:, i], (first, second))
     hidden = np.concatenate([ds["hidden_mean"].values for ds in stores])[order]  # (text, layer + 1, dim)
     hidden_cos = cosine_rows(hidden[:, 1:], first, second)  # layer outputs, (layer, pair)
     tokens = [list(row[: n]) for row, n in zip(texts["token_ids"].values, texts["length"].values)]

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from actpat.config import ConfigError
-from actpat.models import EMBEDDED_MAX_POSITIONS, POSITION_KEYS, has_lm_head
+from actpat.models import EMBEDDED_MAX_POSITIONS, POSITION_KEYS, check_window_length, has_lm_head
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -84,11 +84,8 @@ def _check_model(name: str, spec: dict, cfg: dict) -> None:
                 raise ConfigError(f"config error at {where}: {source!r} is a {', '.join(archs) or mcfg.get('model_type')} "
                                   "model, not a causal language model (actpat needs a decoder with a language-model head)")
             max_pos = next((mcfg[k] for k in POSITION_KEYS if isinstance(mcfg.get(k), int)), None)
-    if max_pos:
-        for field, length in _window_lengths(cfg).items():
-            if length > max_pos:
-                raise ConfigError(f"config error at {field}: {length} tokens exceed the maximum of {max_pos} positions "
-                                  f"of model {name!r}")
+    for field, length in _window_lengths(cfg).items():
+        check_window_length(field, length, max_pos, name)
 
 
 def preflight(cfg: dict, config_files: list[Path]) -> None:

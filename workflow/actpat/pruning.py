@@ -1,14 +1,16 @@
 """Pruning of the scored weight matrices (validations 1 and 2).
 
-Methods, all without weight updates:
+A method (``actpat.methods``) is a *base* and an *allocation*:
 
-* ``magnitude``: the smallest |W| of each matrix (one threshold per matrix, as in Wanda's baseline);
-* ``wanda``: per output row, the smallest |W_ij|·‖X_j‖₂, where ‖X_j‖ is the norm of input feature j
-  over the calibration tokens (Sun et al. 2023), one sparsity for every layer;
-* ``wanda-density`` / ``wanda-density-rel``: Wanda with the paper's layer-wise sparsities computed
-  from a domain's activation density (absolute threshold / scale-free relative threshold);
-* ``wanda-owl``: Wanda with OWL's layer-wise sparsities (Yin et al. 2024), from the share of
-  outlier Wanda scores of each layer.
+* bases (``BASES``), how the weights of one matrix are chosen: ``magnitude`` (the smallest |W| of
+  each matrix, as in Wanda's baseline) and ``wanda`` (per output row, the smallest |W_ij|·‖X_j‖₂, with
+  ‖X_j‖ the norm of input feature j over the calibration tokens; Sun et al. 2023). A base that needs
+  calibration data names a per-module statistic fed with the module's inputs (``add_batch``, as
+  Wanda's and SparseGPT's wrappers do) and may change the kept weights in its prune step.
+* allocations (``ALLOCATIONS``), how the target sparsity is spread over layers: ``uniform``, the
+  paper's formula from a domain's activation density (``density-abs``: the absolute threshold γ;
+  ``density-rel``: scale-free, above a multiple of the model-mean score), and OWL's (Yin et al.
+  2024) from the share of outlier Wanda scores of each layer.
 
 ``structure`` is ``unstructured`` or N:M (N of every M consecutive input weights of a row are
 zeroed; the sparsity is then N/M). Calibration runs layer by layer: the inputs of the current layer
@@ -18,6 +20,7 @@ the already pruned previous layer (as in Wanda).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,10 +28,8 @@ import torch
 from torch import nn
 
 from actpat.errors import ActpatError
+from actpat.methods import METHODS, PruningMethod
 from actpat.models import WeightLayout, _find_decoder_layers, layer_weights
-
-METHODS = ("magnitude", "wanda", "wanda-density", "wanda-density-rel", "wanda-owl")
-CALIBRATED = {"wanda", "wanda-density", "wanda-density-rel", "wanda-owl"}
 
 
 class PruningError(ActpatError):
@@ -220,23 +221,6 @@ def _run_layer(layer: nn.Module, hidden: torch.Tensor, call: dict) -> torch.Tens
     return out
 
 
-def _input_sq_norms(layer: nn.Module, modules: list[nn.Module], hidden: torch.Tensor, call: dict) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Per scored matrix, Σ over calibration tokens of x_j² of its input; and the layer's output."""
-    sums = [torch.zeros(m.weight.shape[1], dtype=torch.float64, device=m.weight.device) for m in modules]
-    handles = []
-    for k, mod in enumerate(modules):
-        def hook(module, args, output, k=k):
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
-            sums[k] += (x * x).sum(0)
-        handles.append(mod.register_forward_hook(hook))
-    try:
-        out = _run_layer(layer, hidden, call)
-    finally:
-        for h in handles:
-            h.remove()
-    return sums, out
-
-
 def _linear_modules(layer: nn.Module, layout: WeightLayout) -> list[nn.Module]:
     """The layer's scored matrices as modules. Wanda's ‖X_j‖ indexes the input features, i.e. the
     columns of an nn.Linear weight; GPT-2's Conv1D stores the transpose and would be pruned along
@@ -251,15 +235,128 @@ def _linear_modules(layer: nn.Module, layout: WeightLayout) -> list[nn.Module]:
     return mods
 
 
+def _collect(layer: nn.Module, modules: list[nn.Module], statistics: list, hidden: torch.Tensor, call: dict) -> torch.Tensor:
+    """Run the layer on every window with each module's statistic fed its inputs (``add_batch``);
+    returns the layer's output."""
+    handles = [
+        mod.register_forward_hook(lambda module, args, output, st=st: st.add_batch(args[0].detach()))
+        for mod, st in zip(modules, statistics) if st is not None
+    ]
+    try:
+        return _run_layer(layer, hidden, call)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# ----------------------------------------------------------------------------------------------
+# Bases: how the weights of one matrix are chosen (and, for some, how the kept ones change)
+
+
+class InputNorms:
+    """Σ over calibration tokens of x_j² per input feature of a module (float64)."""
+
+    def __init__(self, module: nn.Module):
+        self.sums = torch.zeros(module.weight.shape[1], dtype=torch.float64, device=module.weight.device)
+
+    def add_batch(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).double()
+        self.sums += (x * x).sum(0)
+
+
+class Magnitude:
+    """The smallest |W| of the whole matrix (N:M: of each block)."""
+
+    per_row = False
+
+    def statistic(self, module: nn.Module):
+        return None
+
+    def prune(self, weight: torch.Tensor, statistic, ratio: float, nm: tuple[int, int] | None) -> torch.Tensor:
+        metric = weight.detach().abs().float()
+        mask = nm_mask(metric, *nm) if nm else matrix_mask(metric, ratio)
+        weight[mask] = 0
+        return mask
+
+
+class Wanda:
+    """Per output row, the smallest |W_ij|·‖X_j‖₂ (N:M: of each block of a row)."""
+
+    per_row = True
+
+    def statistic(self, module: nn.Module) -> InputNorms:
+        return InputNorms(module)
+
+    def prune(self, weight: torch.Tensor, statistic: InputNorms, ratio: float, nm: tuple[int, int] | None) -> torch.Tensor:
+        metric = wanda_metric(weight, statistic.sums)
+        mask = nm_mask(metric, *nm) if nm else row_mask(metric, ratio)
+        weight[mask] = 0
+        return mask
+
+
+# the bases of actpat.methods.BASES (tested to agree)
+BASES = {"magnitude": Magnitude(), "wanda": Wanda()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Allocations: the per-layer sparsities, with the mean equal to the target
+
+
 @dataclass
-class PruneSettings:
-    method: str
-    sparsity: float
-    structure: str = "unstructured"
-    layer_ratios: np.ndarray | None = None  # wanda-density*: precomputed per-layer sparsities
-    owl_lambda: float = 0.08
-    owl_m: float = 5.0
-    bounds: tuple[float, float] = (0.0, 0.99)
+class AllocationInputs:
+    """What an allocation may use: the job's settings of it (``actpat.settings.Ratios`` or
+    ``Owl``), the density dataset of a domain, and a pass over the dense model's calibration."""
+
+    n_layers: int
+    bounds: tuple[float, float]
+    ratios: object | None = None
+    owl: object | None = None
+    density: object | None = None  # xarray Dataset of actpat.reduce.density
+    outlier_shares: Callable[[float], np.ndarray] | None = None
+
+
+def _uniform(target: float, inputs: AllocationInputs) -> tuple[LayerRatios, dict]:
+    r = np.full(inputs.n_layers, target)
+    return LayerRatios(r, target, r.copy()), {}
+
+
+def _density(measure: str) -> Callable:
+    def allocate(target: float, inputs: AllocationInputs) -> tuple[LayerRatios, dict]:
+        from actpat.reduce import activated_counts
+
+        if inputs.density is None or inputs.ratios is None:
+            raise PruningError(f"the density-{measure} allocation needs a density store and its ratio settings")
+        r = inputs.ratios
+        value = r.threshold if measure == "abs" else r.multiple
+        counts = activated_counts(inputs.density, measure, value)
+        info = density_ratios(counts, target, r.alpha, r.beta, inputs.bounds)
+        d = inputs.density.attrs
+        details = {"density": {"domain": d["domain"], "measure": measure, "threshold": r.threshold, "multiple": r.multiple,
+                               "n_samples": d["n_samples"], "counts": counts, "alpha": r.alpha, "beta": r.beta,
+                               "raw_ratios": info.raw, "clipped_layers": info.clipped, "clip_shift": info.shift}}
+        return info, details
+    return allocate
+
+
+def _owl(target: float, inputs: AllocationInputs) -> tuple[LayerRatios, dict]:
+    if inputs.outlier_shares is None or inputs.owl is None:
+        raise PruningError("the OWL allocation needs calibration windows and its settings")
+    shares = inputs.outlier_shares(inputs.owl.outlier_factor)
+    info = owl_ratios(shares, target, inputs.owl.spread, inputs.bounds)
+    return info, {"owl": {"lambda": inputs.owl.spread, "M": inputs.owl.outlier_factor, "outlier_share": shares}}
+
+
+# the allocations of actpat.methods.ALLOCATIONS (tested to agree)
+ALLOCATIONS: dict[str, Callable[[float, AllocationInputs], tuple[LayerRatios, dict]]] = {
+    "uniform": _uniform,
+    "density-abs": _density("abs"),
+    "density-rel": _density("rel"),
+    "owl": _owl,
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
 
 
 @dataclass
@@ -268,74 +365,70 @@ class PruneResult:
     actual: np.ndarray  # zeroed share of the scored weights per layer (mask)
     expected: np.ndarray  # share the masks should zero given integer rounding
     zeros_after: np.ndarray  # share of exactly-zero weights per layer after pruning
-    outlier_share: np.ndarray | None = None
+    allocation: dict = field(default_factory=dict)  # what the allocation used (counts, outlier shares, ...)
 
 
 def prune_model(
     model: nn.Module,
     layout: WeightLayout,
-    settings: PruneSettings,
+    method: str | PruningMethod,
+    sparsity: float,
+    structure: str = "unstructured",
     calibration: torch.Tensor | None = None,
+    inputs: AllocationInputs | None = None,
     progress=None,
 ) -> PruneResult:
     """Prune ``model`` in place; returns the per-layer targets and the measured sparsities.
-    ``calibration`` (window, position) token ids are needed by the Wanda methods."""
-    if settings.method not in METHODS:
-        raise PruningError(f"unknown pruning method {settings.method!r}; choose one of {', '.join(METHODS)}")
-    if not 0.0 <= settings.sparsity < 1.0:
-        raise PruningError(f"sparsity {settings.sparsity} is outside [0, 1)")
-    nm = parse_structure(settings.structure)
-    if nm and settings.method not in ("magnitude", "wanda"):
-        raise PruningError(f"N:M structure applies to magnitude and wanda, not {settings.method} (its sparsity varies by layer)")
-    target = nm[0] / nm[1] if nm else settings.sparsity
-    n_layers = layout.n_layers
+    ``calibration`` (window, position) token ids are needed by calibrated methods; ``inputs`` holds
+    what the method's allocation uses (bounds (0, 0.99) and nothing else by default)."""
+    if isinstance(method, str):
+        if method not in METHODS:
+            raise PruningError(f"unknown pruning method {method!r}; choose one of {', '.join(METHODS)}")
+        method = METHODS[method]
+    if not 0.0 <= sparsity < 1.0:
+        raise PruningError(f"sparsity {sparsity} is outside [0, 1)")
+    nm = parse_structure(structure)
+    if nm and method.allocation != "uniform":
+        raise PruningError(f"N:M structure applies to uniform allocations, not {method.name} (its sparsity varies by layer)")
+    target = nm[0] / nm[1] if nm else sparsity
+    base = BASES[method.base]
     _, layers = _find_decoder_layers(model)
     weights = layer_weights(model, layout)
     device = weights[0][0].device
-    ratios = np.full(n_layers, target)
-    if settings.method in ("wanda-density", "wanda-density-rel"):
-        if settings.layer_ratios is None or len(settings.layer_ratios) != n_layers:
-            raise PruningError(f"{settings.method} needs one precomputed sparsity per layer ({n_layers})")
-        ratios = np.asarray(settings.layer_ratios, dtype=np.float64)
-    outliers = None
-    if settings.method in CALIBRATED:
+    inputs = inputs or AllocationInputs(layout.n_layers, (0.0, 0.99))
+    if method.calibrated:
         if calibration is None or len(calibration) == 0:
-            raise PruningError(f"{settings.method} needs calibration windows")
+            raise PruningError(f"{method.name} needs calibration windows")
         modules = [_linear_modules(layer, layout) for layer in layers]
         hidden, call = _first_layer_inputs(model, layers, calibration, device)
-        if settings.method == "wanda-owl":
-            outliers = _outlier_shares(layers, modules, hidden, call, settings.owl_m)
-            ratios = owl_ratios(outliers, target, settings.owl_lambda, settings.bounds).ratios
-    expected = np.zeros(n_layers)
-    actual = np.zeros(n_layers)
-    zeros_after = np.zeros(n_layers)
+        inputs.outlier_shares = lambda factor: _outlier_shares(layers, modules, hidden, call, factor)
+    allocation, details = ALLOCATIONS[method.allocation](target, inputs)
+    ratios = allocation.ratios
+    if len(ratios) != layout.n_layers:
+        raise PruningError(f"{method.name}: {len(ratios)} layer sparsities for {layout.n_layers} layers")
+    n_layers = layout.n_layers
+    expected, actual, zeros_after = np.zeros(n_layers), np.zeros(n_layers), np.zeros(n_layers)
     sizes = np.asarray([r * c for r, c in layout.shapes], dtype=np.float64)
     for i in range(n_layers):
-        layer = layers[i]
-        if settings.method in CALIBRATED:
-            sums, _ = _input_sq_norms(layer, modules[i], hidden, call)
+        statistics = [None] * len(layout.matrices)
+        if method.calibrated:
+            statistics = [base.statistic(mod) for mod in modules[i]]
+            _collect(layers[i], modules[i], statistics, hidden, call)
         masked = np.zeros(len(layout.matrices))
         with torch.no_grad():
             for j, w in enumerate(weights[i]):
-                if settings.method == "magnitude":
-                    metric = w.detach().abs().float()
-                    mask = nm_mask(metric, *nm) if nm else matrix_mask(metric, ratios[i])
-                else:
-                    metric = wanda_metric(w, sums[j])
-                    mask = nm_mask(metric, *nm) if nm else row_mask(metric, ratios[i])
-                w[mask] = 0
-                masked[j] = mask.sum().item()
+                masked[j] = base.prune(w, statistics[j], ratios[i], nm).sum().item()
                 zeros_after[i] += (w == 0).sum().item()
-        shares = [expected_share(s, ratios[i], nm, settings.method != "magnitude") for s in layout.shapes]
+        shares = [expected_share(s, ratios[i], nm, base.per_row) for s in layout.shapes]
         expected[i] = float(np.dot(shares, sizes) / sizes.sum())
         actual[i] = masked.sum() / sizes.sum()
         zeros_after[i] /= sizes.sum()
-        if settings.method in CALIBRATED:
-            hidden = _run_layer(layer, hidden, call)  # the pruned layer feeds the next one
+        if method.calibrated:
+            hidden = _run_layer(layers[i], hidden, call)  # the pruned layer feeds the next one
         if progress:
             progress(i)
     check_sparsity(ratios, actual, expected, layout)
-    return PruneResult(ratios, actual, expected, zeros_after, outliers)
+    return PruneResult(ratios, actual, expected, zeros_after, details)
 
 
 def _outlier_shares(layers, modules, hidden, call, m_factor: float) -> np.ndarray:
@@ -343,8 +436,9 @@ def _outlier_shares(layers, modules, hidden, call, m_factor: float) -> np.ndarra
     above ``m_factor`` × their mean over the layer."""
     shares = []
     for layer, mods in zip(layers, modules):
-        sums, hidden = _input_sq_norms(layer, mods, hidden, call)
-        metrics = [wanda_metric(mod.weight, s) for mod, s in zip(mods, sums)]
+        norms = [InputNorms(mod) for mod in mods]
+        hidden = _collect(layer, mods, norms, hidden, call)
+        metrics = [wanda_metric(mod.weight, n.sums) for mod, n in zip(mods, norms)]
         total = sum(x.numel() for x in metrics)
         mean = sum(float(x.double().sum()) for x in metrics) / total
         shares.append(sum(int((x > m_factor * mean).sum()) for x in metrics) / total)
@@ -360,3 +454,62 @@ def check_sparsity(ratios: np.ndarray, actual: np.ndarray, expected: np.ndarray,
                 f"layer {i}: pruned {a:.6f} of its weights, target {r:.6f} (expected {e:.6f} after rounding)"
             )
 
+
+
+def prune_checkpoint(job, model_dir, model_name: str, calibration_store, density_store, out_dir, report_path,
+                     device: str, threads: int, log=print) -> dict:
+    """The prune job (``job``: ``actpat.settings.PruneJob``): prune a prepared checkpoint with the
+    run's method, write the pruned checkpoint and a report of per-layer targets and sparsities."""
+    import json
+    import sys
+    import time
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from actpat.models import PROVENANCE_FILE, load_checkpoint, pick_device, weight_layout
+    from actpat.provenance import code_version
+    from actpat.store import open_reduction, open_samples, write_json
+
+    run = job.run
+    torch.set_num_threads(threads)
+    device = pick_device(device)
+    t0 = time.time()
+    model, tokenizer, checkpoint = load_checkpoint(Path(model_dir), "float32", device)
+    layout = weight_layout(model)
+    report = {"model": model_name, "method": run.method, "structure": run.structure, "target_sparsity": run.sparsity,
+              "checkpoint_sha256": checkpoint["checkpoint_sha256"], "code_version": code_version(), "device": device}
+    inputs = AllocationInputs(layout.n_layers, tuple(job.bounds), ratios=job.ratios, owl=job.owl,
+                              density=open_reduction(Path(density_store)) if density_store else None)
+    calibration = None
+    if calibration_store:
+        cal = open_samples(Path(calibration_store))
+        calibration = torch.as_tensor(cal["token_ids"].values.astype(np.int64))
+        report["calibration"] = {"store": str(calibration_store), "domain": cal.attrs["domain"],
+                                 "windows": int(calibration.shape[0]), "seq_len": int(calibration.shape[1]),
+                                 "seed": cal.attrs["seed"], "sample_ids": cal["sample"].values.tolist()}
+    log(f"pruning {model_name}: {run.method} {run.structure} to {run.sparsity:.3f} on {device}, {layout.n_layers} layers"
+        + (f", {len(calibration)} calibration windows of {calibration.shape[1]} tokens" if calibration is not None else ""))
+    bar = tqdm(total=layout.n_layers, desc="pruning", unit="layer", file=sys.stderr, mininterval=5, ascii=True)
+    result = prune_model(model, layout, run.method, run.sparsity, run.structure, calibration, inputs,
+                         progress=lambda i: bar.update(1))
+    bar.close()
+    if "density" in result.allocation:
+        result.allocation["density"]["store"] = str(density_store)
+        if result.allocation["density"]["clipped_layers"]:
+            log(f"layers {result.allocation['density']['clipped_layers']} fell outside {job.bounds} and were clipped")
+    report.update(result.allocation)
+    report.update({"layer_sparsity_target": result.ratios, "layer_sparsity_actual": result.actual,
+                   "layer_zero_share": result.zeros_after, "overall_sparsity": float(np.mean(result.actual)),
+                   "seconds": time.time() - t0})
+    if device == "cuda":
+        report["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    log(f"overall sparsity {report['overall_sparsity']:.4f}; per layer {result.actual.min():.4f}..{result.actual.max():.4f}")
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / PROVENANCE_FILE).write_text(json.dumps(
+        {**checkpoint, "pruning": {k: report[k] for k in ("method", "structure", "target_sparsity")}}, indent=2))
+    write_json(report, Path(report_path))
+    log(f"done in {time.time() - t0:.1f}s -> {report_path}")
+    return report

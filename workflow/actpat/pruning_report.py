@@ -14,9 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binom
 
+from actpat.stats import interval, resample
 from actpat.store import write_json
-
-LEVEL = 0.95
 
 
 def _load(path: Path) -> dict:
@@ -31,15 +30,6 @@ def load_run(run_dir: Path) -> dict:
             "sparsity": pruning["target_sparsity"], "calibration": cal.get("domain"), "pruning": pruning, "sets": ppl["sets"]}
 
 
-def _ci(values: np.ndarray) -> list[float]:
-    a = (1 - LEVEL) / 2
-    return [float(np.quantile(values, a)), float(np.quantile(values, 1 - a))]
-
-
-def _resample(n: int, n_boot: int, rng) -> np.ndarray:
-    return rng.integers(0, n, size=(n_boot, n))
-
-
 def _mean_nll(s: dict, idx=None) -> np.ndarray | float:
     nll, cnt = np.asarray(s["window_nll"]), np.asarray(s["window_tokens"])
     if idx is None:
@@ -51,9 +41,9 @@ def paired_ratio(a: dict, b: dict, n_boot: int, seed: int) -> tuple[float, list[
     """Perplexity ratio a / b on the same windows, with a paired bootstrap interval."""
     if a["window_ids"] != b["window_ids"]:
         raise ValueError("perplexities compared on different windows")
-    idx = _resample(len(a["window_nll"]), n_boot, np.random.default_rng(seed))
+    idx = resample(len(a["window_nll"]), n_boot, np.random.default_rng(seed))
     boot = np.exp(_mean_nll(a, idx) - _mean_nll(b, idx))
-    return float(np.exp(_mean_nll(a) - _mean_nll(b))), _ci(boot)
+    return float(np.exp(_mean_nll(a) - _mean_nll(b))), interval(boot)
 
 
 def validation1_table(runs: list[dict], dense: dict, general: str, n_boot: int, seed: int) -> pd.DataFrame:
@@ -102,7 +92,7 @@ def validation2(runs: list[dict], dense: dict, n_boot: int, seed: int) -> tuple[
         return np.mean(out, axis=0)
 
     rng = np.random.default_rng(seed)
-    idx = {e: _resample(len(by_cal[calibs[0]]["sets"][e]["window_nll"]), n_boot, rng) for e in cols}
+    idx = {e: resample(len(by_cal[calibs[0]]["sets"][e]["window_nll"]), n_boot, rng) for e in cols}
     boot = advantage(idx)
     stats.update({
         "diagonal_best_in_column": best,
@@ -112,7 +102,7 @@ def validation2(runs: list[dict], dense: dict, n_boot: int, seed: int) -> tuple[
         "chance_per_column": p_row,
         "diagonal_below_offdiagonal_mean": beats_mean,
         "mean_log_ppl_advantage": float(advantage()),
-        "mean_log_ppl_advantage_ci95": _ci(boot),
+        "mean_log_ppl_advantage_ci95": interval(boot),
         "relative_ppl_advantage": float(np.exp(advantage()) - 1),
     })
     return matrix, stats
@@ -122,9 +112,12 @@ def _markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=floatfmt, missingval="")
 
 
-def write_pruning_report(v1_runs: list[Path], v2_runs: list[Path], dense: Path, out_dir: Path, general: str,
-                         v2_sparsity: float, v2_method: str, n_boot: int = 1000, seed: int = 0, log=print) -> dict:
+def write_pruning_report(job, v1_runs: list[Path], v2_runs: list[Path], dense: Path, out_dir: Path, log=print) -> dict:
+    """The pruning_report job (``job``: ``actpat.settings.PruningReportJob``)."""
     from actpat import plots
+
+    general, n_boot, seed = job.general, job.bootstrap, job.seed
+    v2_method, v2_sparsity = job.validation2.method, job.validation2.sparsity
 
     out_dir = Path(out_dir)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from actpat.errors import ActpatError
-from actpat.sketch import llmdcos_all_pairs
+from actpat.sketch import llmdcos
 from actpat.store import StoreError, check_compatible, open_samples, open_scores
 
 # log10 histogram of mean scores, for the mass-share density (streamed one matrix at a time)
@@ -27,7 +27,12 @@ class ReductionError(ActpatError):
 
 def open_domain(paths: list[Path]) -> list[xr.Dataset]:
     """The shard stores of one domain, checked to belong together."""
-    stores = {str(p): open_scores(p) for p in paths}
+    return check_domain({str(p): open_scores(p) for p in paths})
+
+
+def check_domain(stores: dict[str, xr.Dataset]) -> list[xr.Dataset]:
+    """Opened shard stores of one domain, checked to belong together (same provenance, matrices and
+    domain; no sample twice)."""
     if not stores:
         raise ReductionError("no score stores given")
     check_compatible(stores)
@@ -47,6 +52,16 @@ def open_domain(paths: list[Path]) -> list[xr.Dataset]:
 
 def per_sample(stores: list[xr.Dataset], names: list[str]) -> xr.Dataset:
     return xr.concat([ds[names].load() for ds in stores], dim="sample")
+
+
+def sample_norms(stores: list[xr.Dataset]) -> np.ndarray:
+    """(sample, layer) exact L2 norm of each sample's layer score vector (all matrices)."""
+    return np.concatenate([np.sqrt((ds["l2"].values ** 2).sum(-1)) for ds in stores])
+
+
+def layer_sketches(stores: list[xr.Dataset], layer: int) -> np.ndarray:
+    """(sample, bucket) sketches of one layer of all samples (one layer in memory at a time)."""
+    return np.concatenate([ds["sketch"].isel(layer=layer).values for ds in stores])
 
 
 def _hist_bins() -> int:
@@ -160,23 +175,26 @@ def activated_counts(ds: xr.Dataset, measure: str, value: float) -> np.ndarray:
     return ds[var].sel({dim: value}).sum("matrix").values
 
 
-def similarity(paths_by_domain: dict[str, list[Path]]) -> xr.Dataset:
+def similarity(paths: list[Path]) -> xr.Dataset:
     """Estimated LLMDcos between every pair of samples of all domains, per layer
-    (``gram (layer, sample_a, sample_b)``), with the domain of each sample."""
+    (``gram (layer, sample_a, sample_b)``), with the domain of each sample (from its store)."""
+    by_domain: dict[str, dict[str, xr.Dataset]] = {}
+    for p in paths:
+        ds = open_scores(p)
+        by_domain.setdefault(ds.attrs["domain"], {})[str(p)] = ds
     stores, domains = [], []
-    for domain, paths in paths_by_domain.items():
-        for ds in open_domain(paths):
+    for domain, group in by_domain.items():
+        for ds in check_domain(group):
             stores.append(ds)
             domains += [domain] * ds.sizes["sample"]
     check_compatible({f"{ds.attrs['domain']}/shard-{ds.attrs['shard']}": ds for ds in stores})
     ref = stores[0]
     n_layers = ref.sizes["layer"]
     ids = np.concatenate([ds["sample"].values for ds in stores]).astype(object)
-    norms = np.concatenate([np.sqrt((ds["l2"].values ** 2).sum(-1)) for ds in stores])  # (sample, layer)
+    norms = sample_norms(stores)
     gram = np.zeros((n_layers, len(ids), len(ids)), dtype=np.float32)
-    for i in range(n_layers):  # one layer of all sketches in memory at a time
-        sk = np.concatenate([ds["sketch"].isel(layer=i).values for ds in stores])
-        gram[i] = llmdcos_all_pairs(sk, norms[:, i])
+    for i in range(n_layers):
+        gram[i] = llmdcos(layer_sketches(stores, i), norms[:, i])
     return xr.Dataset(
         {"llmdcos": (("layer", "sample_a", "sample_b"), gram)},
         coords={
@@ -242,3 +260,32 @@ def token_relevance(samples_paths: dict[str, Path]) -> tuple[list[str], np.ndarr
         for b in range(a + 1, len(domains)):
             rel[a, b] = rel[b, a] = 1.0 - jensenshannon(probs[a] / probs[a].sum(), probs[b] / probs[b].sum(), base=2)
     return domains, rel
+
+
+def write_density(job, stores: list[Path], out: Path, log=print) -> None:
+    """The density job (``job``: ``actpat.settings.DensityJob``)."""
+    import time
+
+    from actpat.store import write_dataset
+
+    t0 = time.time()
+    ds = density(stores, list(job.mass_shares))
+    write_dataset(ds, out)
+    table = ds[["active_abs_share"]].to_dataframe().reset_index()
+    log(f"{ds.attrs['domain']}: density of {ds.attrs['n_samples']} samples from {ds.attrs['n_shards']} shards in "
+        f"{time.time() - t0:.1f}s -> {out}")
+    log("activated share (mean |s| > threshold) by layer:\n"
+        + table.pivot(index="layer", columns="threshold").round(4).to_string())
+
+
+def write_similarity(stores: list[Path], out: Path, log=print) -> None:
+    """The similarity job."""
+    import time
+
+    from actpat.store import write_dataset
+
+    t0 = time.time()
+    ds = similarity(stores)
+    write_dataset(ds, out)
+    log(f"LLMDcos for {ds.sizes['sample_a']} samples of {len(set(ds['domain_a'].values))} domains x "
+        f"{ds.sizes['layer']} layers in {time.time() - t0:.1f}s")

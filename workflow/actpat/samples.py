@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -57,6 +58,22 @@ def domain_rng(seed: int, domain: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(domain.encode())])
 
 
+def join_stream(encoded: list[list[int]], sep: list[int], lead: list[int] = (), sep_after_last: bool = True):
+    """Documents joined into one token stream (after ``lead``, each followed by ``sep``): the
+    stream and the start of each document in it."""
+    stream, starts = list(lead), []
+    for k, ids in enumerate(encoded):
+        starts.append(len(stream))
+        stream.extend(ids + sep if sep_after_last or k < len(encoded) - 1 else ids)
+    return stream, np.asarray(starts, dtype=np.int64)
+
+
+def tile_starts(n_tokens: int, length: int) -> range:
+    """Starts of the non-overlapping windows of ``length`` tokens that fit in ``n_tokens``: the one
+    window cutter of scoring samples, calibration and perplexity windows."""
+    return range(0, n_tokens - length + 1, length)
+
+
 def make_samples(
     domain: str,
     docs: list[Document],
@@ -80,27 +97,15 @@ def make_samples(
 
     # candidate windows: (index of document, offset in that document, tokens)
     if pack:
-        sep = tokenizer("\n\n", add_special_tokens=False)["input_ids"]
-        stream, starts = [], []
-        for ids in encoded:
-            starts.append(len(stream))
-            stream.extend(ids + sep)
-        starts_arr = np.asarray(starts)
-        n_windows = len(stream) // body
+        stream, starts = join_stream(encoded, tokenizer("\n\n", add_special_tokens=False)["input_ids"])
         candidates = []
-        for w in range(n_windows):
-            pos = w * body
-            j = int(np.searchsorted(starts_arr, pos, side="right") - 1)
-            candidates.append((j, pos - starts[j], stream[pos : pos + body]))
+        for pos in tile_starts(len(stream), body):
+            j = int(np.searchsorted(starts, pos, side="right") - 1)
+            candidates.append((j, pos - int(starts[j]), stream[pos : pos + body]))
         skipped = 0
     else:
-        candidates, skipped = [], 0
-        for j, ids in enumerate(encoded):
-            if len(ids) < body:
-                skipped += 1
-                continue
-            for pos in range(0, len(ids) - body + 1, body):
-                candidates.append((j, pos, ids[pos : pos + body]))
+        candidates = [(j, pos, ids[pos : pos + body]) for j, ids in enumerate(encoded) for pos in tile_starts(len(ids), body)]
+        skipped = sum(len(ids) < body for ids in encoded)
     stats = {
         "n_documents": len(docs),
         "n_scoring_documents": len(scoring),
@@ -132,6 +137,72 @@ def make_samples(
     )
 
 
+def eval_windows(name: str, docs: list[Document], tokenizer, seq_len: int, max_windows: int, log=print) -> SampleSet:
+    """Perplexity windows (the WikiText-2 protocol of Wanda/SparseGPT, on any text): the documents
+    joined with blank lines into one stream after the tokenizer's leading special tokens (once), cut
+    into non-overlapping windows of ``seq_len``; with more than ``max_windows``, evenly spaced ones
+    are kept, so the text is covered end to end."""
+    if not docs:
+        raise SamplingError(f"evaluation set {name}: no documents")
+    encoded = tokenizer([d.text for d in docs], add_special_tokens=False)["input_ids"]
+    stream, starts = join_stream(encoded, tokenizer("\n\n", add_special_tokens=False)["input_ids"],
+                                 lead=prefix_tokens(tokenizer), sep_after_last=False)
+    ids = np.asarray(stream, dtype=np.int64)
+    n_avail = len(tile_starts(len(ids), seq_len))
+    if n_avail < 1:
+        raise SamplingError(
+            f"evaluation set {name}: {len(ids)} tokens of held-out text, fewer than one window of {seq_len}; "
+            "lower pruning.evaluation.seq_len or raise samples.holdout_fraction"
+        )
+    keep = np.unique(np.linspace(0, n_avail - 1, min(max_windows, n_avail)).round().astype(int))
+    tokens = np.stack([ids[k * seq_len : (k + 1) * seq_len] for k in keep]).astype(np.int32)
+    # the document each window starts in, for provenance
+    doc_of = [docs[max(0, int(np.searchsorted(starts, k * seq_len, side="right")) - 1)].id for k in keep]
+    log(f"evaluation set {name}: {len(docs)} documents, {len(ids)} tokens, {n_avail} windows of {seq_len}, {len(keep)} kept")
+    return SampleSet(
+        domain=name,
+        token_ids=tokens,
+        doc_ids=doc_of,
+        offsets=[int(k * seq_len) for k in keep],
+        stats={"n_documents": len(docs), "n_tokens": int(len(ids)), "n_windows_available": int(n_avail)},
+    )
+
+
+def write_windows(job, model_dir: Path, out: Path, samples_store: Path | None = None, log=print) -> None:
+    """The job behind sample_domain, calibration_windows and eval_windows: cut ``job``'s windows
+    (``actpat.settings.WindowJob``) with the prepared model's tokenizer and write them as a store.
+    Evaluation windows of a scored domain come from the held-out documents of its ``samples_store``."""
+    import time
+
+    from actpat.models import check_window_length, load_tokenizer
+    from actpat.provenance import window_attrs
+    from actpat.sources import describe, load_documents
+    from actpat.store import open_samples, write_samples
+
+    tokenizer, checkpoint = load_tokenizer(model_dir)
+    check_window_length({"samples": "samples.seq_len", "calibration": "pruning.calibration.seq_len",
+                         "evaluation": "pruning.evaluation.seq_len"}[job.kind], job.seq_len, checkpoint.get("max_positions"))
+    t0 = time.time()
+    docs = load_documents(job.text)
+    log(f"{job.text.name}: {len(docs)} documents from {describe(job.text.spec)} in {time.time() - t0:.1f}s")
+    attrs = window_attrs(job, describe(job.text.spec), model_dir)
+    if job.kind == "evaluation":
+        if samples_store is not None:  # a scored domain: only the documents its samples store set aside
+            held = set(open_samples(samples_store)["holdout_doc_id"].values.tolist())
+            docs = [d for d in docs if d.id in held]
+            if {d.id for d in docs} != held:
+                raise SamplingError(f"{samples_store}: its held-out documents are no longer all in {describe(job.text.spec)}")
+        windows = eval_windows(job.text.name, docs, tokenizer, job.seq_len, job.n, log=log)
+        attrs["held_out_only"] = samples_store is not None
+    else:
+        windows = make_samples(job.text.name, docs, tokenizer, job.seq_len, job.n, job.seed, job.holdout_fraction,
+                               pack=job.text.pack, log=log)
+        if job.kind == "calibration":
+            windows.holdout_doc_ids = []
+    write_samples(out, windows, attrs)
+    log(f"wrote {len(windows.doc_ids)} windows to {out}")
+
+
 def shard_slices(n: int, shard_size: int = 0, n_shards: int = 0) -> list[slice]:
     """Consecutive shards of ``shard_size`` samples, or ``n_shards`` near-equal shards (pair sets,
     whose size the DAG does not know)."""
@@ -140,6 +211,3 @@ def shard_slices(n: int, shard_size: int = 0, n_shards: int = 0) -> list[slice]:
         return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     return [slice(i, min(i + shard_size, n)) for i in range(0, n, shard_size)]
 
-
-def n_shards(n: int, shard_size: int) -> int:
-    return -(-n // shard_size)

@@ -14,7 +14,9 @@ into |w · g| (in fp32, whatever the compute dtype) and:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,27 +24,11 @@ from torch import nn
 
 from actpat.errors import ActpatError
 from actpat.models import WeightLayout, layer_weights
+from actpat.settings import Scoring
 from actpat.sketch import LayerHasher, sketch_scores
-
-TARGETS = ("max_logit", "mean_loglik")
-
 
 class NumericalError(ActpatError):
     """A non-finite score: it would poison every sum it enters."""
-
-
-@dataclass(frozen=True)
-class ScoringSettings:
-    target: str = "max_logit"
-    thresholds: tuple[float, ...] = (2e-5, 2e-6)
-    relative_multiples: tuple[float, ...] = (1.0, 10.0)  # × the sample's model-wide mean |s|
-    sketch_size: int = 32768  # CountSketch buckets per sample and layer
-    sketch_seed: int = 0
-    cache_hashes: bool = True  # keep sketch bucket indices on the device (4 bytes per weight)
-
-    def __post_init__(self):
-        if self.target not in TARGETS:
-            raise ActpatError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
 
 
 @dataclass
@@ -60,19 +46,46 @@ class SampleScores:
     hidden_mean: np.ndarray | None = None  # (layer + 1, hidden) float32, mean over positions
 
 
+@dataclass(frozen=True)
+class Target:
+    """A scalar D to differentiate: ``last_logits_only`` lets the forward pass compute the logits of
+    the last position alone; ``value`` maps (logits, input ids) of one sample to (D, token)."""
+
+    last_logits_only: bool
+    value: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]]
+
+
+def _max_logit(logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The paper's D: the largest next-token logit at the last position (and its token)."""
+    value, token = logits[0, -1].float().max(dim=-1)
+    return value, int(token)
+
+
+def _mean_loglik(logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The mean log-likelihood of the sample's own next tokens (no single token: -1)."""
+    logprobs = torch.log_softmax(logits[0, :-1].float(), dim=-1).gather(-1, input_ids[0, 1:, None])
+    return logprobs.mean(), -1
+
+
+# the scoring targets (the schema's enum equals these keys; tested)
+TARGETS: dict[str, Target] = {
+    "max_logit": Target(last_logits_only=True, value=_max_logit),
+    "mean_loglik": Target(last_logits_only=False, value=_mean_loglik),
+}
+
+
 def compute_target(model: nn.Module, input_ids: torch.Tensor, target: str) -> tuple[torch.Tensor, int, np.ndarray]:
     """The scalar D differentiated for one sample (batch of 1), the token it refers to, and the
     mean hidden state of every layer output over positions ((layers + 1, hidden); index 0 is the
     embedding output), a baseline representation from the same forward pass."""
-    keep = 1 if target == "max_logit" else 0
-    out = model(input_ids=input_ids, logits_to_keep=keep, use_cache=False, output_hidden_states=True)
+    if target not in TARGETS:
+        raise ActpatError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    spec = TARGETS[target]
+    out = model(input_ids=input_ids, logits_to_keep=1 if spec.last_logits_only else 0, use_cache=False,
+                output_hidden_states=True)
     hidden = torch.stack([h[0].detach().float().mean(0) for h in out.hidden_states]).cpu().numpy()
-    if target == "max_logit":
-        value, token = out.logits[0, -1].float().max(dim=-1)
-        return value, int(token), hidden
-    logits = out.logits[0, :-1].float()
-    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[0, 1:, None])
-    return logprobs.mean(), -1, hidden
+    value, token = spec.value(out.logits, input_ids)
+    return value, token, hidden
 
 
 def _abs_score(p: nn.Parameter, in_place: bool) -> torch.Tensor:
@@ -92,7 +105,8 @@ class ShardScorer:
 
     model: nn.Module
     layout: WeightLayout
-    settings: ScoringSettings
+    settings: Scoring
+    cache_hashes: bool = True  # keep sketch bucket indices on the device (4 bytes per weight)
     sums: list[list[torch.Tensor]] = field(init=False)
     weights: list[list[nn.Parameter]] = field(init=False)
 
@@ -104,7 +118,7 @@ class ShardScorer:
         device = self.weights[0][0].device
         self.sums = [[torch.zeros(p.shape, dtype=torch.float32, device=device) for p in layer] for layer in self.weights]
         self.hasher = LayerHasher(
-            self.layout, self.settings.sketch_size, self.settings.sketch_seed, device, self.settings.cache_hashes
+            self.layout, self.settings.sketch_size, self.settings.sketch_seed, device, self.cache_hashes
         )
         self.n_samples = 0
 
@@ -158,3 +172,46 @@ class ShardScorer:
                 p.grad = None
         self.n_samples += 1
         return SampleScores(float(value.detach()), token, l1, l2, above, above_rel, zeros, sketch, hidden)
+
+
+def score_shard(job, samples_path: Path, shard: int, model_dir: Path, model_name: str, device: str, threads: int,
+                out: Path, log=print) -> None:
+    """The score_shard job (``job``: ``actpat.settings.ScoringJob``): score one shard of a samples
+    store and write its score store."""
+    import sys
+    import time
+
+    from tqdm import tqdm
+
+    from actpat.models import load_checkpoint, pick_device, weight_layout
+    from actpat.provenance import scores_attrs
+    from actpat.samples import shard_slices
+    from actpat.sketch import HASH_VERSION
+    from actpat.store import open_samples, write_scores
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    device = pick_device(device)
+    samples = open_samples(samples_path)
+    slices = shard_slices(samples.sizes["sample"], job.shard_size or 0, job.n_shards or 0)
+    if not 0 <= shard < len(slices):
+        raise ActpatError(f"shard {shard} does not exist: {samples_path} has {len(slices)} shards")
+    rows = samples.isel(sample=slices[shard])
+    t0 = time.time()
+    model, _, checkpoint = load_checkpoint(model_dir, job.scoring.compute_dtype, device)
+    layout = weight_layout(model)
+    log(f"{samples.attrs['domain']} shard {shard}: {rows.sizes['sample']} samples of {rows.sizes['position']} tokens, "
+        f"{checkpoint['architecture']} on {device} ({job.scoring.compute_dtype}), loaded in {time.time() - t0:.1f}s")
+    scorer = ShardScorer(model, layout, job.scoring, cache_hashes=device == "cpu")
+    token_ids = rows["token_ids"].values
+    lengths = rows["length"].values if "length" in rows else np.full(len(token_ids), token_ids.shape[1])
+    ids = rows["sample"].values
+    results = []
+    for row, length, sample_id in tqdm(zip(token_ids, lengths, ids), total=len(ids), desc="scoring", unit="sample",
+                                       file=sys.stderr, mininterval=5, ascii=True):
+        input_ids = torch.as_tensor(np.asarray(row[:length], dtype=np.int64), device=device)[None]
+        results.append(scorer.score(input_ids, str(sample_id)))
+    log(f"scored {len(results)} samples in {time.time() - t0:.1f}s; writing {out}")
+    attrs = scores_attrs(model_name, checkpoint, samples.attrs, shard, job, device, threads, HASH_VERSION)
+    write_scores(out, layout, scorer.sums, rows, results, job.scoring.thresholds, attrs, job.scoring.relative_multiples)
+    log(f"done in {time.time() - t0:.1f}s")

@@ -78,30 +78,15 @@ def sketch_scores(scores: list[torch.Tensor], indices: list[torch.Tensor], k: in
     return acc[:k] - acc[k:]
 
 
-def sketch_dense(vector: np.ndarray, layer: int, k: int, seed: int) -> np.ndarray:
-    """Sketch of a whole layer vector at once (a reference for tests and benchmarks)."""
-    idx = bucket_index(coordinate_hash(0, vector.size, layer, seed), k).long().numpy()
-    out = np.bincount(idx, weights=np.abs(vector).astype(np.float64), minlength=2 * k)
-    return (out[:k] - out[k:]).astype(np.float32)
-
-
-def llmdcos_exact(a: np.ndarray, b: np.ndarray) -> float:
-    """The paper's LLMDcos of two score vectors: Σ|a·b| / (‖a‖ ‖b‖)."""
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    denom = np.linalg.norm(a) * np.linalg.norm(b)
-    return float(np.abs(a * b).sum() / denom) if denom > 0 else float("nan")
-
-
-def llmdcos_estimate(sketch_a: np.ndarray, sketch_b: np.ndarray, norm_a, norm_b) -> np.ndarray:
-    """LLMDcos estimated from sketches. Works on matching leading dims (e.g. (layer, k)) and
-    returns one value per leading index; clipped to [0, 1], its possible range."""
-    dot = (np.asarray(sketch_a, np.float64) * np.asarray(sketch_b, np.float64)).sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.clip(dot / (np.asarray(norm_a) * np.asarray(norm_b)), 0.0, 1.0)
-
-
-def llmdcos_all_pairs(sketches: np.ndarray, norms: np.ndarray) -> np.ndarray:
-    """(n, n) LLMDcos estimates among n samples of one layer: sketches (n, k), norms (n,)."""
+def llmdcos(sketches: np.ndarray, norms: np.ndarray, pairs: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """LLMDcos estimated from the sketches of one layer: ``sketches`` (n, k), exact ``norms`` (n,).
+    All pairs as an (n, n) matrix (one matrix product), or, given ``pairs`` = (first, second)
+    index arrays, one value per pair. Clipped to [0, 1], the possible range of LLMDcos."""
     s = np.asarray(sketches, np.float64)
+    norms = np.asarray(norms, np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.clip((s @ s.T) / np.outer(norms, norms), 0.0, 1.0)
+        if pairs is None:
+            return np.clip((s @ s.T) / np.outer(norms, norms), 0.0, 1.0)
+        first, second = pairs
+        dot = np.einsum("pk,pk->p", s[first], s[second])
+        return np.clip(dot / (norms[first] * norms[second]), 0.0, 1.0)

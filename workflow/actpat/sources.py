@@ -152,14 +152,23 @@ def _record(rec: dict, field: str, id_field: str | None, default_id: str, where:
     return Document(doc_id, str(rec[field]))
 
 
-def _read_datasets(spec: dict) -> Iterable[Document]:
+def load_dataset_split(spec: dict, default_split: str, error=None):
+    """A Hugging Face ``datasets`` split of a config entry (``name``, ``config``, ``split``,
+    ``data_files``, ``revision``): the one ``datasets`` loader of domains, evaluation sets and pair
+    sets. With ``datasets``' builders (``json``, ``csv``, ``parquet``) and ``data_files`` it reads
+    local files, which is how it is tested offline."""
     import datasets
 
+    error = error or SourceError
     kwargs = {k: spec[k] for k in ("data_files", "revision") if spec.get(k)}
     try:
-        ds = datasets.load_dataset(spec["name"], spec.get("config"), split=spec.get("split", "train"), **kwargs)
+        return datasets.load_dataset(spec["name"], spec.get("config"), split=spec.get("split", default_split), **kwargs)
     except Exception as exc:  # datasets raises many types; all mean "cannot load"
-        raise SourceError(f"cannot load dataset {spec['name']!r}: {str(exc).splitlines()[0]}") from exc
+        raise error(f"cannot load dataset {spec['name']!r}: {str(exc).splitlines()[0]}") from exc
+
+
+def _read_datasets(spec: dict) -> Iterable[Document]:
+    ds = load_dataset_split(spec, "train")
     field, id_field = spec.get("field", "text"), spec.get("id_field")
     if field not in ds.column_names:
         raise SourceError(f"dataset {spec['name']!r} has no field {field!r} (fields: {', '.join(ds.column_names)})")
@@ -170,19 +179,32 @@ def _read_datasets(spec: dict) -> Iterable[Document]:
 # ----------------------------------------------------------------------------------------------
 
 
-def load_documents(spec: dict) -> list[Document]:
-    """All non-empty documents of a domain, in a stable order."""
+def _read_packaged(spec: dict) -> Iterable[Document]:
+    if spec["name"] not in PACKAGED:
+        raise SourceError(f"unknown packaged corpus {spec['name']!r}; choose one of {', '.join(PACKAGED)}")
+    return PACKAGED[spec["name"]][0]()
+
+
+def _read_local(spec: dict) -> Iterable[Document]:
+    return _read_files(spec["paths"], spec.get("format"), spec.get("field", "text"), spec.get("id_field"))
+
+
+# the source kinds of a domain's config entry (the schema's enum equals these keys; tested)
+SOURCES: dict[str, Callable[[dict], Iterable[Document]]] = {
+    "packaged": _read_packaged,
+    "files": _read_local,
+    "datasets": _read_datasets,
+}
+
+
+def load_documents(spec) -> list[Document]:
+    """All non-empty documents of a domain (a config entry, or an ``actpat.settings.TextSource``),
+    in a stable order."""
+    spec = getattr(spec, "spec", spec)
     kind = spec["source"]
-    if kind == "packaged":
-        if spec["name"] not in PACKAGED:
-            raise SourceError(f"unknown packaged corpus {spec['name']!r}; choose one of {', '.join(PACKAGED)}")
-        docs: Iterable[Document] = PACKAGED[spec["name"]][0]()
-    elif kind == "files":
-        docs = _read_files(spec["paths"], spec.get("format"), spec.get("field", "text"), spec.get("id_field"))
-    elif kind == "datasets":
-        docs = _read_datasets(spec)
-    else:
-        raise SourceError(f"unknown source kind {kind!r}; choose packaged, files or datasets")
+    if kind not in SOURCES:
+        raise SourceError(f"unknown source kind {kind!r}; choose one of {', '.join(SOURCES)}")
+    docs = SOURCES[kind](spec)
     out = [d for d in docs if d.text.strip()]
     if not out:
         raise SourceError(f"source {describe(spec)} has no non-empty document")

@@ -145,8 +145,17 @@ def build_summary(findings: dict | None, pairs: dict[str, dict], pruning: dict |
     return "\n".join(lines) + "\n"
 
 
-def write_summary(findings: Path | None, pairs: list[Path], pruning: Path | None, out: Path, settings: dict) -> str:
+def write_summary(job, findings: Path | None, pairs: list[Path], pruning: Path | None, out: Path) -> str:
+    """The summary job (``job``: ``actpat.settings.SummaryJob``)."""
     load = lambda p: json.loads(Path(p).read_text()) if p else None  # noqa: E731
-    text = build_summary(load(findings), {Path(p).parent.name: load(p) for p in pairs}, load(pruning), settings)
+    c = job.calibration
+    settings = {
+        "model": job.model.name, "model_source": job.model.source, "samples_per_domain": job.samples_per_domain,
+        "seq_len": job.seq_len,
+        "pruning_note": f"{c.windows} calibration windows of {c.seq_len} tokens from {c.domain} (the paper: 128 C4 windows "
+                        f"of 4096), perplexity on at most {job.eval_max_windows} windows of {job.eval_seq_len} tokens per set",
+    }
+    reports = [load(p) for p in pairs]
+    text = build_summary(load(findings), {r["pair_set"].removeprefix("pairs-"): r for r in reports}, load(pruning), settings)
     Path(out).write_text(text)
     return text

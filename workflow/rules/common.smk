@@ -1,6 +1,11 @@
-# Shared set-up: config validation, wildcard constraints, the command that runs the library.
-import json
+# Shared set-up: the settings, wildcard constraints, the command that runs the library.
+#
+# The settings are built once here, without torch (actpat.settings). A rule hands its job exactly
+# the settings the job depends on, as one quoted JSON argument (`--settings {params.settings:q}`):
+# no config value is pasted into a shell string, and a job reruns when (and only when) its own
+# settings change. Paths are quoted with `:q` too.
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -8,8 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 
-from actpat.config import ConfigError, domain_shards, validate_config
+from actpat.config import ConfigError, validate_config
 from actpat.preflight import preflight
+from actpat.settings import encode, from_config
 
 try:
     CFG = validate_config(config)
@@ -19,26 +25,42 @@ except ConfigError as exc:
 
 # report captions read `snakemake.config`: let them see the validated values and defaults
 config.update(CFG)
+S = from_config(CFG)
 
-MODELS = list(CFG["models"])
-DOMAINS = list(CFG["domains"])
-PAIRSETS = list(CFG["pairs"])
+MODELS = list(S.models)
+DOMAINS = list(S.domains)
+PAIRSETS = list(S.pairs)
 # a pair set's distinct texts are scored like a domain named pairs-<name>, in a fixed number of shards
-SCORED = DOMAINS + [f"pairs-{p}" for p in PAIRSETS]
+SCORED = S.scored
+RUNS = S.pruning_runs()  # validations 1-2: every pruned model, by its key (a path below pruning/runs/)
+EVAL_SETS = S.eval_sets
 
-# Rules run `python -m actpat ...` from this checkout. Without --use-conda, `python` is the
-# interpreter running Snakemake (e.g. .venv/bin/python even when the venv is not activated).
-_prefix = f"export PYTHONPATH={os.path.join(workflow.basedir, 'workflow')}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+
+def _brace_safe(text):
+    """A literal for a string that Snakemake formats (the shell prefix): braces doubled."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+# Rules run `python -m actpat ...` from this checkout: its package comes first on PYTHONPATH (quoted:
+# a checkout under "my runs/ü" must not fall back to another installed copy). Without --use-conda,
+# `python` is the interpreter running Snakemake (e.g. .venv/bin/python when the venv is not activated).
+_prefix = f"export PYTHONPATH={shlex.quote(os.path.join(workflow.basedir, 'workflow'))}\"${{PYTHONPATH:+:$PYTHONPATH}}\"; "
 if not any("conda" in str(m).lower() for m in workflow.deployment_settings.deployment_method):
-    _prefix += f"export PATH={os.path.dirname(sys.executable)}:$PATH; "
-shell.prefix(_prefix)
+    _prefix += f"export PATH={shlex.quote(os.path.dirname(sys.executable))}:\"$PATH\"; "
+shell.prefix(_brace_safe(_prefix))
+
+
+def _alternatives(values):
+    return "|".join(map(re.escape, values)) or "$^"
 
 
 wildcard_constraints:
-    model="|".join(map(re.escape, MODELS)),
-    domain="|".join(map(re.escape, SCORED)),
-    pairset="|".join(map(re.escape, PAIRSETS)) or "$^",
+    model=_alternatives(MODELS),
+    domain=_alternatives(SCORED),
+    pairset=_alternatives(PAIRSETS),
     shard=r"\d+",
+    evalset=_alternatives(EVAL_SETS),
+    run=_alternatives(RUNS),
 
 
 def visible_gpus():
@@ -62,10 +84,10 @@ if workflow.local_exec and "gpu" not in workflow.global_resources:
 
 
 def scoring_gpus():
-    if CFG["device"] == "cpu":
+    if S.runtime.device == "cpu":
         return 0
-    if CFG["device"] == "cuda" or visible_gpus() > 0:
-        return CFG["resources"]["score_gpus"]
+    if S.runtime.device == "cuda" or visible_gpus() > 0:
+        return S.resources.score_gpus
     return 0
 
 
@@ -73,14 +95,8 @@ def model_dir(model):
     return f"resources/models/{model}"
 
 
-def shards_of(domain):
-    if domain.startswith("pairs-") and domain not in DOMAINS:
-        return list(range(CFG["pairs"][domain.removeprefix("pairs-")]["shards"]))
-    return domain_shards(CFG, domain)
-
-
 def score_stores(model, domain):
-    return [f"results/{model}/scores/{domain}/shard-{s}.zarr" for s in shards_of(domain)]
+    return [f"results/{model}/scores/{domain}/shard-{s}.zarr" for s in S.shards_of(domain)]
 
 
 def all_targets():
@@ -92,42 +108,9 @@ def all_targets():
 
 # ---- validations 1-2: pruning runs -------------------------------------------------------
 
-PR = CFG["pruning"]
-EVAL_SETS = DOMAINS + list(PR["evaluation"]["sets"])
-METHOD_NAMES = ["magnitude", "wanda", "wanda-density", "wanda-density-rel", "wanda-owl"]
 
-
-def structure_dir(structure):
-    return structure.replace(":", "of")
-
-
-def run_dir(model, method, structure, sparsity, calib):
-    calib = "none" if method == "magnitude" else calib
-    return f"results/{model}/pruning/runs/{calib}/{method}/{structure_dir(structure)}/{sparsity:g}"
-
-
-def v1_runs(model):
-    calib = PR["calibration"]["domain"]
-    runs = [run_dir(model, m, "unstructured", s, calib) for m in PR["methods"] for s in PR["sparsities"]]
-    for nm in PR["nm"]:
-        n, m_ = map(int, nm.split(":"))
-        runs += [run_dir(model, m, nm, n / m_, calib) for m in PR["nm_methods"]]
-    return runs
-
-
-def v2_runs(model):
-    v2 = PR["validation2"]
-    return [run_dir(model, v2["method"], "unstructured", v2["sparsity"], d) for d in v2["calibration_domains"]]
-
-
-def eval_sets_of(w):
-    """Validation 1 runs are evaluated on the general set (and any evaluation-only sets);
-    validation 2 runs on every domain's held-out text as well."""
-    run = run_dir(w.model, w.method, w.structure.replace("of", ":"), float(w.sparsity), w.calib)
-    names = [PR["evaluation"]["general"]] + list(PR["evaluation"]["sets"])
-    if run in v2_runs(w.model):
-        names += DOMAINS
-    return list(dict.fromkeys(names))
+def run_dir(model, run):
+    return f"results/{model}/pruning/runs/{run.key}"
 
 
 def eval_store(model, name):
@@ -135,49 +118,35 @@ def eval_store(model, name):
 
 
 def pruning_targets(model):
-    return [f"results/{model}/pruning/report.md"] if PR["enabled"] else []
-
-
-wildcard_constraints:
-    evalset="|".join(map(re.escape, EVAL_SETS)),
-    calib="|".join(map(re.escape, DOMAINS + ["none"])),
-    method="|".join(map(re.escape, METHOD_NAMES)),
-    structure=r"unstructured|\d+of\d+",
-    sparsity=r"0(\.\d+)?",
+    return [f"results/{model}/pruning/report.md"] if S.pruning.enabled else []
 
 
 def prune_inputs(w):
+    run = RUNS[w.run]
     inputs = {"model": model_dir(w.model)}
-    if w.method != "magnitude":
-        inputs["calibration"] = f"results/{w.model}/pruning/text/calibration/{w.calib}.zarr"
-    if w.method.startswith("wanda-density"):
-        inputs["density"] = f"results/{w.model}/density/{PR['ratios']['domain']}.zarr"
+    if run.calibration:
+        inputs["calibration"] = f"results/{w.model}/pruning/text/calibration/{run.calibration}.zarr"
+    if S.method(run).uses_density:
+        inputs["density"] = f"results/{w.model}/density/{S.pruning.ratios.domain}.zarr"
     return inputs
 
 
-def _kept(path):
-    return path if PR["keep_checkpoints"] else temp(path)
+def optional(flag, input, name):
+    """`flag path` (quoted) for an optional named input, or nothing."""
+    return f"{flag} {shlex.quote(str(input[name]))}" if name in input.keys() else ""
 
+
+def _kept(path):
+    return path if S.pruning.keep_checkpoints else temp(path)
 
 
 # ---- SUMMARY.md ------------------------------------------------------------------------------
+
 
 def summary_inputs(w):
     inputs = {"pairs": [f"results/{w.model}/pairs/{p}/summary.json" for p in PAIRSETS]}
     if len(DOMAINS) >= 2:
         inputs["findings"] = f"results/{w.model}/findings.json"
-    if PR["enabled"]:
+    if S.pruning.enabled:
         inputs["pruning"] = f"results/{w.model}/pruning/summary.json"
     return inputs
-
-
-def summary_settings(model):
-    pc, pe = PR["calibration"], PR["evaluation"]
-    return json.dumps({
-        "model": model,
-        "model_source": CFG["models"][model]["source"],
-        "samples_per_domain": CFG["samples"]["per_domain"],
-        "seq_len": CFG["samples"]["seq_len"],
-        "pruning_note": f"{pc['windows']} calibration windows of {pc['seq_len']} tokens from {pc['domain']} (the paper: "
-        f"128 C4 windows of 4096), perplexity on at most {pe['max_windows']} windows of {pe['seq_len']} tokens per set",
-    })

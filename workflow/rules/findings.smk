@@ -6,7 +6,7 @@ rule density:
     output:
         directory("results/{model}/density/{domain}.zarr"),
     params:
-        mass_shares=" ".join(map(str, CFG["analysis"]["mass_shares"])),
+        settings=encode(S.density_job()),
     log:
         "logs/{model}/density/{domain}.log",
     benchmark:
@@ -17,8 +17,7 @@ rule density:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m actpat density --stores {input} "
-        "--mass-shares {params.mass_shares} --out {output} 2> {log}"
+        "python -m actpat density --settings {params.settings:q} --stores {input:q} --out {output:q} 2> {log:q}"
 
 
 rule similarity:
@@ -37,7 +36,7 @@ rule similarity:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m actpat similarity --stores {input} --out {output} 2> {log}"
+        "python -m actpat similarity --stores {input:q} --out {output:q} 2> {log:q}"
 
 
 rule findings:
@@ -56,12 +55,8 @@ rule findings:
         deep=report("results/{model}/figures/finding2_similarity_deep.png", caption="../report/finding2_deep.rst", category="2. Finding 2: similarity"),
         relevance_figure=report("results/{model}/figures/finding3_relevance.png", caption="../report/finding3.rst", category="3. Finding 3: relevance"),
     params:
-        threshold=CFG["analysis"]["density_threshold"],
-        multiple=CFG["analysis"]["density_multiple"],
-        shallow=":".join(map(str, CFG["analysis"]["shallow_layers"])),
-        deep=":".join(map(str, CFG["analysis"]["deep_layers"])),
-        bootstrap=CFG["analysis"]["bootstrap"],
-        seed=CFG["seed"],
+        settings=encode(S.findings_job()),
+        out_dir=lambda w: f"results/{w.model}",
     log:
         "logs/{model}/findings.log",
     benchmark:
@@ -72,7 +67,5 @@ rule findings:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m actpat findings --density {input.density} --similarity {input.similarity} "
-        "--samples {input.samples} --threshold {params.threshold} --multiple {params.multiple} --shallow {params.shallow} "
-        "--deep {params.deep} --bootstrap {params.bootstrap} --seed {params.seed} "
-        "--out-dir results/{wildcards.model} 2> {log}"
+        "python -m actpat findings --settings {params.settings:q} --density {input.density:q} "
+        "--similarity {input.similarity:q} --samples {input.samples:q} --out-dir {params.out_dir:q} 2> {log:q}"

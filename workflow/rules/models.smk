@@ -4,9 +4,7 @@ rule prepare_model:
     output:
         directory("resources/models/{model}"),
     params:
-        source=lambda w: CFG["models"][w.model]["source"],
-        revision=lambda w: CFG["models"][w.model]["revision"] or "",
-        dtype=lambda w: CFG["models"][w.model]["dtype"],
+        settings=lambda w: encode(S.models[w.model]),
     log:
         "logs/{model}/prepare_model.log",
     benchmark:
@@ -17,5 +15,4 @@ rule prepare_model:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m actpat prepare-model --source '{params.source}' --revision '{params.revision}' "
-        "--dtype {params.dtype} --out {output} 2> {log}"
+        "python -m actpat prepare-model --settings {params.settings:q} --out {output:q} 2> {log:q}"

@@ -1,14 +1,12 @@
 rule sample_pairs:
     """Validation 3: the distinct texts of a pair set with human similarity scores, tokenized
-    (truncated to pairs_max_tokens), with the pair table."""
+    (truncated to the pair set's max_tokens), with the pair table."""
     input:
         model=lambda w: model_dir(w.model),
     output:
         directory("results/{model}/samples/pairs-{pairset}.zarr"),
     params:
-        spec=lambda w: json.dumps(CFG["pairs"][w.pairset], sort_keys=True),
-        max_tokens=lambda w: CFG["pairs"][w.pairset]["max_tokens"],
-        seed=CFG["seed"],
+        settings=lambda w: encode(S.pair_texts_job(w.pairset)),
     log:
         "logs/{model}/sample_pairs/{pairset}.log",
     benchmark:
@@ -19,8 +17,7 @@ rule sample_pairs:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m actpat sample-pairs --name {wildcards.pairset} --spec '{params.spec}' "
-        "--model-dir {input.model} --max-tokens {params.max_tokens} --seed {params.seed} --out {output} 2> {log}"
+        "python -m actpat sample-pairs --settings {params.settings:q} --model-dir {input.model:q} --out {output:q} 2> {log:q}"
 
 
 rule pairs_report:
@@ -36,8 +33,8 @@ rule pairs_report:
         rho=report("results/{model}/pairs/{pairset}/figures/rho_by_layer.png", caption="../report/validation3_rho.rst", category="6. Validation 3: human similarity", subcategory="{pairset}"),
         scatter=report("results/{model}/pairs/{pairset}/figures/scatter_deep.png", caption="../report/validation3_scatter.rst", category="6. Validation 3: human similarity", subcategory="{pairset}"),
     params:
-        bootstrap=CFG["analysis"]["bootstrap"],
-        seed=CFG["seed"],
+        settings=encode(S.bootstrap_job(S.analysis.bootstrap)),
+        out_dir=lambda w: f"results/{w.model}/pairs/{w.pairset}",
     log:
         "logs/{model}/pairs_report/{pairset}.log",
     benchmark:
@@ -48,5 +45,5 @@ rule pairs_report:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m actpat pairs-report --texts {input.texts} --stores {input.stores} "
-        "--bootstrap {params.bootstrap} --seed {params.seed} --out-dir results/{wildcards.model}/pairs/{wildcards.pairset} 2> {log}"
+        "python -m actpat pairs-report --settings {params.settings:q} --texts {input.texts:q} --stores {input.stores:q} "
+        "--out-dir {params.out_dir:q} 2> {log:q}"

@@ -1,6 +1,8 @@
 # Validations 1-2: prune the scored matrices (method x target sparsity x calibration domain), then
-# measure perplexity on held-out text. A run lives in
-# results/{model}/pruning/runs/{calib}/{method}/{structure}/{sparsity}/ (calib "none": magnitude).
+# measure perplexity on held-out text. A run lives in results/{model}/pruning/runs/{run}/, where
+# {run} is the run's key <calibration>/<method>/<structure>/<sparsity> (calibration "none": a method
+# without calibration data); the job is handed the run's settings, never the key to parse back.
+
 
 rule calibration_windows:
     """Calibration windows of a domain, from its scoring (not held-out) documents."""
@@ -9,13 +11,9 @@ rule calibration_windows:
     output:
         directory("results/{model}/pruning/text/calibration/{domain}.zarr"),
     wildcard_constraints:
-        domain="|".join(map(re.escape, DOMAINS)),
+        domain=_alternatives(DOMAINS),
     params:
-        spec=lambda w: json.dumps(CFG["domains"][w.domain], sort_keys=True),
-        n=PR["calibration"]["windows"],
-        seq_len=PR["calibration"]["seq_len"],
-        seed=CFG["seed"],
-        holdout=CFG["samples"]["holdout_fraction"],
+        settings=lambda w: encode(S.window_job("calibration", w.domain)),
     log:
         "logs/{model}/calibration_windows/{domain}.log",
     benchmark:
@@ -26,9 +24,7 @@ rule calibration_windows:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m actpat pruning-text --kind calibration --name {wildcards.domain} --spec '{params.spec}' "
-        "--model-dir {input.model} --seq-len {params.seq_len} --n {params.n} --seed {params.seed} "
-        "--holdout-fraction {params.holdout} --out {output} 2> {log}"
+        "python -m actpat pruning-text --settings {params.settings:q} --model-dir {input.model:q} --out {output:q} 2> {log:q}"
 
 
 rule eval_windows:
@@ -40,10 +36,8 @@ rule eval_windows:
     output:
         directory("results/{model}/pruning/text/eval/{evalset}.zarr"),
     params:
-        spec=lambda w: json.dumps((CFG["domains"] | PR["evaluation"]["sets"])[w.evalset], sort_keys=True),
-        samples=lambda w, input: f"--samples {input.samples}" if input.samples else "",
-        n=PR["evaluation"]["max_windows"],
-        seq_len=PR["evaluation"]["seq_len"],
+        settings=lambda w: encode(S.window_job("evaluation", w.evalset)),
+        samples=lambda w, input: optional("--samples", input, "samples") if input.samples else "",
     log:
         "logs/{model}/eval_windows/{evalset}.log",
     benchmark:
@@ -54,9 +48,8 @@ rule eval_windows:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m actpat pruning-text --kind evaluation --name {wildcards.evalset} --spec '{params.spec}' "
-        "--model-dir {input.model} {params.samples} --seq-len {params.seq_len} --n {params.n} "
-        "--out {output} 2> {log}"
+        "python -m actpat pruning-text --settings {params.settings:q} --model-dir {input.model:q} {params.samples} "
+        "--out {output:q} 2> {log:q}"
 
 
 rule prune:
@@ -65,65 +58,56 @@ rule prune:
     input:
         unpack(prune_inputs),
     output:
-        checkpoint=_kept(directory("results/{model}/pruning/runs/{calib}/{method}/{structure}/{sparsity}/checkpoint")),
-        report="results/{model}/pruning/runs/{calib}/{method}/{structure}/{sparsity}/pruning.json",
+        checkpoint=_kept(directory("results/{model}/pruning/runs/{run}/checkpoint")),
+        report="results/{model}/pruning/runs/{run}/pruning.json",
     params:
-        structure=lambda w: w.structure.replace("of", ":"),
-        calibration=lambda w, input: f"--calibration {input.calibration}" if "calibration" in input.keys() else "",
-        density=lambda w, input: f"--density {input.density}" if "density" in input.keys() else "",
-        ratios=(
-            f"--density-threshold {PR['ratios']['threshold']} --density-multiple {PR['ratios']['multiple']} "
-            f"--alpha {PR['ratios']['alpha']} --beta {PR['ratios']['beta']} "
-            f"--bounds {PR['ratios']['bounds'][0]} {PR['ratios']['bounds'][1]} "
-            f"--owl-lambda {PR['owl']['lambda']} --owl-m {PR['owl']['M']}"
-        ),
-        device=CFG["device"],
-    threads: CFG["threads"]
+        settings=lambda w: encode(S.prune_job(RUNS[w.run])),
+        calibration=lambda w, input: optional("--calibration", input, "calibration"),
+        density=lambda w, input: optional("--density", input, "density"),
+        device=S.runtime.device,
+    threads: S.runtime.threads
     log:
-        "logs/{model}/prune/{calib}-{method}-{structure}-{sparsity}.log",
+        "logs/{model}/prune/{run}.log",
     benchmark:
-        "logs/{model}/prune/{calib}-{method}-{structure}-{sparsity}.bench.tsv"
+        "logs/{model}/prune/{run}.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: PR["mem_mb"] * attempt,
+        mem_mb=lambda w, attempt: S.pruning.mem_mb * attempt,
         runtime=60,
         gpu=scoring_gpus(),
     retries: 1
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m actpat prune --model-dir {input.model} --model-name {wildcards.model} --method {wildcards.method} "
-        "--structure {params.structure} --sparsity {wildcards.sparsity} {params.calibration} {params.density} "
-        "{params.ratios} --device {params.device} --threads {threads} --out-dir {output.checkpoint} "
-        "--report {output.report} 2> {log}"
+        "python -m actpat prune --settings {params.settings:q} --model-dir {input.model:q} --model {wildcards.model:q} "
+        "{params.calibration} {params.density} --device {params.device:q} --threads {threads} "
+        "--out-dir {output.checkpoint:q} --report {output.report:q} 2> {log:q}"
 
 
 rule perplexity:
     """Perplexity of a pruned checkpoint on its evaluation sets (non-overlapping windows)."""
     input:
-        model="results/{model}/pruning/runs/{calib}/{method}/{structure}/{sparsity}/checkpoint",
-        sets=lambda w: [eval_store(w.model, s) for s in eval_sets_of(w)],
+        model="results/{model}/pruning/runs/{run}/checkpoint",
+        sets=lambda w: [eval_store(w.model, s) for s in S.eval_sets_of(RUNS[w.run])],
     output:
-        "results/{model}/pruning/runs/{calib}/{method}/{structure}/{sparsity}/perplexity.json",
+        "results/{model}/pruning/runs/{run}/perplexity.json",
     params:
-        sets=lambda w: " ".join(f"{s}={eval_store(w.model, s)}" for s in eval_sets_of(w)),
-        bootstrap=PR["evaluation"]["bootstrap"],
-        seed=CFG["seed"],
-        device=CFG["device"],
-    threads: CFG["threads"]
+        settings=encode(S.bootstrap_job(S.pruning.evaluation.bootstrap)),
+        device=S.runtime.device,
+    threads: S.runtime.threads
     log:
-        "logs/{model}/perplexity/{calib}-{method}-{structure}-{sparsity}.log",
+        "logs/{model}/perplexity/{run}.log",
     benchmark:
-        "logs/{model}/perplexity/{calib}-{method}-{structure}-{sparsity}.bench.tsv"
+        "logs/{model}/perplexity/{run}.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: PR["mem_mb"] * attempt,
+        mem_mb=lambda w, attempt: S.pruning.mem_mb * attempt,
         runtime=60,
         gpu=scoring_gpus(),
     retries: 1
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m actpat perplexity --model-dir {input.model} --sets {params.sets} --bootstrap {params.bootstrap} "
-        "--seed {params.seed} --device {params.device} --threads {threads} --out {output} 2> {log}"
+        "python -m actpat perplexity --settings {params.settings:q} --model-dir {input.model:q} --sets {input.sets:q} "
+        "--device {params.device:q} --threads {threads} --out {output:q} 2> {log:q}"
 
 
 use rule perplexity as perplexity_dense with:
@@ -132,11 +116,6 @@ use rule perplexity as perplexity_dense with:
         sets=lambda w: [eval_store(w.model, s) for s in EVAL_SETS],
     output:
         "results/{model}/pruning/dense/perplexity.json",
-    params:
-        sets=lambda w: " ".join(f"{s}={eval_store(w.model, s)}" for s in EVAL_SETS),
-        bootstrap=PR["evaluation"]["bootstrap"],
-        seed=CFG["seed"],
-        device=CFG["device"],
     log:
         "logs/{model}/perplexity/dense.log",
     benchmark:
@@ -146,8 +125,8 @@ use rule perplexity as perplexity_dense with:
 rule pruning_report:
     """Validations 1-2: tables (CSV, Markdown), the diagonal statistic, figures."""
     input:
-        v1=lambda w: [f"{r}/{f}" for r in v1_runs(w.model) for f in ("pruning.json", "perplexity.json")],
-        v2=lambda w: [f"{r}/{f}" for r in v2_runs(w.model) for f in ("pruning.json", "perplexity.json")],
+        v1=lambda w: [f"{run_dir(w.model, r)}/{f}" for r in S.validation1_runs() for f in ("pruning.json", "perplexity.json")],
+        v2=lambda w: [f"{run_dir(w.model, r)}/{f}" for r in S.validation2_runs() for f in ("pruning.json", "perplexity.json")],
         dense="results/{model}/pruning/dense/perplexity.json",
     output:
         report="results/{model}/pruning/report.md",
@@ -159,13 +138,10 @@ rule pruning_report:
         v2_figure=report("results/{model}/pruning/figures/validation2_matrix.png", caption="../report/validation2_matrix.rst", category="5. Validation 2: calibration domain"),
         layer_figure=report("results/{model}/pruning/figures/layer_sparsity.png", caption="../report/layer_sparsity.rst", category="4. Validation 1: layer-wise pruning"),
     params:
-        v1=lambda w: " ".join(v1_runs(w.model)),
-        v2=lambda w: " ".join(v2_runs(w.model)),
-        general=PR["evaluation"]["general"],
-        v2_sparsity=PR["validation2"]["sparsity"],
-        v2_method=PR["validation2"]["method"],
-        bootstrap=PR["evaluation"]["bootstrap"],
-        seed=CFG["seed"],
+        settings=encode(S.pruning_report_job()),
+        v1=lambda w: [run_dir(w.model, r) for r in S.validation1_runs()],
+        v2=lambda w: [run_dir(w.model, r) for r in S.validation2_runs()],
+        out_dir=lambda w: f"results/{w.model}/pruning",
     log:
         "logs/{model}/pruning_report.log",
     benchmark:
@@ -176,6 +152,5 @@ rule pruning_report:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m actpat pruning-report --v1-runs {params.v1} --v2-runs {params.v2} --dense {input.dense} "
-        "--general {params.general} --v2-sparsity {params.v2_sparsity} --v2-method {params.v2_method} "
-        "--bootstrap {params.bootstrap} --seed {params.seed} --out-dir results/{wildcards.model}/pruning 2> {log}"
+        "python -m actpat pruning-report --settings {params.settings:q} --v1-runs {params.v1:q} --v2-runs {params.v2:q} "
+        "--dense {input.dense:q} --out-dir {params.out_dir:q} 2> {log:q}"

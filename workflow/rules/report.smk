@@ -9,9 +9,9 @@ rule summary:
     output:
         report("results/{model}/SUMMARY.md", caption="../report/summary.rst", category="0. Summary"),
     params:
-        findings=lambda w, input: f"--findings {input.findings}" if "findings" in input.keys() else "",
-        pruning=lambda w, input: f"--pruning {input.pruning}" if "pruning" in input.keys() else "",
-        settings=lambda w: summary_settings(w.model),
+        settings=lambda w: encode(S.summary_job(w.model)),
+        findings=lambda w, input: optional("--findings", input, "findings"),
+        pruning=lambda w, input: optional("--pruning", input, "pruning"),
     log:
         "logs/{model}/summary.log",
     benchmark:
@@ -22,5 +22,5 @@ rule summary:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m actpat summary {params.findings} --pairs {input.pairs} {params.pruning} "
-        "--settings '{params.settings}' --out {output} 2> {log}"
+        "python -m actpat summary --settings {params.settings:q} {params.findings} --pairs {input.pairs:q} "
+        "{params.pruning} --out {output:q} 2> {log:q}"

@@ -6,13 +6,9 @@ rule sample_domain:
     output:
         directory("results/{model}/samples/{domain}.zarr"),
     wildcard_constraints:
-        domain="|".join(map(re.escape, DOMAINS)),
+        domain=_alternatives(DOMAINS),
     params:
-        spec=lambda w: json.dumps(CFG["domains"][w.domain], sort_keys=True),
-        n=lambda w: CFG["domains"][w.domain]["samples"],
-        seq_len=CFG["samples"]["seq_len"],
-        seed=CFG["seed"],
-        holdout=CFG["samples"]["holdout_fraction"],
+        settings=lambda w: encode(S.window_job("samples", w.domain)),
     log:
         "logs/{model}/sample_domain/{domain}.log",
     benchmark:
@@ -23,6 +19,4 @@ rule sample_domain:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m actpat sample-domain --domain {wildcards.domain} --spec '{params.spec}' "
-        "--model-dir {input.model} --seq-len {params.seq_len} --n {params.n} --seed {params.seed} "
-        "--holdout-fraction {params.holdout} --out {output} 2> {log}"
+        "python -m actpat sample-domain --settings {params.settings:q} --model-dir {input.model:q} --out {output:q} 2> {log:q}"

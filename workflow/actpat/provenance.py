@@ -1,0 +1,78 @@
+"""Provenance: what every artifact records about how it was made (one place for all of it).
+
+Stores and reports carry the model and checkpoint hash, the seed, the sample ids (as coordinates),
+the settings of the job that wrote them and the version of the code that computed them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+from actpat import __version__
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Package version plus the git commit of the checkout (``-dirty`` with uncommitted changes)."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(here), "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        return f"{__version__}+{rev}"
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def window_attrs(job, source_description: str, model_dir: Path) -> dict:
+    """Attributes of a windows store (samples, calibration or evaluation windows)."""
+    import json
+
+    attrs = {"domain": job.text.name, "source": source_description, "source_spec": json.dumps(job.text.spec, sort_keys=True),
+             "seed": job.seed, "seq_len": job.seq_len, "code_version": code_version()}
+    if job.kind == "samples":
+        attrs["holdout_fraction"] = job.holdout_fraction
+        attrs["tokenizer"] = str(model_dir)
+    else:
+        attrs["purpose"] = job.kind
+    return attrs
+
+
+def scores_attrs(model_name: str, checkpoint: dict, samples_attrs: dict, shard: int, job, device: str, threads: int,
+                 hash_version: int) -> dict:
+    """Attributes of a score store: everything two stores must share to be reduced together, and
+    what made this one (device, threads: CPU results differ in the last bits between thread counts)."""
+    import torch
+
+    return {
+        "model": model_name,
+        "model_source": checkpoint["source"],
+        "revision": checkpoint.get("revision"),
+        "checkpoint_sha256": _json(checkpoint["checkpoint_sha256"]),
+        "architecture": checkpoint["architecture"],
+        "domain": samples_attrs["domain"],
+        "source": samples_attrs["source"],
+        "shard": shard,
+        "shard_size": job.shard_size if job.shard_size else -1,
+        "seed": samples_attrs["seed"],
+        "seq_len": samples_attrs["seq_len"],
+        "target": job.scoring.target,
+        "dtype": job.scoring.compute_dtype,
+        "accumulation_dtype": "float32",
+        "device": device,
+        "threads": threads,
+        "sketch_size": job.scoring.sketch_size,
+        "sketch_seed": job.scoring.sketch_seed,
+        "sketch_hash_version": hash_version,
+        "code_version": code_version(),
+        "torch_version": torch.__version__,
+    }
+
+
+def _json(obj) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True)

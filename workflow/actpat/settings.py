@@ -1,0 +1,497 @@
+"""The workflow's settings: the validated config as frozen dataclasses, without torch.
+
+``config.yaml`` → :func:`actpat.config.validate_config` (schema defaults, cross-field rules) →
+:class:`Settings` (this module), built once in the Snakemake process. Defaults live in the schema
+only: no field here has a default.
+
+A rule hands its job exactly the settings the job depends on, as one quoted JSON argument
+(:func:`encode`); the job decodes them into the same dataclasses (:func:`decode`). Snakemake reruns
+a job when that argument changes, so a job's settings are also its rerun trigger: they must hold
+everything that changes its output and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from actpat.methods import METHODS, NM_BASES, PruningMethod
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoding: dataclass <-> JSON
+
+
+def encode(obj) -> str:
+    """Compact, key-sorted JSON of a settings dataclass (stable: it is a rerun trigger)."""
+    return json.dumps(dataclasses.asdict(obj), sort_keys=True, separators=(",", ":"))
+
+
+def decode(cls, data):
+    """A ``cls`` instance from JSON text or a parsed dict (nested dataclasses, tuples, dicts)."""
+    if isinstance(data, (str, bytes)):
+        data = json.loads(data)
+    return _build(cls, data)
+
+
+def _build(tp, value):
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _build(inner[0], value)
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        unknown = set(value) - names
+        if unknown:
+            raise ValueError(f"{tp.__name__}: unknown setting(s) {sorted(unknown)}")
+        return tp(**{k: _build(hints[k], v) for k, v in value.items()})
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_build(args[0], v) for v in value)
+        return tuple(_build(a, v) for a, v in zip(args, value))
+    if origin is dict:
+        _, val_tp = typing.get_args(tp)
+        return {k: _build(val_tp, v) for k, v in value.items()}
+    if tp is float:
+        return float(value)
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to analyse: ``source`` is 'smollm2' (embedded), a .gguf path, a hub id or a directory."""
+
+    name: str
+    source: str
+    revision: str | None
+    dtype: str
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """Where a domain's (or an evaluation-only set's) documents come from: ``spec`` is its config
+    entry (``source`` and the source's own keys, see ``actpat.sources``)."""
+
+    name: str
+    spec: dict[str, Any]
+
+    @property
+    def source(self) -> str:
+        return self.spec["source"]
+
+    @property
+    def pack(self) -> bool:
+        return bool(self.spec.get("pack", False))
+
+    @property
+    def samples(self) -> int | None:
+        return self.spec.get("samples")
+
+
+@dataclass(frozen=True)
+class PairSetSpec:
+    """Validation 3: pairs of texts with human similarity scores (``spec``: its config entry)."""
+
+    name: str
+    spec: dict[str, Any]
+
+    @property
+    def shards(self) -> int:
+        return self.spec["shards"]
+
+    @property
+    def max_tokens(self) -> int:
+        return self.spec["max_tokens"]
+
+    @property
+    def domain(self) -> str:
+        """The name its texts are scored under, like a domain's."""
+        return f"pairs-{self.name}"
+
+
+@dataclass(frozen=True)
+class Samples:
+    per_domain: int
+    seq_len: int
+    shard_size: int
+    holdout_fraction: float
+
+
+@dataclass(frozen=True)
+class Scoring:
+    target: str
+    compute_dtype: str
+    thresholds: tuple[float, ...]
+    relative_multiples: tuple[float, ...]
+    sketch_size: int
+    sketch_seed: int
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where a model-running job runs, and with how many torch threads."""
+
+    device: str
+    threads: int
+
+
+@dataclass(frozen=True)
+class Analysis:
+    density_threshold: float
+    density_multiple: float
+    mass_shares: tuple[float, ...]
+    shallow_layers: tuple[float, float]
+    deep_layers: tuple[float, float]
+    bootstrap: int
+
+
+@dataclass(frozen=True)
+class Resources:
+    score_mem_mb: int
+    score_runtime: int
+    score_gpus: int
+
+
+@dataclass(frozen=True)
+class Calibration:
+    domain: str
+    windows: int
+    seq_len: int
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    general: str
+    seq_len: int
+    max_windows: int
+    bootstrap: int
+    sets: dict[str, TextSource]
+
+
+@dataclass(frozen=True)
+class Ratios:
+    """The paper's density-derived layer-wise sparsities (and the bounds every allocation keeps)."""
+
+    domain: str
+    threshold: float | None  # absolute density (None in a job that uses the relative one)
+    multiple: float | None  # relative density (None in a job that uses the absolute one)
+    alpha: float
+    beta: float
+    bounds: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Owl:
+    spread: float  # config key "lambda"
+    outlier_factor: float  # config key "M"
+
+
+@dataclass(frozen=True)
+class Validation2:
+    method: str
+    sparsity: float
+    calibration_domains: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PruningRun:
+    """One pruned model: a method at a target sparsity (or an N:M structure), calibrated on a domain.
+
+    ``key`` names it in paths and wildcards (``<calibration>/<method>/<structure>/<sparsity>``);
+    a job is handed the run itself, never its key to parse back."""
+
+    method: str
+    structure: str  # "unstructured" or "N:M"
+    sparsity: float
+    calibration: str | None  # None: the method uses no calibration data
+
+    @property
+    def key(self) -> str:
+        structure = self.structure.replace(":", "of")
+        return f"{self.calibration or 'none'}/{self.method}/{structure}/{self.sparsity:g}"
+
+    @property
+    def nm(self) -> tuple[int, int] | None:
+        if self.structure == "unstructured":
+            return None
+        n, m = self.structure.split(":")
+        return int(n), int(m)
+
+
+@dataclass(frozen=True)
+class Pruning:
+    enabled: bool
+    methods: tuple[str, ...]
+    sparsities: tuple[float, ...]
+    nm: tuple[str, ...]
+    nm_methods: tuple[str, ...]
+    calibration: Calibration
+    evaluation: Evaluation
+    ratios: Ratios
+    owl: Owl
+    validation2: Validation2
+    keep_checkpoints: bool
+    mem_mb: int
+
+
+@dataclass(frozen=True)
+class PruneJob:
+    """What a prune job depends on: the run, and the settings of its method's allocation only."""
+
+    run: PruningRun
+    ratios: Ratios | None
+    owl: Owl | None
+    bounds: tuple[float, float]
+
+
+# ----------------------------------------------------------------------------------------------
+# What each job depends on (one JSON argument per job; see the module docstring)
+
+
+@dataclass(frozen=True)
+class WindowJob:
+    """Token windows cut from a text source: a domain's scoring samples, calibration windows from
+    its scoring documents, or perplexity windows of held-out text."""
+
+    kind: str  # "samples" | "calibration" | "evaluation"
+    text: TextSource
+    n: int  # windows (evaluation: at most this many, evenly spaced)
+    seq_len: int
+    seed: int | None  # evaluation windows are not drawn at random
+    holdout_fraction: float | None  # evaluation windows take the held-out ids of the samples store
+
+
+@dataclass(frozen=True)
+class ScoringJob:
+    scoring: Scoring
+    shard_size: int | None  # domains: consecutive shards of this many samples
+    n_shards: int | None  # pair sets: this many near-equal shards
+
+
+@dataclass(frozen=True)
+class DensityJob:
+    mass_shares: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class FindingsJob:
+    analysis: Analysis
+    seed: int
+
+
+@dataclass(frozen=True)
+class PairTextsJob:
+    pairs: PairSetSpec
+    seed: int
+
+
+@dataclass(frozen=True)
+class BootstrapJob:
+    """Jobs whose only settings are their resampling (perplexity, validation 3's report)."""
+
+    bootstrap: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class PruningReportJob:
+    general: str
+    validation2: Validation2
+    bootstrap: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class SummaryJob:
+    model: ModelSpec
+    samples_per_domain: int
+    seq_len: int
+    calibration: Calibration
+    eval_seq_len: int
+    eval_max_windows: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    models: dict[str, ModelSpec]
+    seed: int
+    runtime: Runtime
+    samples: Samples
+    scoring: Scoring
+    analysis: Analysis
+    resources: Resources
+    pruning: Pruning
+    pairs: dict[str, PairSetSpec]
+    domains: dict[str, TextSource]
+
+    # --- derived views ---------------------------------------------------------------------
+
+    @property
+    def scored(self) -> list[str]:
+        """Every name scored like a domain: the domains, then each pair set's texts."""
+        return list(self.domains) + [p.domain for p in self.pairs.values()]
+
+    def shards_of(self, domain: str) -> list[int]:
+        if domain in self.domains:
+            return list(range(n_shards(self.domains[domain].samples, self.samples.shard_size)))
+        return list(range(self.pair_set(domain).shards))
+
+    def pair_set(self, domain: str) -> PairSetSpec:
+        return next(p for p in self.pairs.values() if p.domain == domain)
+
+    def text_source(self, name: str) -> TextSource:
+        """A domain or an evaluation-only set, by name."""
+        return self.domains.get(name) or self.pruning.evaluation.sets[name]
+
+    @property
+    def eval_sets(self) -> list[str]:
+        return list(self.domains) + list(self.pruning.evaluation.sets)
+
+    def validation1_runs(self) -> list[PruningRun]:
+        pr = self.pruning
+        runs = [self._run(m, "unstructured", s, pr.calibration.domain) for m in pr.methods for s in pr.sparsities]
+        for nm in pr.nm:
+            n, m = map(int, nm.split(":"))
+            runs += [self._run(method, nm, n / m, pr.calibration.domain) for method in pr.nm_methods]
+        return runs
+
+    def validation2_runs(self) -> list[PruningRun]:
+        v2 = self.pruning.validation2
+        return [self._run(v2.method, "unstructured", v2.sparsity, d) for d in v2.calibration_domains]
+
+    def pruning_runs(self) -> dict[str, PruningRun]:
+        """Every configured run by its key (a run in both validations appears once)."""
+        if not self.pruning.enabled:
+            return {}
+        return {r.key: r for r in self.validation1_runs() + self.validation2_runs()}
+
+    def _run(self, method: str, structure: str, sparsity: float, calibration: str) -> PruningRun:
+        return PruningRun(method, structure, float(sparsity), calibration if METHODS[method].calibrated else None)
+
+    def eval_sets_of(self, run: PruningRun) -> list[str]:
+        """Validation 1 runs are evaluated on the general set and the evaluation-only sets;
+        validation 2 runs on every domain's held-out text as well."""
+        names = [self.pruning.evaluation.general] + list(self.pruning.evaluation.sets)
+        if run in self.validation2_runs():
+            names += list(self.domains)
+        return list(dict.fromkeys(names))
+
+    def prune_job(self, run: PruningRun) -> PruneJob:
+        method = METHODS[run.method]
+        ratios = None
+        if method.uses_density:  # only the threshold this method counts with
+            r = self.pruning.ratios
+            ratios = dataclasses.replace(r, multiple=None) if method.allocation == "density-abs" else dataclasses.replace(r, threshold=None)
+        return PruneJob(
+            run=run,
+            ratios=ratios,
+            owl=self.pruning.owl if method.allocation == "owl" else None,
+            bounds=self.pruning.ratios.bounds,
+        )
+
+    def method(self, run: PruningRun) -> PruningMethod:
+        return METHODS[run.method]
+
+    # --- job settings ------------------------------------------------------------------------
+
+    def window_job(self, kind: str, name: str) -> WindowJob:
+        if kind == "samples":
+            text = self.domains[name]
+            return WindowJob(kind, text, text.samples, self.samples.seq_len, self.seed, self.samples.holdout_fraction)
+        if kind == "calibration":
+            c = self.pruning.calibration
+            return WindowJob(kind, self.domains[name], c.windows, c.seq_len, self.seed, self.samples.holdout_fraction)
+        e = self.pruning.evaluation
+        return WindowJob(kind, self.text_source(name), e.max_windows, e.seq_len, None, None)
+
+    def scoring_job(self, domain: str) -> ScoringJob:
+        if domain in self.domains:
+            return ScoringJob(self.scoring, self.samples.shard_size, None)
+        return ScoringJob(self.scoring, None, self.pair_set(domain).shards)
+
+    def density_job(self) -> DensityJob:
+        return DensityJob(self.analysis.mass_shares)
+
+    def findings_job(self) -> FindingsJob:
+        return FindingsJob(self.analysis, self.seed)
+
+    def pair_texts_job(self, name: str) -> PairTextsJob:
+        return PairTextsJob(self.pairs[name], self.seed)
+
+    def bootstrap_job(self, n_boot: int) -> BootstrapJob:
+        return BootstrapJob(n_boot, self.seed)
+
+    def pruning_report_job(self) -> PruningReportJob:
+        pr = self.pruning
+        return PruningReportJob(pr.evaluation.general, pr.validation2, pr.evaluation.bootstrap, self.seed)
+
+    def summary_job(self, model: str) -> SummaryJob:
+        pr = self.pruning
+        return SummaryJob(self.models[model], self.samples.per_domain, self.samples.seq_len, pr.calibration,
+                          pr.evaluation.seq_len, pr.evaluation.max_windows)
+
+
+def n_shards(n: int, shard_size: int) -> int:
+    return -(-n // shard_size)
+
+
+# ----------------------------------------------------------------------------------------------
+# Building the settings from a validated config
+
+
+def from_config(cfg: dict) -> Settings:
+    """The typed view of a config already checked by ``validate_config`` (defaults filled in)."""
+    pr = cfg["pruning"]
+    texts = lambda d: {n: TextSource(n, dict(s)) for n, s in d.items()}  # noqa: E731
+    return Settings(
+        models={n: ModelSpec(n, m["source"], m["revision"], m["dtype"]) for n, m in cfg["models"].items()},
+        seed=cfg["seed"],
+        runtime=Runtime(cfg["device"], cfg["threads"]),
+        samples=decode(Samples, cfg["samples"]),
+        scoring=decode(Scoring, cfg["scoring"]),
+        analysis=decode(Analysis, cfg["analysis"]),
+        resources=decode(Resources, cfg["resources"]),
+        pruning=Pruning(
+            enabled=pr["enabled"],
+            methods=tuple(pr["methods"]),
+            sparsities=tuple(float(s) for s in pr["sparsities"]),
+            nm=tuple(pr["nm"]),
+            nm_methods=tuple(pr["nm_methods"]),
+            calibration=decode(Calibration, pr["calibration"]),
+            evaluation=Evaluation(**{k: v for k, v in pr["evaluation"].items() if k != "sets"},
+                                  sets=texts(pr["evaluation"]["sets"])),
+            ratios=decode(Ratios, pr["ratios"]),
+            owl=Owl(float(pr["owl"]["lambda"]), float(pr["owl"]["M"])),
+            validation2=decode(Validation2, pr["validation2"]),
+            keep_checkpoints=pr["keep_checkpoints"],
+            mem_mb=pr["mem_mb"],
+        ),
+        pairs={n: PairSetSpec(n, dict(s)) for n, s in cfg["pairs"].items()},
+        domains=texts(cfg["domains"]),
+    )
+
+
+def load_settings(config: dict) -> Settings:
+    """Validate ``config`` (raises ConfigError) and build its settings."""
+    from actpat.config import validate_config
+
+    return from_config(validate_config(config))
+
+
+__all__ = [
+    "Analysis", "Calibration", "Evaluation", "ModelSpec", "NM_BASES", "Owl", "PairSetSpec", "PruneJob", "Pruning",
+    "PruningRun", "Ratios", "Resources", "Runtime", "Samples", "Scoring", "Settings", "TextSource", "Validation2",
+    "decode", "encode", "from_config", "load_settings", "n_shards",
+]
