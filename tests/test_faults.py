@@ -80,6 +80,35 @@ def _prepare(case: str, tmp_path):
         return with_value(cfg, "samples.per_domain", 0)
     if case == "density threshold not scored":
         return with_value(cfg, "analysis.density_threshold", 1e-3)
+    if case == "duplicate thresholds":
+        return with_value(cfg, "scoring.thresholds", [2e-5, 2e-6, 2.0e-5])
+    if case == "duplicate multiples":
+        return with_value(cfg, "scoring.relative_multiples", [1.0, 1])
+    if case == "duplicate mass shares":
+        return with_value(cfg, "analysis.mass_shares", [0.5, 0.5])
+    if case == "one-document domain with pruning":
+        (files / "only.txt").write_text("One long document. " * 200)
+        return with_value(cfg, "domains.extra", {"source": "files", "paths": [str(files / "only.txt")]})
+    if case == "glob matches a directory":
+        (files / "texts.txt").mkdir()
+        return with_value(cfg, "domains.extra", {"source": "files", "paths": [str(files / "*.txt")]})
+    if case == "symlink loop":
+        (files / "loop.txt").symlink_to(files / "loop.txt")
+        return with_value(cfg, "domains.extra", {"source": "files", "paths": [str(files / "loop.txt")]})
+    if case == "no methods":
+        return with_value(cfg, "pruning.methods", [])
+    if case == "pairs file with an infinite score":
+        (files / "pairs.csv").write_text("sentence1,sentence2,score\na cat,a dog,3.5\nthe sea,a lake,inf\n")
+        return with_value(cfg, "pairs.mine", {"source": "files", "path": str(files / "pairs.csv")})
+    if case == "pairs file with conflicting duplicates":
+        (files / "pairs.csv").write_text("sentence1,sentence2,score\na cat,a dog,3.5\na dog,a cat,1.0\n")
+        return with_value(cfg, "pairs.mine", {"source": "files", "path": str(files / "pairs.csv")})
+    if case == "pairs file with a self-pair":
+        (files / "pairs.csv").write_text("sentence1,sentence2,score\na cat,a cat,5\na cat,a dog,1.0\n")
+        return with_value(cfg, "pairs.mine", {"source": "files", "path": str(files / "pairs.csv")})
+    if case == "pairs file not utf-8":
+        (files / "pairs.csv").write_bytes("sentence1,sentence2,score\ncaf\u00e9,tea,3.5\n".encode("latin-1"))
+        return with_value(cfg, "pairs.mine", {"source": "files", "path": str(files / "pairs.csv")})
     raise KeyError(case)
 
 
@@ -108,6 +137,17 @@ SWEEP = {
     "holdout fraction 1": "samples.holdout_fraction: 1.0 is greater than or equal to the maximum of 1",
     "zero samples": "samples.per_domain: 0 is less than the minimum of 1",
     "density threshold not scored": "analysis.density_threshold: 0.001 is not one of scoring.thresholds",
+    "duplicate thresholds": "scoring.thresholds: [2e-05, 2e-06, 2e-05] has non-unique elements",
+    "duplicate multiples": "scoring.relative_multiples: [1.0, 1] has non-unique elements",
+    "duplicate mass shares": "analysis.mass_shares: [0.5, 0.5] has non-unique elements",
+    "one-document domain with pruning": "domains.extra.paths: one document",
+    "glob matches a directory": "domains.extra.paths: ",
+    "symlink loop": "matches no regular file",
+    "no methods": "pruning.methods: [] should be non-empty",
+    "pairs file with an infinite score": "pairs.mine: ",
+    "pairs file with conflicting duplicates": "are the same pair",
+    "pairs file with a self-pair": "pairs a text with itself",
+    "pairs file not utf-8": "not utf-8 text at byte 29",
 }
 
 
@@ -139,9 +179,13 @@ def test_bad_input_sweep(tmp_path):
         assert expected in message and "\n" not in message, (case, message)
         if case == "pairs file with missing scores":
             assert "has no score" in message
+        if case == "pairs file with an infinite score":
+            assert "has the score inf, not a finite number" in message
+        if case == "glob matches a directory":
+            assert "matches no regular file" in message
         table[case] = message
     print("\n".join(f"{case:36s} | {msg}" for case, msg in table.items()))
-    assert len(table) >= 20
+    assert len(table) >= 35
 
 
 @pytest.mark.parametrize("case", ["duplicate domain", "missing corpus", "non-causal model", "N:M invalid"])

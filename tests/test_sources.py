@@ -67,3 +67,57 @@ def test_source_errors_are_clear(tmp_path):
         load_documents({"source": "files", "paths": [str(tmp_path / "x.jsonl")]})
     with pytest.raises(SourceError, match="cannot load dataset"):
         load_documents({"source": "datasets", "name": str(tmp_path / "nothing-here")})
+
+
+def test_text_that_is_not_utf8_is_refused_with_file_and_offset(tmp_path):
+    text = "Le caf\u00e9 du coin ouvre \u00e0 sept heures, et la boulang\u00e8re aussi. " * 5
+    latin = tmp_path / "latin" / "a.txt"
+    latin.parent.mkdir()
+    latin.write_bytes(text.encode("latin-1"))
+    spec = {"source": "files", "paths": [str(latin)]}
+    at = text.encode("latin-1").index(0xE9)  # the first byte that is not UTF-8
+    assert at == 6
+    with pytest.raises(SourceError, match=rf"{latin}: not utf-8 text at byte {at} \(invalid continuation byte\)"):
+        load_documents(spec)
+    assert load_documents({**spec, "encoding": "latin-1"})[0].text == text  # the domain says what it is
+    replaced = load_documents({**spec, "errors": "replace"})[0].text
+    assert "\ufffd" in replaced and "caf" in replaced  # only when the domain asks for it
+    jsonl = tmp_path / "latin" / "b.jsonl"
+    data = json.dumps({"text": "caf\u00e9"}, ensure_ascii=False).encode("latin-1")
+    jsonl.write_bytes(data)
+    with pytest.raises(SourceError, match=rf"b.jsonl: not utf-8 text at byte {data.index(0xE9)}"):
+        load_documents({"source": "files", "paths": [str(jsonl)]})
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 40, b"\x00" * 4096, b"valid text, then\x00 a NUL"],
+                         ids=["random binary", "NUL bytes", "text with a NUL"])
+def test_binary_files_are_refused(tmp_path, content):
+    path = tmp_path / "blob.txt"
+    path.write_bytes(content)
+    with pytest.raises(SourceError, match=rf"{path}: a binary file \(NUL byte at byte {content.find(0)}\)"):
+        load_documents({"source": "files", "paths": [str(path)]})
+
+
+def test_utf16_files_read_when_the_domain_says_so(tmp_path):
+    path = tmp_path / "wide.txt"
+    path.write_text("Two bytes per letter, and NUL bytes between them.", encoding="utf-16")
+    with pytest.raises(SourceError, match="binary file"):
+        load_documents({"source": "files", "paths": [str(path)]})
+    assert load_documents({"source": "files", "paths": [str(path)], "encoding": "utf-16"})[0].text.startswith("Two bytes")
+
+
+def test_jsonl_records_keep_unicode_line_separators(tmp_path):
+    path = tmp_path / "seps.jsonl"
+    path.write_text(json.dumps({"text": "one\u2028two\u000cthree"}, ensure_ascii=False) + "\n" + json.dumps({"text": "four"}))
+    assert [d.text for d in load_documents({"source": "files", "paths": [str(path)]})] == ["one\u2028two\u000cthree", "four"]
+
+
+def test_home_relative_paths_and_directory_globs(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.txt").write_text("a text in the home directory")
+    (tmp_path / "corpus" / "sub.txt").mkdir()  # a directory that the glob also matches: skipped
+    docs = load_documents({"source": "files", "paths": ["~/corpus/*.txt"]})
+    assert [d.id for d in docs] == ["a.txt"]
+    with pytest.raises(SourceError, match="matches no regular file"):
+        load_documents({"source": "files", "paths": ["~/corpus/sub.txt"]})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -92,6 +93,7 @@ def test_incomplete_and_foreign_stores_are_refused(runs, tmp_path):
 
     bad = tmp_path / "bad.zarr"
     shutil.copytree(runs / "one.zarr", bad)
+    (bad / "actpat_inventory.json").unlink()  # what a writer that died before publishing leaves
     group = zarr.open_group(bad, mode="r+")
     del group.attrs["complete"]
     with pytest.raises(StoreError, match="no completion marker"):
@@ -110,32 +112,139 @@ def _chunks(store, array):
     return sorted(p for p in (store / array).rglob("*") if p.is_file() and p.name != "zarr.json")
 
 
-@pytest.mark.parametrize("damage", ["missing chunk", "truncated chunk"])
+def _rewrite_as_another_run(store, key, value):
+    """An intact store with other provenance (as another run's writer publishes it)."""
+    import os
+
+    from actpat.store import INVENTORY, _publish
+
+    (store / INVENTORY).unlink()
+    zarr.open_group(store, mode="r+").attrs[key] = value
+    tmp = store.with_name(f".{store.name}.tmp-{os.getpid()}")
+    os.replace(store, tmp)
+    _publish(tmp, store)
+
+
+def _flip(path, offsets=(100, 101, 102)):
+    data = bytearray(path.read_bytes())
+    for o in offsets:
+        data[o % len(data)] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def _damage(store, damage: str) -> str:
+    """Damage a score store the way a disk, a copy or a careless hand does; the words expected."""
+    chunk = _chunks(store, "mlp.down_proj")[1]
+    meta = store / "l1" / "zarr.json"
+    if damage == "missing chunk":
+        chunk.unlink()
+        return "array 'mlp.down_proj', chunk c/"
+    if damage == "truncated chunk":
+        chunk.write_bytes(chunk.read_bytes()[:-7])
+        return "is truncated or changed"
+    if damage == "flipped bytes":  # same size: only a checksum tells
+        _flip(chunk)
+        return "does not match its checksum"
+    if damage == "big-endian metadata":  # a valid zarr.json of the same size that changes every value read
+        text = meta.read_text()
+        swapped = text.replace('"little"', '"big"   ')
+        assert swapped != text and len(swapped) == len(text)
+        meta.write_text(swapped)
+        return "the metadata of array 'l1' (l1/zarr.json) does not match its checksum"
+    if damage == "invalid json metadata":
+        meta.write_text("{" + meta.read_text()[1:-2] + "x")
+        return "l1/zarr.json"
+    if damage == "edited attributes":  # the provenance in the root metadata
+        text = (store / "zarr.json").read_text()
+        (store / "zarr.json").write_text(text.replace('"seed": 1', '"seed": 7'))
+        return "the store's root metadata"
+    if damage == "damaged inventory":
+        _flip(store / "actpat_inventory.json", (40,))
+        return "inventory actpat_inventory.json is damaged"
+    if damage == "extra file":  # a chunk the writer left out (all fill values) appears
+        assert not (store / "zeros" / "c").exists()
+        extra = store / "zeros" / "c" / "0" / "0" / "0"
+        extra.parent.mkdir(parents=True)
+        extra.write_bytes(_chunks(store, "l1")[0].read_bytes())
+        return "array 'zeros', chunk c/0/0/0 (zeros/c/0/0/0) was not written with the store"
+    raise AssertionError(damage)
+
+
+DAMAGES = ["missing chunk", "truncated chunk", "flipped bytes", "big-endian metadata", "invalid json metadata",
+           "edited attributes", "damaged inventory"]
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
 def test_damaged_stores_are_refused_and_nothing_downstream_is_written(runs, tmp_path, capsys, damage):
-    """Zarr reads a missing chunk as zeros: without the writer's inventory a damaged store would
-    give wrong densities silently."""
+    """Zarr reads a missing chunk as zeros and a flipped byte as another value: without checksums a
+    damaged store would give wrong densities silently. Each damage is one line naming the store and
+    the array or file, and the density reduction writes nothing."""
     import shutil
 
     bad = tmp_path / "shard-0.zarr"
     shutil.copytree(runs / "a.zarr", bad)
-    chunk = _chunks(bad, "mlp.down_proj")[1]
-    if damage == "missing chunk":
-        chunk.unlink()
-        expected = "is missing; the store is damaged"
-    else:
-        chunk.write_bytes(chunk.read_bytes()[:-7])
-        expected = "the store is truncated or damaged"
+    expected = _damage(bad, damage)
     out = tmp_path / "density.zarr"
     rc = main(density_args([bad, runs / "b.zarr"], out))
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert rc == 1 and last.startswith(f"actpat error: {bad}: file mlp.down_proj/") and expected in last
+    assert rc == 1 and last.startswith(f"actpat error: {bad}: ") and expected in last, last
+    if damage not in ("damaged inventory",):
+        assert "delete it and rerun the job that wrote it" in last
     assert not out.exists() and not list(tmp_path.glob(".density.zarr.tmp-*"))
-    # the sketches are checked the same way by the similarity reduction
-    shutil.rmtree(bad)
+
+
+def test_a_chunk_that_the_writer_did_not_write_is_refused(runs, tmp_path):
+    """Zarr leaves out chunks of fill values; a file appearing there is not the writer's."""
+    import shutil
+
+    bad = tmp_path / "shard-0.zarr"
     shutil.copytree(runs / "a.zarr", bad)
-    _chunks(bad, "sketch")[0].unlink()
+    expected = _damage(bad, "extra file")
+    with pytest.raises(StoreError, match=re.escape(expected)):
+        open_scores(bad)["zeros"].values
+    assert (open_scores(runs / "a.zarr")["zeros"].values == 0).all()
+
+
+def test_damaged_sketch_is_refused_by_the_similarity_reduction(runs, tmp_path, capsys):
+    import shutil
+
+    bad = tmp_path / "shard-0.zarr"
+    shutil.copytree(runs / "a.zarr", bad)
+    _flip(_chunks(bad, "sketch")[0])
     rc = main(["similarity", "--stores", str(bad), "--out", str(tmp_path / "sim.zarr")])
-    assert rc == 1 and "file sketch/" in capsys.readouterr().err and not (tmp_path / "sim.zarr").exists()
+    assert rc == 1 and "array 'sketch', chunk c/" in capsys.readouterr().err and not (tmp_path / "sim.zarr").exists()
+
+
+def test_a_plain_xarray_read_refuses_a_flipped_chunk(runs, tmp_path):
+    """The checksum is in the chunks themselves (Zarr's crc32c codec): readers outside actpat are
+    protected too."""
+    import shutil
+
+    bad = tmp_path / "shard-0.zarr"
+    shutil.copytree(runs / "a.zarr", bad)
+    _flip(_chunks(bad, "mlp.down_proj")[0])
+    ds = xr.open_zarr(bad, consolidated=False)
+    with pytest.raises(ValueError, match="checksum"):
+        ds["mlp.down_proj"].values
+    assert np.isfinite(xr.open_zarr(runs / "a.zarr", consolidated=False)["mlp.down_proj"].values).all()
+
+
+def test_stores_of_the_old_format_are_refused(runs, tmp_path):
+    import json
+    import shutil
+
+    from actpat.store import verify_checksums
+
+    old = tmp_path / "old.zarr"
+    shutil.copytree(runs / "a.zarr", old)
+    verify_checksums(old)  # intact
+    inventory = json.loads((old / "actpat_inventory.json").read_text())
+    (old / "actpat_inventory.json").write_text(json.dumps({k: v[0] for k, v in inventory["files"].items()}))
+    with pytest.raises(StoreError, match="inventory actpat_inventory.json is damaged"):
+        open_scores(old)
+    (old / "actpat_inventory.json").unlink()
+    with pytest.raises(StoreError, match="written by an older actpat without checksums"):
+        open_scores(old)
 
 
 @pytest.mark.parametrize("key, value", [("seed", 7), ("seq_len", 64), ("model", "other-model")])
@@ -144,7 +253,7 @@ def test_foreign_shard_is_refused_by_the_reduction(runs, tmp_path, capsys, key, 
 
     foreign = tmp_path / "shard-1.zarr"
     shutil.copytree(runs / "b.zarr", foreign)
-    zarr.open_group(foreign, mode="r+").attrs[key] = value
+    _rewrite_as_another_run(foreign, key, value)
     out = tmp_path / "density.zarr"
     rc = main(density_args([runs / "a.zarr", foreign], out))
     last = capsys.readouterr().err.strip().splitlines()[-1]
@@ -212,3 +321,27 @@ def test_leftovers_of_dead_writers_are_cleared(tmp_path):
     tmp = _prepare(path)
     assert not dead.exists() and live.exists()  # another running writer's directory is left alone
     assert tmp.name == f".s.zarr.tmp-{os.getpid()}" and not tmp.exists()
+
+
+def test_a_second_writer_of_a_store_stops_with_the_holder(runs, tiny_checkpoint, tmp_path):
+    """Two runs scoring the same shard (`snakemake --unlock` while the first is alive): the second
+    job stops at once naming the first, and nothing of the first is touched."""
+    import os
+    import subprocess
+    import sys
+
+    from actpat.store import exclusive
+    from conftest import ROOT
+
+    out = tmp_path / "shard-0.zarr"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "workflow")}
+    cmd = [sys.executable, "-m", "actpat", *score_shard_args(runs / "samples.zarr", 0, 2, tiny_checkpoint, out, sketch_size=32)]
+    with exclusive(out):  # the first writer, alive
+        second = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert second.returncode == 1, second.stderr[-1000:]
+        last = second.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"actpat error: {out}: another job is writing this store (pid {os.getpid()} on ")
+        assert not out.exists()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)  # the lock is gone with its holder
+    assert done.returncode == 0, done.stderr[-1000:]
+    assert open_scores(out).attrs["n_samples"] == 2

@@ -122,6 +122,8 @@ def _check_pruning(cfg: dict) -> None:
         n, m = map(int, nm.split(":"))
         if not 0 < n < m:
             raise ConfigError(f"config error at pruning.nm.{k}: {nm!r} needs 0 < N < M (N pruned of every M)")
+    if not pr["enabled"]:  # the pruning settings are filled in, but nothing else depends on them
+        return
     if "wanda-density" in pr["methods"] + [v2["method"]] and pr["ratios"]["threshold"] not in cfg["scoring"]["thresholds"]:
         raise ConfigError(f"config error at pruning.ratios.threshold: {pr['ratios']['threshold']} is not one of "
                           f"scoring.thresholds {cfg['scoring']['thresholds']}")

@@ -188,6 +188,7 @@ def write_findings(densities, similarity, samples, out_dir, job, log=print) -> d
     from pathlib import Path
 
     from actpat import plots
+    from actpat.provenance import code_version
     from actpat.reduce import token_relevance
     from actpat.store import open_reduction, open_samples, write_json
 
@@ -215,6 +216,7 @@ def write_findings(densities, similarity, samples, out_dir, job, log=print) -> d
         "domains": domains,
         "layers": {"n": n_layers, "shallow": [int(sh[0]), int(sh[-1]) + 1], "deep": [int(dp[0]), int(dp[-1]) + 1]},
         "provenance": {k: sim.attrs.get(k) for k in ("seed", "seq_len", "target", "sketch_size", "checkpoint_sha256", "code_version")},
+        "code_version": code_version(),
         "finding1_density": f1,
         "finding2_similarity": f2,
         "finding3_relevance": f3,

@@ -73,6 +73,8 @@ class ModelSource:
 
     @classmethod
     def parse(cls, source: str, revision: str | None = None) -> "ModelSource":
+        if source.startswith("~"):
+            source = os.path.expanduser(source)
         if source in EMBEDDED_MODELS:
             return cls("embedded", source, EMBEDDED_MODELS[source][1], revision)
         if source.endswith(".gguf"):

@@ -37,15 +37,28 @@ class PairSet:
     score: np.ndarray  # human score
 
 
-def _from_rows(rows: list[tuple[str, str, float]], where: str) -> PairSet:
+def _from_rows(rows: list[tuple[str, str, float]], where: str, strict: bool = True) -> PairSet:
+    """Distinct texts and their pairs. Refused: a pair without a finite score, an empty text, and
+    (``strict``, for the user's own pair files) a text paired with itself and the same pair twice in
+    either order (two scores for one question). Packaged benchmarks are used as published:
+    WordSim-353 rates tiger–tiger, SimLex-999 rates some pairs in both orders."""
     texts: dict[str, int] = {}
     a, b, s = [], [], []
+    seen: dict[frozenset, int] = {}
     for n, (t1, t2, score) in enumerate(rows):
-        if score is None or (isinstance(score, float) and np.isnan(score)):
-            raise PairsError(f"{where}: pair {n} has no score")
+        if score is None or not np.isfinite(score):
+            raise PairsError(f"{where}: pair {n} has no score" if score is None or np.isnan(score)
+                             else f"{where}: pair {n} has the score {score}, not a finite number")
         for t in (t1, t2):
             if not str(t).strip():
                 raise PairsError(f"{where}: pair {n} has an empty text")
+        if strict and t1 == t2:
+            raise PairsError(f"{where}: pair {n} pairs a text with itself ({str(t1)[:40]!r})")
+        key = frozenset((t1, t2))
+        if strict and key in seen:
+            raise PairsError(f"{where}: pairs {seen[key]} and {n} are the same pair ({str(t1)[:30]!r}, {str(t2)[:30]!r})")
+        seen[key] = n
+        for t in (t1, t2):
             texts.setdefault(t, len(texts))
         a.append(texts[t1])
         b.append(texts[t2])
@@ -78,7 +91,7 @@ def _word_pairs(name: str) -> PairSet:
             continue
         w1, w2, score = line.split("\t")[:3]
         rows.append((w1, w2, float(score)))
-    return _from_rows(rows, name)
+    return _from_rows(rows, name, strict=False)
 
 
 PACKAGED = {
@@ -124,14 +137,27 @@ def _packaged(spec: dict) -> PairSet:
 
 
 def _files(spec: dict) -> PairSet:
-    path = Path(spec["path"])
+    import io
+
+    from actpat.sources import SourceError, read_text
+
+    path = Path(spec["path"]).expanduser()
     if not path.is_file():
         raise PairsError(f"pairs file {path} does not exist")
+    try:
+        text = read_text(path, spec.get("encoding", "utf-8"))
+    except SourceError as exc:
+        raise PairsError(str(exc)) from None
     if path.suffix in (".jsonl", ".json"):
-        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        records = []
+        for i, line in enumerate(text.replace("\r\n", "\n").split("\n")):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except ValueError as exc:
+                    raise PairsError(f"{path}: line {i + 1} is not JSON ({exc})") from None
     else:
-        with path.open(encoding="utf-8") as fh:
-            records = list(csv.DictReader(fh, delimiter="\t" if path.suffix == ".tsv" else ","))
+        records = list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if path.suffix == ".tsv" else ","))
     return _from_records(records, spec, str(path))
 
 

@@ -45,6 +45,7 @@ def pair_measures(texts_path: Path, store_paths: list[Path]) -> dict:
 
 def write_pairs_report(texts_path: Path, store_paths: list[Path], out_dir: Path, n_boot=1000, seed=0, log=print) -> dict:
     from actpat import plots
+    from actpat.provenance import code_version
 
     m = pair_measures(texts_path, store_paths)
     rng = np.random.default_rng(seed)
@@ -75,6 +76,7 @@ def write_pairs_report(texts_path: Path, store_paths: list[Path], out_dir: Path,
         "pair_set": name,
         "model": m["attrs"]["model"],
         "provenance": {k: m["attrs"].get(k) for k in ("seed", "seq_len", "target", "sketch_size", "checkpoint_sha256", "code_version")},
+        "code_version": code_version(),
         "n_texts": int(m["texts"].sizes["sample"]),
         "n_pairs": int(len(human)),
         "max_tokens": int(m["texts"].attrs["seq_len"]),

@@ -10,13 +10,13 @@ input is refused in one line before hours are spent.
 
 from __future__ import annotations
 
-import glob
 import json
 from pathlib import Path
 
 import yaml
 
 from actpat.config import ConfigError
+from actpat.sources import SourceError, local_files
 from actpat.models import EMBEDDED_MAX_POSITIONS, POSITION_KEYS, check_window_length, has_lm_head
 
 
@@ -48,12 +48,19 @@ def check_duplicate_keys(path: Path) -> None:
             loader.dispose()
 
 
-def _check_files(where: str, spec: dict) -> None:
-    matched = [p for pattern in spec["paths"] for p in sorted(glob.glob(str(Path(pattern).expanduser()), recursive=True))]
-    if not matched:
-        raise ConfigError(f"config error at {where}.paths: no file matches {spec['paths']}")
-    if all(Path(p).is_file() and Path(p).stat().st_size == 0 for p in matched):
+def _check_files(where: str, spec: dict, needs_holdout: bool) -> None:
+    """The globs match regular files, not all empty; with pruning on, a domain of one document
+    (one text file) has no held-out document for perplexity."""
+    try:
+        matched = local_files(spec["paths"])
+    except SourceError as exc:
+        raise ConfigError(f"config error at {where}.paths: {exc}") from None
+    if all(p.stat().st_size == 0 for p in matched):
         raise ConfigError(f"config error at {where}.paths: the {len(matched)} matching file(s) are empty")
+    text_only = all((spec.get("format") or p.suffix.lstrip(".").lower()) in ("txt", "text", "md") for p in matched)
+    if needs_holdout and text_only and len(matched) < 2:
+        raise ConfigError(f"config error at {where}.paths: one document ({matched[0]}); validations 1-2 measure "
+                          "perplexity on held-out documents, so a domain needs at least two (or set pruning.enabled: false)")
 
 
 def _window_lengths(cfg: dict) -> dict[str, int]:
@@ -99,7 +106,7 @@ def preflight(cfg: dict, config_files: list[Path]) -> None:
     texts |= {f"pruning.evaluation.sets.{n}": s for n, s in cfg["pruning"]["evaluation"]["sets"].items()}
     for where, spec in texts.items():
         if spec["source"] == "files":
-            _check_files(where, spec)
+            _check_files(where, spec, needs_holdout=cfg["pruning"]["enabled"] and where.startswith("domains."))
     for name, spec in cfg["pairs"].items():
         if spec["source"] == "files":
             try:

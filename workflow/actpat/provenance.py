@@ -14,17 +14,48 @@ from actpat import __version__
 
 
 @lru_cache(maxsize=1)
+def source_hash() -> str:
+    """SHA-256 (12 hex digits) of the library's source files and the config schema: it changes with
+    any edit of the code that computes the artifacts, committed or not."""
+    import hashlib
+
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for f in sorted(here.glob("*.py")) + [here.parent / "schemas" / "config.schema.yaml"]:
+        if f.exists():
+            digest.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+@lru_cache(maxsize=1)
 def code_version() -> str:
-    """Package version plus the git commit of the checkout (``-dirty`` with uncommitted changes)."""
+    """Package version, the git commit of the checkout when there is one, and the source hash:
+    ``0.1.0+5073268abcde src 1f2e3d4c5b6a``."""
     here = Path(__file__).resolve().parent
     try:
         rev = subprocess.run(
-            ["git", "-C", str(here), "describe", "--always", "--dirty", "--abbrev=12"],
+            ["git", "-C", str(here), "describe", "--always", "--abbrev=12"],
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout.strip()
-        return f"{__version__}+{rev}"
+        version = f"{__version__}+{rev}"
     except (OSError, subprocess.SubprocessError):
-        return __version__
+        version = __version__
+    return f"{version} src {source_hash()}"
+
+
+def code_versions_in(obj) -> set[str]:
+    """Every ``code_version`` recorded anywhere in a report (nested dicts and lists)."""
+    found: set[str] = set()
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k == "code_version" and isinstance(v, str):
+                found.add(v)
+            else:
+                found |= code_versions_in(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            found |= code_versions_in(v)
+    return found
 
 
 def window_attrs(job, source_description: str, model_dir: Path) -> dict:

@@ -134,7 +134,12 @@ def write_pruning_report(job, v1_runs: list[Path], v2_runs: list[Path], dense: P
     layers = pd.DataFrame(layer_rows)
     layers.to_csv(out_dir / "layer_sparsity.csv", index=False)
     model = r1[0]["pruning"]["model"] if r1 else dense_ppl.get("model_dir", "")
-    summary = {"model": model, "general_set": general, "validation1": json.loads(v1.to_json(orient="records"))}
+    from actpat.provenance import code_version, code_versions_in
+
+    used = code_versions_in([r["pruning"] for r in r1 + r2]) | code_versions_in(dense_ppl)
+    used |= code_versions_in([_load(Path(r["dir"]) / "perplexity.json") for r in r1 + r2])
+    summary = {"model": model, "general_set": general, "validation1": json.loads(v1.to_json(orient="records")),
+               "code_version": code_version(), "code_versions_of_runs": sorted(used)}
     md = [f"# Pruning report: {model}", "",
           f"## Validation 1: perplexity on `{general}` by method and target sparsity", "",
           "`vs_wanda`: perplexity ratio to uniform Wanda at the same sparsity and structure (paired bootstrap over windows, 95%).", "",

@@ -27,9 +27,23 @@ class SamplingError(ActpatError):
     """Not enough text for the requested samples."""
 
 
+def _holdout_hash(doc_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:8], "little") % 1_000_000
+
+
 def is_held_out(doc_id: str, fraction: float) -> bool:
-    h = int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:8], "little")
-    return (h % 1_000_000) < fraction * 1_000_000
+    return _holdout_hash(doc_id) < fraction * 1_000_000
+
+
+def split_documents(docs: list[Document], fraction: float) -> tuple[list[Document], list[str]]:
+    """(scoring documents, held-out document ids): a document is held out when the hash of its id
+    falls below ``fraction`` (adding documents does not move the others). A domain of two or more
+    documents whose hashes all fall above it still holds one out (the one with the smallest hash),
+    so that perplexity always has held-out text; with ``fraction`` 0 nothing is held out."""
+    held = {d.id for d in docs if is_held_out(d.id, fraction)}
+    if not held and fraction > 0 and len(docs) >= 2:
+        held = {min(docs, key=lambda d: _holdout_hash(d.id)).id}
+    return [d for d in docs if d.id not in held], [d.id for d in docs if d.id in held]
 
 
 @dataclass
@@ -89,8 +103,7 @@ def make_samples(
     body = seq_len - len(prefix)
     if body < 1:
         raise SamplingError(f"seq_len {seq_len} leaves no room after the tokenizer's {len(prefix)} prefix tokens")
-    scoring = [d for d in docs if not is_held_out(d.id, holdout_fraction)]
-    held = [d.id for d in docs if is_held_out(d.id, holdout_fraction)]
+    scoring, held = split_documents(docs, holdout_fraction)
     if not scoring:
         raise SamplingError(f"domain {domain}: all {len(docs)} documents fell in the held-out part; lower holdout_fraction")
     encoded = tokenizer([d.text for d in scoring], add_special_tokens=False)["input_ids"]

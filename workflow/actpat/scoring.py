@@ -178,6 +178,13 @@ def score_shard(job, samples_path: Path, shard: int, model_dir: Path, model_name
                 out: Path, log=print) -> None:
     """The score_shard job (``job``: ``actpat.settings.ScoringJob``): score one shard of a samples
     store and write its score store."""
+    from actpat.store import exclusive
+
+    with exclusive(out):  # one writer per store, from the first sample on
+        _score_shard(job, samples_path, shard, model_dir, model_name, device, threads, out, log)
+
+
+def _score_shard(job, samples_path, shard, model_dir, model_name, device, threads, out, log) -> None:
     import sys
     import time
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bz2
 import glob
 import json
+import os
 import re
 import sysconfig
 from collections.abc import Callable, Iterable
@@ -119,33 +120,69 @@ PACKAGED: dict[str, tuple[Callable[[], Iterable[Document]], str]] = {
 # Local files
 
 
-def _read_files(paths: list[str], fmt: str | None, field: str, id_field: str | None) -> Iterable[Document]:
-    files: list[str] = []
+def local_files(paths: list[str]) -> list[Path]:
+    """The files a ``files`` source reads: each glob (``~`` expanded, ``**`` recursive) in order,
+    regular files only. A pattern that matches nothing, or only directories and broken links,
+    is an error naming it."""
+    files: list[Path] = []
     for pattern in paths:
-        matched = sorted(glob.glob(pattern, recursive=True))
+        matched = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
         if not matched:
             raise SourceError(f"no file matches {pattern!r}")
-        files.extend(matched)
-    for name in files:
-        kind = fmt or Path(name).suffix.lstrip(".").lower()
-        stem = Path(name).name
+        regular = [Path(m) for m in matched if Path(m).is_file()]  # is_file() is False for symlink loops
+        if not regular:
+            raise SourceError(f"{pattern!r} matches no regular file (only {len(matched)} directories, links that "
+                              "lead nowhere or special files)")
+        files.extend(regular)
+    return files
+
+
+def read_text(path: Path, encoding: str = "utf-8", errors: str = "strict") -> str:
+    """A text file, decoded strictly by default: bytes that are not ``encoding`` stop the run with the
+    file and the byte offset, and a file with NUL bytes is refused as binary (no text encoding of
+    the supported kind puts NUL bytes in prose; UTF-16 files must say ``encoding: utf-16``)."""
+    data = Path(path).read_bytes()
+    if "16" not in encoding and "32" not in encoding:
+        nul = data.find(b"\x00")
+        if nul >= 0:
+            raise SourceError(f"{path}: a binary file (NUL byte at byte {nul}), not text; remove it from the domain's paths")
+    try:
+        return data.decode(encoding, errors=errors)
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{path}: not {encoding} text at byte {exc.start} ({exc.reason}); set this domain's "
+                          "encoding: (e.g. latin-1) or errors: replace") from None
+    except LookupError:
+        raise SourceError(f"{path}: unknown encoding {encoding!r}") from None
+
+
+def _read_files(spec: dict) -> Iterable[Document]:
+    fmt, field, id_field = spec.get("format"), spec.get("field", "text"), spec.get("id_field")
+    encoding, errors = spec.get("encoding", "utf-8"), spec.get("errors", "strict")
+    for path in local_files(spec["paths"]):
+        kind = fmt or path.suffix.lstrip(".").lower()
         if kind in ("txt", "text", "md"):
-            yield Document(stem, Path(name).read_text(encoding="utf-8", errors="replace"))
+            yield Document(path.name, read_text(path, encoding, errors))
         elif kind in ("jsonl", "json"):
-            with open(name, encoding="utf-8") as fh:
-                for i, line in enumerate(fh):
-                    if line.strip():
-                        yield _record(json.loads(line), field, id_field, f"{stem}:{i}", name)
+            # split on newlines only: JSON strings may hold other line separators (U+2028, form feeds)
+            for i, line in enumerate(read_text(path, encoding, errors).replace("\r\n", "\n").split("\n")):
+                if line.strip():
+                    try:
+                        record = json.loads(line)
+                    except ValueError as exc:
+                        raise SourceError(f"{path}: line {i + 1} is not JSON ({exc})") from None
+                    yield _record(record, field, id_field, f"{path.name}:{i}", str(path))
         elif kind == "parquet":
             import pyarrow.parquet as pq
 
-            for i, rec in enumerate(pq.read_table(name).to_pylist()):
-                yield _record(rec, field, id_field, f"{stem}:{i}", name)
+            for i, rec in enumerate(pq.read_table(path).to_pylist()):
+                yield _record(rec, field, id_field, f"{path.name}:{i}", str(path))
         else:
-            raise SourceError(f"{name}: unknown file format {kind!r} (use txt, jsonl or parquet)")
+            raise SourceError(f"{path}: unknown file format {kind!r} (use txt, jsonl or parquet)")
 
 
 def _record(rec: dict, field: str, id_field: str | None, default_id: str, where: str) -> Document:
+    if not isinstance(rec, dict):
+        raise SourceError(f"{where}: record {default_id} is a {type(rec).__name__}, not an object with a {field!r} field")
     if field not in rec:
         raise SourceError(f"{where}: record has no text field {field!r} (fields: {', '.join(rec)})")
     doc_id = str(rec[id_field]) if id_field and id_field in rec else default_id
@@ -186,7 +223,7 @@ def _read_packaged(spec: dict) -> Iterable[Document]:
 
 
 def _read_local(spec: dict) -> Iterable[Document]:
-    return _read_files(spec["paths"], spec.get("format"), spec.get("field", "text"), spec.get("id_field"))
+    return _read_files(spec)
 
 
 # the source kinds of a domain's config entry (the schema's enum equals these keys; tested)

@@ -22,6 +22,13 @@ Attributes carry the provenance (model, checkpoint hash, revision, dtype, seed, 
 sample ids via the ``sample`` coordinate, code version). A store is written under a temporary name
 and renamed into place after its ``complete`` attribute is set, so a crash never leaves a store at
 the final path; readers refuse stores without the marker.
+
+Integrity: every chunk of every array ends with a CRC-32C (Zarr's ``crc32c`` codec, so even a plain
+``xarray.open_zarr`` refuses a damaged chunk), and the writer's inventory records every file of the
+store, metadata included, with its size and CRC-32C. Readers (``open_samples``, ``open_scores``,
+``open_reduction``) check that every file is there with its size when they open a store, and each
+file's checksum when its bytes are read: a flipped byte, a truncated or missing chunk, an edited
+``zarr.json`` are one error naming the store, the array and the chunk.
 """
 
 from __future__ import annotations
@@ -34,24 +41,36 @@ import shutil
 import warnings
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import xarray as xr
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
+from zarr.storage import LocalStore, WrapperStore
 
 from actpat.errors import ActpatError
 from actpat.models import WeightLayout
 
-FORMAT_VERSION = 1
+# 2: CRC-32C in every chunk and of every file in the inventory (version 1 stores are refused)
+FORMAT_VERSION = 2
 TARGET_CHUNK_BYTES = 2 << 20
 
 
 class StoreError(ActpatError):
-    """A store is missing, incomplete or does not match the others."""
+    """A store is missing, incomplete, damaged or does not match the others."""
 
 
 def _compressor():
-    return [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")]
+    """Blosc-zstd, then a CRC-32C of the compressed chunk (checked by Zarr on every read)."""
+    return [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"), Crc32cCodec()]
+
+
+def _encoding(ds: xr.Dataset, extra: dict | None = None) -> dict:
+    """Per-variable encoding for ``to_zarr``: every array compressed and checksummed."""
+    out = {name: {"compressors": _compressor()} for name in ds.variables}
+    for name, enc in (extra or {}).items():
+        out[name] = {**out[name], **enc}
+    return out
 
 
 def _attrs(attrs: dict) -> dict:
@@ -69,29 +88,134 @@ def _tmp_path(path: Path) -> Path:
 
 
 INVENTORY = "actpat_inventory.json"
+NOT_IN_STORE = (INVENTORY, ".snakemake_timestamp")
 
 
-def _chunk_files(root: Path) -> dict[str, int]:
-    """Every file of a store but the root metadata (which holds the completion marker): size in bytes."""
+def crc32c(data: bytes) -> int:
+    return google_crc32c.value(bytes(data))
+
+
+def _files(root: Path) -> dict[str, list[int]]:
+    """Every file of a store but the inventory itself: [size in bytes, CRC-32C]."""
     out = {}
     for dirpath, _, files in os.walk(root):
         for f in files:
             rel = os.path.relpath(os.path.join(dirpath, f), root)
-            if rel not in ("zarr.json", INVENTORY, ".snakemake_timestamp"):
-                out[rel] = os.path.getsize(os.path.join(dirpath, f))
+            if rel not in NOT_IN_STORE:
+                data = Path(dirpath, f).read_bytes()
+                out[rel.replace(os.sep, "/")] = [len(data), crc32c(data)]
     return out
 
 
 def _publish(tmp: Path, path: Path) -> None:
-    """Record the store's files and their sizes, mark it complete, move it into place (a rename
-    within one directory is atomic). Zarr reads a missing chunk as fill values, so the inventory is
-    what lets readers tell a damaged store from a sparse one."""
-    (Path(tmp) / INVENTORY).write_text(json.dumps(_chunk_files(Path(tmp)), sort_keys=True))
+    """Mark the store complete, record every file with its size and checksum (the root metadata
+    with the marker included), move it into place (a rename within one directory is atomic)."""
     group = zarr.open_group(tmp, mode="r+")
     group.attrs["complete"] = True
+    files = _files(Path(tmp))
+    body = json.dumps(files, sort_keys=True)
+    (Path(tmp) / INVENTORY).write_text(json.dumps({"format_version": FORMAT_VERSION, "files": files,
+                                                   "crc32c": crc32c(body.encode())}, sort_keys=True))
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
+
+
+def read_inventory(path: Path) -> dict[str, list[int]]:
+    """The files a store's writer recorded, {relative path: [size, CRC-32C]}; raises StoreError
+    when there is none (an incomplete store, or one written before checksums) or it is damaged."""
+    inv_file = Path(path) / INVENTORY
+    if not inv_file.exists():
+        root = Path(path) / "zarr.json"
+        complete = False
+        try:
+            complete = bool(json.loads(root.read_text()).get("attributes", {}).get("complete"))
+        except (OSError, ValueError):
+            pass
+        if complete:
+            raise StoreError(f"{path}: written by an older actpat without checksums (format 1); delete it and rerun "
+                             "the job that wrote it")
+        raise StoreError(f"{path}: no completion marker; the job that wrote it did not finish (rerun it)")
+    try:
+        inv = json.loads(inv_file.read_text())
+        body = json.dumps(inv["files"], sort_keys=True)
+        intact = crc32c(body.encode()) == inv["crc32c"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        intact = False
+    if not intact:
+        raise StoreError(f"{path}: its inventory {INVENTORY} is damaged; delete the store and rerun the job that wrote it")
+    return inv["files"]
+
+
+def _describe(key: str) -> str:
+    """'array 'x', chunk c/0/1' for a file of a store."""
+    parts = key.split("/")
+    if parts[-1] == "zarr.json":
+        return f"the metadata of array {'/'.join(parts[:-1])!r}" if len(parts) > 1 else "the store's root metadata"
+    if "c" in parts:
+        k = parts.index("c")
+        return f"array {'/'.join(parts[:k])!r}, chunk {'/'.join(parts[k:])}"
+    return f"file {key}"
+
+
+def _damaged(path: Path, key: str, what: str) -> StoreError:
+    return StoreError(f"{path}: {_describe(key)} ({key}) {what}; the store is damaged (delete it and rerun the job "
+                      "that wrote it)")
+
+
+def verify_files(path: Path, files: dict[str, list[int]]) -> None:
+    """Every recorded file is there with its size (cheap: no file is read)."""
+    for rel, (size, _) in files.items():
+        f = Path(path) / rel
+        if not f.is_file():
+            raise _damaged(path, rel, "is missing")
+        if f.stat().st_size != size:
+            raise _damaged(path, rel, f"has {f.stat().st_size} bytes, the writer wrote {size}; it is truncated or changed")
+
+
+def verify_checksums(path: Path) -> None:
+    """Read every file of a store and compare its checksum (a full check, e.g. after a copy)."""
+    files = read_inventory(path)
+    verify_files(path, files)
+    for rel, (_, crc) in files.items():
+        if crc32c((Path(path) / rel).read_bytes()) != crc:
+            raise _damaged(path, rel, "does not match its checksum")
+
+
+class VerifiedStore(WrapperStore):
+    """A read-only Zarr store that checks each file against the writer's inventory when its bytes
+    are read: the checksum costs one CRC-32C pass over bytes that are read anyway."""
+
+    def __init__(self, store, path: Path | None = None, files: dict | None = None):
+        super().__init__(store)
+        self.path = path
+        self.files = files or {}
+
+    def _with_store(self, store):
+        return type(self)(store, self.path, self.files)
+
+    async def get(self, key, prototype, byte_range=None):
+        buf = await self._store.get(key, prototype, byte_range)
+        expected = self.files.get(key)
+        if expected is None:
+            if buf is not None and key not in NOT_IN_STORE:
+                raise _damaged(self.path, key, "was not written with the store")
+            return buf  # a chunk never written: fill values
+        if buf is None:
+            raise _damaged(self.path, key, "is missing")
+        if byte_range is None:
+            data = buf.to_bytes()
+            if len(data) != expected[0]:
+                raise _damaged(self.path, key, f"has {len(data)} bytes, the writer wrote {expected[0]}; it is truncated or changed")
+            if crc32c(data) != expected[1]:
+                raise _damaged(self.path, key, "does not match its checksum")
+        return buf
+
+
+def _verified(path: Path) -> VerifiedStore:
+    files = read_inventory(path)
+    verify_files(path, files)
+    return VerifiedStore(LocalStore(str(path), read_only=True), Path(path), files)
 
 
 def _prepare(path: Path) -> Path:
@@ -106,21 +230,58 @@ def _prepare(path: Path) -> Path:
     return _tmp_path(path)
 
 
+_HELD: set[str] = set()
+
+
+@contextlib.contextmanager
+def exclusive(path: Path):
+    """Hold the write lock of the store at ``path`` while the body runs (an flock on a file beside
+    it, released when the process ends, however it ends). A second writer of the same store, e.g.
+    a run started after ``snakemake --unlock`` while the first still runs, stops with the holder's
+    pid and host. Re-entrant within a process."""
+    import fcntl
+    import socket
+    import time
+
+    path = Path(path)
+    key = str(path.resolve())
+    if key in _HELD:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise StoreError(f"{path}: another job is writing this store ({holder}); wait for it to finish or stop it, "
+                             "then rerun") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        _HELD.add(key)
+        yield
+    finally:
+        _HELD.discard(key)
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def _writing(path: Path):
-    """Write a store under a temporary name; publish it when the body succeeds, remove the
-    temporary directory when it fails (a full disk, an error), so no half store is left."""
+    """Write a store under a temporary name, holding its lock; publish it when the body succeeds,
+    remove the temporary directory when it fails (a full disk, an error), so no half store is left."""
     path = Path(path)
-    tmp = _prepare(path)
-    try:
-        yield tmp
-        _publish(tmp, path)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            raise StoreError(f"{path}: no space left on the device while writing it; nothing was kept (free space "
-                             "or point the results elsewhere, then rerun)") from exc
-        raise
+    with exclusive(path):
+        tmp = _prepare(path)
+        try:
+            yield tmp
+            _publish(tmp, path)
+        except BaseException as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise StoreError(f"{path}: no space left on the device while writing it; nothing was kept (free space "
+                                 "or point the results elsewhere, then rerun)") from exc
+            raise
 
 
 def _alive(pid: int) -> bool:
@@ -149,44 +310,33 @@ def write_samples(path: Path, sample_set, attrs: dict, extra: dict | None = None
     for name, var in (extra or {}).items():
         ds[name] = var
     with _writing(path) as tmp:
-        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
+        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=_encoding(ds))
 
 
 def _open(path: Path, kind: str) -> xr.Dataset:
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path}: store does not exist")
+    store = _verified(path)
     with warnings.catch_warnings():
         # Snakemake leaves a .snakemake_timestamp file inside directory() outputs
         warnings.filterwarnings("ignore", message=".*(snakemake_timestamp|actpat_inventory)")
         try:
-            group = zarr.open_group(path, mode="r")
+            group = zarr.open_group(store, mode="r")
+        except StoreError:
+            raise
         except Exception as exc:
             raise StoreError(f"{path}: not a readable Zarr store ({exc})") from exc
         if not group.attrs.get("complete"):
             raise StoreError(f"{path}: no completion marker; the job that wrote it did not finish (rerun it)")
         if group.attrs.get("kind") != kind:
             raise StoreError(f"{path}: expected a {kind} store, found {group.attrs.get('kind')!r}")
-        verify_inventory(path)
-        return xr.open_zarr(path, consolidated=False, chunks=None)
-
-
-def verify_inventory(path: Path) -> None:
-    """Every file the writer recorded is there with its size: a deleted chunk or a truncated array
-    is reported instead of being read as zeros. (Stores written before the inventory existed have
-    none and are not checked.)"""
-    inv_file = Path(path) / INVENTORY
-    if not inv_file.exists():
-        return
-    expected = json.loads(inv_file.read_text())
-    found = _chunk_files(Path(path))
-    for rel, size in expected.items():
-        if rel not in found:
-            raise StoreError(f"{path}: file {rel} of array {rel.split('/')[0]!r} is missing; the store is damaged "
-                             "(delete it and rerun the job that wrote it)")
-        if found[rel] != size:
-            raise StoreError(f"{path}: file {rel} of array {rel.split('/')[0]!r} has {found[rel]} bytes, the writer "
-                             f"wrote {size}; the store is truncated or damaged (delete it and rerun the job that wrote it)")
+        try:
+            return xr.open_zarr(store, consolidated=False, chunks=None)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"{path}: not a readable Zarr store ({exc})") from exc
 
 
 def open_samples(path: Path) -> xr.Dataset:
@@ -249,7 +399,7 @@ def write_scores(
         ds["hidden_mean"] = (("sample", "hidden_layer", "hidden"), stack("hidden_mean").astype(np.float32))
     k = ds.sizes["bucket"]
     # per-layer reads (all samples of a layer) are what the similarity reduction does
-    encoding = {"sketch": {"chunks": (len(results), 1, k), "compressors": _compressor()}}
+    encoding = _encoding(ds, {"sketch": {"chunks": (len(results), 1, k)}})
     with _writing(path) as tmp:
         ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
         group = zarr.open_group(tmp, mode="r+")
@@ -310,7 +460,7 @@ def write_dataset(ds: xr.Dataset, path: Path) -> None:
             ds[name] = (var.dims, _strings(var.values.ravel()).reshape(var.shape))
     ds.attrs = _attrs({**ds.attrs, "kind": "actpat.reduction", "format_version": FORMAT_VERSION})
     with _writing(path) as tmp:
-        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
+        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=_encoding(ds))
 
 
 def open_reduction(path: Path) -> xr.Dataset:

@@ -141,15 +141,37 @@ def build_summary(findings: dict | None, pairs: dict[str, dict], pruning: dict |
               "(WikiText-2 test at 4096 tokens in the paper).",
               "- Findings 1-2 use scale-free statistics: the paper's absolute threshold saturates on this model "
               "(almost every weight is above it); the absolute-threshold values are given beside them.",
-              "", "Sources: findings.json, pairs/*/summary.json, pruning/summary.json in this folder."]
+              ""]
+    lines += code_version_section([findings, pruning, *pairs.values()], settings.get("code_version"))
+    lines += ["", "Sources: findings.json, pairs/*/summary.json, pruning/summary.json in this folder."]
     return "\n".join(lines) + "\n"
+
+
+def code_version_section(reports: list, current: str | None) -> list[str]:
+    """Which code computed the results: every code version recorded in the inputs, and a warning
+    when one differs from the code that wrote this summary (the summary reruns whenever the
+    library's source changes, so an edit of the code never leaves stale results unannounced)."""
+    from actpat.provenance import code_versions_in
+
+    found = sorted(code_versions_in([r for r in reports if r]))
+    lines = ["## Code versions", "", f"- This summary: `{current}`."]
+    lines += [f"- Results computed by `{v}`." for v in found]
+    stale = [v for v in found if current and v != current]
+    if stale:
+        lines += ["", f"**Computed by other code**: {len(stale)} code version(s) above differ from the current source "
+                      f"(`{current}`). If the change affects them, recompute them, e.g. `snakemake --cores all "
+                      "--forcerun score_shard` (or the rules whose code changed)."]
+    return lines
 
 
 def write_summary(job, findings: Path | None, pairs: list[Path], pruning: Path | None, out: Path) -> str:
     """The summary job (``job``: ``actpat.settings.SummaryJob``)."""
     load = lambda p: json.loads(Path(p).read_text()) if p else None  # noqa: E731
     c = job.calibration
+    from actpat.provenance import code_version
+
     settings = {
+        "code_version": code_version(),
         "model": job.model.name, "model_source": job.model.source, "samples_per_domain": job.samples_per_domain,
         "seq_len": job.seq_len,
         "pruning_note": f"{c.windows} calibration windows of {c.seq_len} tokens from {c.domain} (the paper: 128 C4 windows "

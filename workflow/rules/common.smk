@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 
 from actpat.config import ConfigError, validate_config
 from actpat.preflight import preflight
+from actpat.provenance import source_hash
 from actpat.settings import encode, from_config
 
 try:
@@ -93,6 +94,19 @@ def scoring_gpus():
 
 def model_dir(model):
     return f"resources/models/{model}"
+
+
+def source_files(name):
+    """The local files a domain or an evaluation set reads (a changed file reruns its jobs)."""
+    from actpat.sources import local_files
+
+    spec = S.text_source(name).spec
+    return [str(p) for p in local_files(spec["paths"])] if spec["source"] == "files" else []
+
+
+def pair_files(pairset):
+    spec = S.pairs[pairset].spec
+    return [os.path.expanduser(spec["path"])] if spec["source"] == "files" else []
 
 
 def score_stores(model, domain):

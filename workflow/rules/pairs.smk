@@ -3,6 +3,7 @@ rule sample_pairs:
     (truncated to the pair set's max_tokens), with the pair table."""
     input:
         model=lambda w: model_dir(w.model),
+        pairs=lambda w: pair_files(w.pairset),
     output:
         directory("results/{model}/samples/pairs-{pairset}.zarr"),
     params:

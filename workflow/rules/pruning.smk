@@ -8,6 +8,7 @@ rule calibration_windows:
     """Calibration windows of a domain, from its scoring (not held-out) documents."""
     input:
         model=lambda w: model_dir(w.model),
+        texts=lambda w: source_files(w.domain),
     output:
         directory("results/{model}/pruning/text/calibration/{domain}.zarr"),
     wildcard_constraints:
@@ -33,6 +34,7 @@ rule eval_windows:
     input:
         model=lambda w: model_dir(w.model),
         samples=lambda w: [f"results/{w.model}/samples/{w.evalset}.zarr"] if w.evalset in DOMAINS else [],
+        texts=lambda w: source_files(w.evalset),
     output:
         directory("results/{model}/pruning/text/eval/{evalset}.zarr"),
     params:

@@ -10,6 +10,7 @@ rule summary:
         report("results/{model}/SUMMARY.md", caption="../report/summary.rst", category="0. Summary"),
     params:
         settings=lambda w: encode(S.summary_job(w.model)),
+        code=source_hash(),  # the summary reruns after any edit of the library and names results of older code
         findings=lambda w, input: optional("--findings", input, "findings"),
         pruning=lambda w, input: optional("--pruning", input, "pruning"),
     log:

@@ -3,6 +3,7 @@ rule sample_domain:
     their provenance (document id, token offset) and the held-out document ids."""
     input:
         model=lambda w: model_dir(w.model),
+        texts=lambda w: source_files(w.domain),
     output:
         directory("results/{model}/samples/{domain}.zarr"),
     wildcard_constraints:
