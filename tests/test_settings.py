@@ -16,7 +16,7 @@ from actpat.config import load_schema
 from actpat.settings import (
     BootstrapJob,
     DensityJob,
-    FindingsJob,
+    AnalysisJob,
     PairTextsJob,
     PruneJob,
     PruningReportJob,
@@ -86,7 +86,7 @@ def test_defaults_come_from_the_schema_only():
 @pytest.mark.parametrize("config", [SHIPPED, yaml.safe_load(SMOKE.read_text())], ids=["shipped", "smoke"])
 def test_every_job_settings_survive_their_json(config):
     s = load_settings(config)
-    jobs = [s.findings_job(), s.density_job(), s.bootstrap_job(100), s.pruning_report_job()]
+    jobs = [s.analysis_job(), s.density_job(), s.bootstrap_job(100), s.pruning_report_job()]
     jobs += [s.window_job("samples", d) for d in s.domains] + [s.window_job("calibration", d) for d in s.domains]
     jobs += [s.window_job("evaluation", d) for d in s.eval_sets] + [s.scoring_job(d) for d in s.scored]
     jobs += [s.pair_texts_job(p) for p in s.pairs] + [s.summary_job(m) for m in s.models]
@@ -94,7 +94,7 @@ def test_every_job_settings_survive_their_json(config):
     for job in jobs:
         assert decode(type(job), encode(job)) == job, job
     kinds = {type(j) for j in jobs}
-    assert {WindowJob, ScoringJob, DensityJob, FindingsJob, PairTextsJob, BootstrapJob, PruneJob, PruningReportJob,
+    assert {WindowJob, ScoringJob, DensityJob, AnalysisJob, PairTextsJob, BootstrapJob, PruneJob, PruningReportJob,
             SummaryJob} <= kinds
 
 
@@ -111,7 +111,7 @@ def test_a_job_depends_only_on_its_own_settings():
     assert encode(base.scoring_job("code")) == encode(other.scoring_job("code"))
     assert encode(base.window_job("samples", "code")) == encode(other.window_job("samples", "code"))
     assert encode(base.density_job()) == encode(other.density_job())
-    assert encode(base.findings_job()) != encode(other.findings_job())
+    assert encode(base.analysis_job()) != encode(other.analysis_job())
 
 
 def test_runs_are_named_and_planned_from_settings():

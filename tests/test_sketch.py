@@ -36,6 +36,24 @@ def test_hash_is_pinned_and_device_independent():
 PINNED = [33350994, 2672842292, 127880910, 260803382, 1795018525]
 
 
+def test_fixed_hash_error_on_synthetic_vectors():
+    """At the workflow's hash (seed 0), heavy-tailed synthetic score vectors: errors small and with
+    no sign, and estimates are not clipped (an estimate may leave [0, 1] by its error)."""
+    rng = np.random.default_rng(1)
+    vecs = rng.pareto(2.0, (12, 40_000))
+    k = 8192
+    sk = np.stack([sketch_dense(v, 0, k, 0) for v in vecs])
+    norms = np.linalg.norm(vecs, axis=1)
+    est = llmdcos(sk, norms)
+    iu = np.triu_indices(12, 1)
+    exact = np.array([llmdcos_exact(vecs[a], vecs[b]) for a, b in zip(*iu)])
+    err = est[iu] - exact
+    bound = 4 * np.sqrt(2 / k)  # 4 standard deviations of the estimator (variance < (cos² + 1)/k)
+    assert np.abs(err).max() < bound and abs(err.mean()) < 3 * err.std() / np.sqrt(len(err)) + 1e-3
+    diag = np.diag(est)  # a vector with itself: 1 up to the sketch's error, on both sides of 1
+    assert np.abs(diag - 1).max() < bound and diag.max() > 1.0 > diag.min()
+
+
 def test_per_matrix_sketch_equals_whole_vector_sketch():
     from actpat.models import WeightLayout
     from actpat.sketch import LayerHasher
@@ -50,7 +68,9 @@ def test_per_matrix_sketch_equals_whole_vector_sketch():
         np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
-def test_estimate_is_unbiased_on_synthetic_vectors():
+def test_estimate_is_unbiased_over_random_hashes():
+    """The estimator's guarantee is over the choice of hash (40 seeds here); the workflow uses one
+    fixed hash, whose error the next tests and benchmarks/sketch_error.py measure."""
     rng = np.random.default_rng(0)
     a, b = rng.pareto(2.0, 20_000), rng.pareto(2.0, 20_000)
     exact = llmdcos_exact(a, b)
@@ -94,6 +114,8 @@ def test_estimate_matches_exact_llmdcos_on_the_default_model(smollm2):
         est = llmdcos(sketches[:, i], norms[:, i])
         for x in range(len(texts)):
             for y in range(x + 1, len(texts)):
-                errors.append(abs(est[x, y] - llmdcos_exact(full[i][x], full[i][y])))
+                errors.append(est[x, y] - llmdcos_exact(full[i][x], full[i][y]))
     errors = np.asarray(errors)
-    assert np.quantile(errors, 0.99) < 0.02, errors.max()
+    assert np.quantile(np.abs(errors), 0.99) < 0.02, np.abs(errors).max()
+    # at the one fixed hash the workflow uses, the errors are not systematically of one sign
+    assert abs(errors.mean()) < 3 * errors.std() / np.sqrt(len(errors)) + 1e-3

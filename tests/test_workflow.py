@@ -67,7 +67,8 @@ def test_smoke_workflow_end_to_end(smoke_run):
     for key in ("finding1_density", "finding2_similarity"):
         assert isinstance(findings[key]["holds"], bool) and np.isfinite(findings[key]["value"])
     f3 = findings["finding3_relevance"]  # 2 domains = 1 pair: no rank correlation, and it says so
-    assert f3["n_pairs"] == 1 and f3["value"] is None and f3["holds"] is False and "at least 3" in f3["note"]
+    assert f3["n_pairs"] == 1 and f3["value"] is None and f3["holds"] is None and "at least 3" in f3["undefined"]
+    assert f3["mantel_p_value"] is None  # no p-value for an undefined statistic
     for fig in ("finding1_density", "finding2_similarity_boxplots", "finding2_similarity_deep", "finding3_relevance"):
         for ext in (".png", ".svg"):
             assert (tmp_path / f"results/smollm2-135m/figures/{fig}{ext}").stat().st_size > 5000
@@ -75,7 +76,9 @@ def test_smoke_workflow_end_to_end(smoke_run):
     summary = json.loads((tmp_path / "results/smollm2-135m/pairs/words/summary.json").read_text())
     assert summary["n_pairs"] == 12 and summary["pair_set"] == "pairs-words"
     assert summary["provenance"]["code_version"] and summary["provenance"]["checkpoint_sha256"]
-    assert {r["range"] for r in summary["ranges"]} >= {"[L/2, L-2)", "[2L/3, L-2)", "[20, L-2) (paper)"}
+    assert {r["range"] for r in summary["ranges"]} >= {"deep", "shallow", "[2L/3, L-2)", "[20, L-2) (paper)"}
+    assert summary["deep_layers"] == [15, 28] and summary["n_texts"] == 19
+    assert "texts" in next(r for r in summary["ranges"] if r["range"] == "deep")["p_method"]
     table = (tmp_path / "results/smollm2-135m/pairs/words/spearman_by_layer.csv").read_text().splitlines()
     assert len(table) == 1 + 2 * 30 + 1  # header, (llmdcos, hidden_cos) x 30 layers, bag of tokens
     # validations 1-2 on the smoke run
@@ -94,6 +97,8 @@ def test_smoke_workflow_end_to_end(smoke_run):
     assert nm["layer_sparsity_actual"] == [0.5] * 30
     summary = json.loads((pr / "summary.json").read_text())
     assert summary["validation2"]["n_columns"] == 2 and summary["validation2"]["calibration_domains"] == ["code", "medical"]
+    v2 = pd.read_csv(pr / "validation2.csv", index_col=0)
+    assert list(v2.index) == list(v2.columns[: len(v2.index)]) == ["code", "medical"]  # the diagonal is the matching pair
     assert "perplexity medical: 100%|" in (tmp_path / "logs/smollm2-135m/perplexity/dense.log").read_text()
     # a second run has nothing to do
     again = run(["--cores", "2", "--configfile", str(SMOKE), "-n"], cwd=tmp_path)

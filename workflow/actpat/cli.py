@@ -67,7 +67,7 @@ def cmd_sample_pairs(a) -> None:
 def cmd_pairs_report(a) -> None:
     from actpat.pairs_report import write_pairs_report
 
-    write_pairs_report(Path(a.texts), _paths(a.stores), Path(a.out_dir), a.settings.bootstrap, a.settings.seed, log.info)
+    write_pairs_report(a.settings, Path(a.texts), _paths(a.stores), Path(a.out_dir), log.info)
 
 
 def cmd_density(a) -> None:
@@ -144,13 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
             *runtime, ("--out", one))
     command("sample-pairs", cmd_sample_pairs, "PairTextsJob", "validation 3: tokenize a pair set's distinct texts",
             ("--model-dir", one), ("--out", one))
-    command("pairs-report", cmd_pairs_report, "BootstrapJob", "validation 3: LLMDcos per layer against human scores",
+    command("pairs-report", cmd_pairs_report, "AnalysisJob", "validation 3: LLMDcos per layer against human scores",
             ("--texts", one), ("--stores", many), ("--out-dir", one))
     command("density", cmd_density, "DensityJob", "finding 1: activated weights per layer of one domain",
             ("--stores", many), ("--out", one))
     command("similarity", cmd_similarity, None, "finding 2: LLMDcos between all samples of all domains",
             ("--stores", many), ("--out", one))
-    command("findings", cmd_findings, "FindingsJob", "findings 1-3: statistics, tables and figures",
+    command("findings", cmd_findings, "AnalysisJob", "findings 1-3: statistics, tables and figures",
             ("--density", many), ("--similarity", one), ("--samples", many), ("--out-dir", one))
     command("prune", cmd_prune, "PruneJob", "validations 1-2: prune the scored matrices of a model",
             ("--model-dir", one), ("--model", one), ("--calibration", opt), ("--density", opt), *runtime,

@@ -1,40 +1,31 @@
-"""The statistics of findings 1–3, each with its uncertainty and a plain verdict.
+"""The statistics of findings 1–3, each with its uncertainty and a verdict that is "yes", "no", or
+undefined when n cannot support it (``actpat.stats.MIN_N``).
 
 * Finding 1 (density falls in deep layers): deep-half over shallow-half activated share, and the
-  Spearman correlation of the share with the layer index; bootstrap over samples.
+  Spearman correlation of the share with the layer index; bootstrap over samples within domains.
 * Finding 2 (cross-domain similarity drops with depth, same-domain does not): the drop
-  Δ = (same − cross)_deep − (same − cross)_shallow of mean LLMDcos; bootstrap over sample pairs.
+  Δ = (same − cross)_deep − (same − cross)_shallow of mean LLMDcos over all pairs of samples,
+  same-domain pairs excluding two windows of one document. The interval resamples samples within
+  each domain and rebuilds every pair from the resample: the same samples enter (A, A) and every
+  (A, B), so pairs are not resampled independently.
 * Finding 3 (deep similarity tracks relevance): Spearman ρ between deep-layer mean LLMDcos and the
-  domains' relevance across cross-domain pairs, with its p-value, a Mantel permutation p-value
-  (domain pairs are not independent), and the same in shallow layers for contrast.
+  domains' relevance across cross-domain pairs. Domain pairs share domains, so p-values permute the
+  domain labels of the relevance matrix (Mantel). The verdict: ρ_deep > 0 with Mantel p < 0.05, and
+  deep layers track relevance more than shallow ones: ρ_deep − ρ_shallow > 0 with permutation
+  p < 0.05 (an undefined shallow ρ, a flat shallow profile, counts as 0).
 """
 
 from __future__ import annotations
 
 import itertools
-import warnings
 
 import numpy as np
 import xarray as xr
-from scipy.stats import spearmanr
 
-from actpat.reduce import domain_means, paper_pairs
-from actpat.stats import interval
+from actpat.reduce import domain_means, paper_pairs, valid_pairs
+from actpat.stats import MIN_N, interval, multiplicities, permutation_p, spearman, undefined_because
 
-
-def layer_range(start: float, stop: float, n_layers: int) -> np.ndarray:
-    """Layers [start, stop): a number in (-1, 1) is a fraction of the depth, an integer an index
-    (negative counts from the end). (0.5, -2) is the paper's [L/2, L−2)."""
-
-    def resolve(x):
-        if isinstance(x, float) and -1 < x < 1:
-            return int(round(x * n_layers)) if x >= 0 else n_layers + int(round(x * n_layers))
-        return int(x) if x >= 0 else n_layers + int(x)
-
-    a, b = resolve(start), resolve(stop)
-    if not 0 <= a < b <= n_layers:
-        raise ValueError(f"layer range ({start}, {stop}) is empty for {n_layers} layers")
-    return np.arange(a, b)
+ALPHA = 0.05
 
 
 def finding1(densities: dict[str, xr.Dataset], threshold: float, multiple: float, shallow, deep, n_boot=1000, seed=0) -> dict:
@@ -44,7 +35,7 @@ def finding1(densities: dict[str, xr.Dataset], threshold: float, multiple: float
     definition (point values)."""
     primary = _finding1_stat(densities, "sample_share_rel", "multiple", multiple, shallow, deep, n_boot, seed)
     absolute = _finding1_stat(densities, "sample_share_abs", "threshold", threshold, shallow, deep, n_boot, seed)
-    exact = {}
+    exact, shares = {}, {}
     for d, ds in densities.items():
         entry = {}
         for t in ds["threshold"].values:
@@ -54,12 +45,18 @@ def finding1(densities: dict[str, xr.Dataset], threshold: float, multiple: float
         for q in ds["q"].values:
             entry[f"mass_share_q{q:g}"] = _ratio(ds["mass_share"].sel(q=q).values, shallow, deep)
         exact[d] = entry
+    for t in next(iter(densities.values()))["threshold"].values:
+        shares[f"{t:g}"] = float(np.mean([ds["active_abs_share"].sel(threshold=t).values.mean() for ds in densities.values()]))
+    why = undefined_because(samples_per_domain=min(primary["n_samples"].values()))
     return {
         "claim": "fewer weights are activated in deep layers than in shallow ones",
         "statistic": f"deep/shallow ratio of the per-sample share of weights above {multiple:g} x the sample's mean score (mean over domains)",
         **primary,
-        "holds": bool(primary["ci95"][1] < 1.0),
+        "holds": None if why else bool(primary["ci95"][1] < 1.0),
+        "undefined": why,
+        "rule": "holds when the 95% interval of the ratio lies below 1",
         "absolute_threshold": {"threshold": float(threshold), **absolute},
+        "share_above_absolute_thresholds": shares,
         "exact_mean_score_ratios": exact,
         "n_bootstrap": n_boot,
     }
@@ -71,9 +68,9 @@ def _finding1_stat(densities, var, dim, value, shallow, deep, n_boot, seed) -> d
 
     def stats(profiles: list[np.ndarray]) -> tuple[float, float]:
         prof = np.mean(profiles, axis=0)  # (layer,) averaged over domains
-        ratio = prof[deep].mean() / prof[shallow].mean()
-        rho = spearmanr(np.arange(len(prof)), prof).statistic
-        return ratio, rho
+        s = prof[shallow].mean()
+        ratio = prof[deep].mean() / s if s > 0 else float("nan")
+        return ratio, spearman(np.arange(len(prof)), prof)[0]
 
     point = stats([v.mean(0) for v in per_domain.values()])
     boots = np.asarray([
@@ -104,87 +101,139 @@ def paper_protocol_values(sim: xr.Dataset, domains: list[str]) -> dict[tuple[str
     return out
 
 
+def _doc_ids(sim: xr.Dataset) -> np.ndarray | None:
+    return sim["doc_a"].values if "doc_a" in sim.coords else None
+
+
+class _GapStatistic:
+    """(same − cross) of mean LLMDcos over a layer range, for any resample of the samples of each
+    domain given as multiplicities: a pair of draws (u, v) counts c_u·c_v times, pairs of one
+    sample with itself (and, with ``valid``, of one document) never."""
+
+    def __init__(self, gram_mean: np.ndarray, labels: np.ndarray, domains: list[str], valid: np.ndarray):
+        self.idx = {d: np.flatnonzero(labels == d) for d in domains}
+        self.domains = domains
+        self.blocks = {(a, b): gram_mean[np.ix_(self.idx[a], self.idx[b])] for a in domains for b in domains}
+        self.valid = {d: valid[np.ix_(self.idx[d], self.idx[d])] for d in domains}
+
+    def __call__(self, counts: dict[str, np.ndarray]) -> float:
+        same = []
+        for d in self.domains:
+            c = counts[d].astype(np.float64)
+            w = np.outer(c, c) * self.valid[d]
+            same.append((w * self.blocks[(d, d)]).sum() / w.sum() if w.sum() > 0 else np.nan)
+        cross = [counts[a] @ self.blocks[(a, b)] @ counts[b] / (counts[a].sum() * counts[b].sum())
+                 for a, b in itertools.combinations(self.domains, 2)]
+        return float(np.mean(same) - np.mean(cross))
+
+
 def finding2(sim: xr.Dataset, domains: list[str], shallow, deep, n_boot=1000, seed=0) -> dict:
+    gram, labels, docs = sim["llmdcos"].values, sim["domain_a"].values, _doc_ids(sim)
+    n = {d: int((labels == d).sum()) for d in domains}
     rng = np.random.default_rng(seed)
-    values = paper_protocol_values(sim, domains)
 
-    def stat(vals):
-        same = np.mean([vals[(d, d)].mean(1) for d in domains], axis=0)  # (layer,)
-        cross = np.mean([v.mean(1) for (a, b), v in vals.items() if a != b], axis=0)
-        gap = same - cross
-        return gap[deep].mean() - gap[shallow].mean(), same, cross
+    def drop(valid: np.ndarray) -> tuple[float, list[float]]:
+        deep_gap = _GapStatistic(gram[deep].mean(0), labels, domains, valid)
+        shallow_gap = _GapStatistic(gram[shallow].mean(0), labels, domains, valid)
+        ones = {d: np.ones(k) for d, k in n.items()}
+        point = deep_gap(ones) - shallow_gap(ones)
+        draws = {d: multiplicities(k, n_boot, rng) for d, k in n.items()}
+        boots = [deep_gap({d: draws[d][r] for d in domains}) - shallow_gap({d: draws[d][r] for d in domains})
+                 for r in range(n_boot)]
+        return point, interval(boots)
 
-    point, same, cross = stat(values)
-    boots = []
-    for _ in range(n_boot):
-        resampled = {k: v[:, rng.integers(0, v.shape[1], v.shape[1])] for k, v in values.items()}
-        boots.append(stat(resampled)[0])
-    ci = interval(np.asarray(boots))
-    all_means = domain_means(sim["llmdcos"].values, sim["domain_a"].values, domains, "all")
+    independent = valid_pairs(labels, docs)
+    value, ci = drop(independent)
+    with_same_doc, ci_with_same_doc = drop(valid_pairs(labels, None))
+    all_means = domain_means(gram, labels, domains, "all", docs)
+    same = np.nanmean([all_means[:, i, i] for i in range(len(domains))], axis=0)  # (layer,)
     off = ~np.eye(len(domains), dtype=bool)
+    cross = all_means[:, off].mean(1) if len(domains) > 1 else np.full(len(same), np.nan)
+    same_doc_pairs = {d: int((~independent[np.ix_(labels == d, labels == d)] & ~np.eye(n[d], dtype=bool)).sum() // 2)
+                      for d in domains}
+    paper = domain_means(gram, labels, domains, "paper")
+    why = undefined_because(domains=len(domains) + 2, samples_per_domain=min(n.values())) if len(domains) >= 2 else         "needs at least 2 domains"
+    usable = {d: int((independent[np.ix_(labels == d, labels == d)]).sum() // 2) for d in domains}
+    if not why and min(usable.values()) < 1:
+        why = "a domain has no pair of samples from different documents"
     return {
         "claim": "cross-domain LLMDcos falls in deep layers relative to same-domain LLMDcos",
-        "statistic": "(same - cross)_deep - (same - cross)_shallow of mean LLMDcos, paper pairing",
-        "value": float(point),
+        "statistic": "(same - cross)_deep - (same - cross)_shallow of mean LLMDcos over all sample pairs "
+                     "(same-domain pairs from different documents)",
+        "value": float(value),
         "ci95": ci,
-        "holds": bool(ci[0] > 0),
+        "holds": None if why else bool(ci[0] > 0),
+        "undefined": why,
+        "rule": "holds when the 95% interval of the drop lies above 0; the interval resamples samples within "
+                "each domain and rebuilds all pairs",
         "same_domain_shallow": float(same[shallow].mean()),
         "same_domain_deep": float(same[deep].mean()),
         "cross_domain_shallow": float(cross[shallow].mean()),
         "cross_domain_deep": float(cross[deep].mean()),
-        "all_pairs_protocol": {
-            "same_shallow": float(np.mean([all_means[shallow, i, i].mean() for i in range(len(domains))])),
-            "same_deep": float(np.mean([all_means[deep, i, i].mean() for i in range(len(domains))])),
-            "cross_shallow": float(all_means[shallow][:, off].mean()),
-            "cross_deep": float(all_means[deep][:, off].mean()),
+        "with_same_document_pairs": {"value": float(with_same_doc), "ci95": ci_with_same_doc},
+        "same_document_pairs_removed": same_doc_pairs,
+        "same_domain_pairs_used": usable,
+        "paper_pairing": {
+            "same_shallow": float(np.nanmean([paper[shallow, i, i].mean() for i in range(len(domains))])),
+            "same_deep": float(np.nanmean([paper[deep, i, i].mean() for i in range(len(domains))])),
+            "cross_shallow": float(paper[shallow][:, off].mean()) if len(domains) > 1 else None,
+            "cross_deep": float(paper[deep][:, off].mean()) if len(domains) > 1 else None,
         },
-        "n_pairs_per_domain_pair": {f"{a}|{b}": int(v.shape[1]) for (a, b), v in values.items()},
+        "n_samples": n,
         "n_bootstrap": n_boot,
     }
 
 
 def finding3(sim: xr.Dataset, domains: list[str], relevance: np.ndarray, shallow, deep, n_perm=10000, seed=0) -> dict:
-    means = domain_means(sim["llmdcos"].values, sim["domain_a"].values, domains, "all")
+    means = domain_means(sim["llmdcos"].values, sim["domain_a"].values, domains, "all", _doc_ids(sim))
     iu = np.triu_indices(len(domains), 1)
-    deep_sim = means[deep].mean(0)[iu]
-    shallow_sim = means[shallow].mean(0)[iu]
+    deep_sim, shallow_sim = means[deep].mean(0)[iu], means[shallow].mean(0)[iu]
     rel = relevance[iu]
-    with warnings.catch_warnings():  # a constant input gives nan, reported as such
-        warnings.simplefilter("ignore")
-        rho_deep = spearmanr(deep_sim, rel)
-        rho_shallow = spearmanr(shallow_sim, rel)
-    # Mantel test: permute the domain labels of the relevance matrix
-    rng = np.random.default_rng(seed)
-    deep_mat = means[deep].mean(0)
-    hits = 0
-    for _ in range(n_perm):
-        p = rng.permutation(len(domains))
-        if spearmanr(deep_mat[iu], relevance[p][:, p][iu]).statistic >= rho_deep.statistic:
-            hits += 1
-    mantel_p = (hits + 1) / (n_perm + 1)
-    note = None if len(rel) >= 3 else "undefined: a rank correlation needs at least 3 domain pairs (3 domains)"
-    return {
-        "note": note,
-        "claim": "deep-layer LLMDcos between domains tracks how related the domains are",
+    base = {
+        "claim": "deep-layer LLMDcos between domains tracks how related the domains are, more than shallow-layer LLMDcos",
         "relevance": "1 - Jensen-Shannon distance of token unigram distributions of the scored windows",
         "statistic": "Spearman rho(deep-layer mean LLMDcos, relevance) over cross-domain pairs",
-        "value": float(rho_deep.statistic),
-        "p_value": float(rho_deep.pvalue),
-        "mantel_p_value": float(mantel_p),
+        "rule": "holds when rho_deep > 0 with Mantel p < 0.05 and rho_deep - rho_shallow > 0 with permutation p < 0.05 "
+                "(domain labels of the relevance matrix permuted; an undefined shallow rho, a flat profile, counts as 0)",
         "n_pairs": int(len(rel)),
-        "shallow_rho": float(rho_shallow.statistic),
-        "shallow_p_value": float(rho_shallow.pvalue),
-        "holds": bool(rho_deep.statistic > 0 and mantel_p < 0.05 and rho_deep.statistic > rho_shallow.statistic),
         "n_permutations": n_perm,
+    }
+    if len(rel) < 3:
+        return {**base, "value": None, "p_value": None, "mantel_p_value": None, "shallow_rho": None,
+                "difference": None, "difference_p_value": None, "holds": None,
+                "undefined": f"n too small: {len(rel)} domain pair(s); a rank correlation needs at least 3 (3 domains)"}
+    rho_deep, p_deep = spearman(deep_sim, rel)
+    rho_shallow, p_shallow = spearman(shallow_sim, rel)
+    diff = rho_deep - np.nan_to_num(rho_shallow)
+    rng = np.random.default_rng(seed)
+    null_deep, null_diff = [], []
+    for _ in range(n_perm):
+        p = rng.permutation(len(domains))
+        r = relevance[p][:, p][iu]
+        rd, rs = spearman(deep_sim, r)[0], spearman(shallow_sim, r)[0]
+        null_deep.append(rd)
+        null_diff.append(rd - np.nan_to_num(rs))
+    mantel_p, diff_p = permutation_p(rho_deep, null_deep), permutation_p(diff, null_diff)
+    why = None if np.isfinite(rho_deep) else "deep-layer similarity or relevance is constant across domain pairs"
+    return {
+        **base,
+        "value": rho_deep,
+        "p_value": p_deep,
+        "mantel_p_value": mantel_p,
+        "shallow_rho": rho_shallow,
+        "shallow_p_value": p_shallow,
+        "difference": float(diff),
+        "difference_p_value": diff_p,
+        "holds": None if why else bool(rho_deep > 0 and mantel_p < ALPHA and diff > 0 and diff_p < ALPHA),
+        "undefined": why,
     }
 
 
 def write_findings(densities, similarity, samples, out_dir, job, log=print) -> dict:
-    """The findings job (``job``: ``actpat.settings.FindingsJob``): read the reductions, compute
+    """The findings job (``job``: ``actpat.settings.AnalysisJob``): read the reductions, compute
     findings 1–3, write findings.json, tidy CSVs and figures."""
     a = job.analysis
-    threshold, multiple, shallow, deep, n_boot, seed = (a.density_threshold, a.density_multiple, a.shallow_layers,
-                                                        a.deep_layers, a.bootstrap, job.seed)
+    threshold, multiple, n_boot, seed = a.density_threshold, a.density_multiple, a.bootstrap, job.seed
     from pathlib import Path
 
     from actpat import plots
@@ -202,7 +251,7 @@ def write_findings(densities, similarity, samples, out_dir, job, log=print) -> d
     model = sim.attrs["model"]
     domains = list(dens)
     n_layers = sim.sizes["layer"]
-    sh, dp = layer_range(*shallow, n_layers), layer_range(*deep, n_layers)
+    sh, dp = a.shallow(n_layers), a.deep(n_layers)
 
     rel_domains, rel = token_relevance({open_samples(p).attrs["domain"]: p for p in samples})
     order = [rel_domains.index(d) for d in domains]
@@ -233,7 +282,7 @@ def write_findings(densities, similarity, samples, out_dir, job, log=print) -> d
                 for layer, v in enumerate(ds[var].sel({dim: val}).values):
                     rows.append({"domain": d, "definition": f"{var}:{val:g}", "layer": layer, "share": float(v)})
     pd.DataFrame(rows).to_csv(out_dir / "density.csv", index=False)
-    means = {p: domain_means(sim["llmdcos"].values, sim["domain_a"].values, domains, p) for p in ("all", "paper")}
+    means = {p: domain_means(sim["llmdcos"].values, sim["domain_a"].values, domains, p, _doc_ids(sim)) for p in ("all", "paper")}
     rows = [
         {"protocol": p, "layer": layer, "domain_a": a, "domain_b": b, "mean_llmdcos": float(m[layer, i, j])}
         for p, m in means.items() for layer in range(n_layers)
@@ -264,11 +313,17 @@ def write_findings(densities, similarity, samples, out_dir, job, log=print) -> d
     plots.relevance_scatter(
         rel[iu], deep_m[iu], shallow_m[iu], [f"{domains[i]}–{domains[j]}" for i, j in zip(*iu)],
         figs / "finding3_relevance",
-        f"Finding 3: Spearman rho deep {f3['value']:.2f} (p {f3['p_value']:.2g}, Mantel p {f3['mantel_p_value']:.2g}), "
-        f"shallow {f3['shallow_rho']:.2f}, n = {f3['n_pairs']} domain pairs — {model}",
+        f"Finding 3: Spearman rho deep {_num(f3['value'], '.2f')} (Mantel p {_num(f3['mantel_p_value'], '.2g')}), "
+        f"shallow {_num(f3['shallow_rho'], '.2f')}, difference p {_num(f3['difference_p_value'], '.2g')}, "
+        f"n = {f3['n_pairs']} domain pairs — {model}",
     )
     for key in ("finding1_density", "finding2_similarity", "finding3_relevance"):
         f = result[key]
-        log(f"{key}: {f['statistic']} = {f['value']:.4f} {f.get('ci95', '')} -> holds: {f['holds']}"
-            + (f" ({f['note']})" if f.get("note") else ""))
+        verdict = f"undefined ({f['undefined']})" if f["holds"] is None else f["holds"]
+        log(f"{key}: {f['statistic']} = {_num(f['value'], '.4f')} {f.get('ci95', '')} -> holds: {verdict}")
     return result
+
+
+def _num(x, fmt: str) -> str:
+    """A number for a title or a log line; 'undefined' for a statistic n cannot support."""
+    return "undefined" if x is None or not np.isfinite(x) else format(x, fmt)

@@ -236,14 +236,19 @@ def bag_of_tokens(token_ids: list[list[int]], first, second) -> np.ndarray:
     return cosine_rows(counts, first, second)
 
 
-def layer_ranges(n_layers: int) -> dict[str, tuple[int, int]]:
-    """The paper's layer ranges expressed relative to depth, plus its absolute [20, L−2)."""
-    out = {
-        "[L/2, L-2)": (n_layers // 2, n_layers - 2),
-        "[2L/3, L-2)": ((2 * n_layers) // 3, n_layers - 2),
-        "[L/3, L-2)": (n_layers // 3, n_layers - 2),
-        "[0, L)": (0, n_layers),
-    }
+def layer_ranges(analysis, n_layers: int) -> dict[str, tuple[int, int]]:
+    """Validation 3's layer ranges: ``deep`` and ``shallow`` as configured for the findings
+    (``analysis.deep_layers``, ``analysis.shallow_layers``; one definition,
+    ``actpat.settings.layer_range``), the paper's other relative ranges, and its absolute
+    [20, L−2) where the model is deep enough."""
+    from actpat.settings import layer_range
+
+    specs = {"deep": analysis.deep_layers, "shallow": analysis.shallow_layers, "[2L/3, L-2)": (2 / 3, -2),
+             "[L/3, L-2)": (1 / 3, -2), "[0, L)": (0, n_layers)}
     if n_layers > 22:
-        out["[20, L-2) (paper)"] = (20, n_layers - 2)
+        specs["[20, L-2) (paper)"] = (20, -2)
+    out = {}
+    for name, (a, b) in specs.items():
+        r = layer_range(a, b, n_layers)
+        out[name] = (int(r[0]), int(r[-1]) + 1)
     return out

@@ -43,27 +43,37 @@ def pair_measures(texts_path: Path, store_paths: list[Path]) -> dict:
     }
 
 
-def write_pairs_report(texts_path: Path, store_paths: list[Path], out_dir: Path, n_boot=1000, seed=0, log=print) -> dict:
+def write_pairs_report(job, texts_path: Path, store_paths: list[Path], out_dir: Path, log=print) -> dict:
+    """The pairs_report job (``job``: ``actpat.settings.AnalysisJob``). Pairs share texts (each
+    Lee document is in 49 of its 1,225 pairs), so intervals resample texts and p-values permute
+    text labels (``actpat.stats.dyadic_spearman``)."""
     from actpat import plots
     from actpat.provenance import code_version
+    from actpat.stats import dyadic_spearman, spearman_with_ci, undefined_because
 
     m = pair_measures(texts_path, store_paths)
-    rng = np.random.default_rng(seed)
+    n_boot = job.analysis.bootstrap
+    rng = np.random.default_rng(job.seed)
     human = m["human"]
+    first, second = m["texts"]["pair_first"].values, m["texts"]["pair_second"].values
+    n_texts = int(m["texts"].sizes["sample"])
+
+    def corr(x):
+        return dyadic_spearman(np.asarray(x, dtype=np.float64), human, first, second, n_texts, n_boot, rng)
+
     n_layers = m["llmdcos"].shape[0]
     rows = []
     for i in range(n_layers):
         for measure in ("llmdcos", "hidden_cos"):
-            rows.append({"layer": i, "measure": measure, **_flat(spearman_with_ci(m[measure][i], human, n_boot, rng))})
-    bot = spearman_with_ci(m["bag_of_tokens"], human, n_boot, rng)
+            rows.append({"layer": i, "measure": measure, **_flat(corr(m[measure][i]))})
+    bot = corr(m["bag_of_tokens"])
     rows.append({"layer": -1, "measure": "bag_of_tokens", **_flat(bot)})
     by_layer = pd.DataFrame(rows)
     ranges = []
-    for name, (a, b) in layer_ranges(n_layers).items():
+    for name, (a, b) in layer_ranges(job.analysis, n_layers).items():
         for measure in ("llmdcos", "hidden_cos"):
             summed = m[measure][a:b].sum(0)  # the authors sum per-layer values over the range
-            ranges.append({"range": name, "start": a, "stop": b, "measure": measure,
-                           **_flat(spearman_with_ci(summed, human, n_boot, rng))})
+            ranges.append({"range": name, "start": a, "stop": b, "measure": measure, **_flat(corr(summed))})
     ranges = pd.DataFrame(ranges)
 
     out_dir = Path(out_dir)
@@ -71,17 +81,26 @@ def write_pairs_report(texts_path: Path, store_paths: list[Path], out_dir: Path,
     by_layer.to_csv(out_dir / "spearman_by_layer.csv", index=False)
     ranges.to_csv(out_dir / "spearman_ranges.csv", index=False)
     name = m["texts"].attrs["domain"]
-    deep = layer_ranges(n_layers)["[L/2, L-2)"]
+    deep = layer_ranges(job.analysis, n_layers)["deep"]
+    deep_row = ranges[(ranges.range == "deep") & (ranges.measure == "llmdcos")].iloc[0]
+    why = undefined_because(texts=n_texts, pairs=len(human))
     summary = {
         "pair_set": name,
         "model": m["attrs"]["model"],
         "provenance": {k: m["attrs"].get(k) for k in ("seed", "seq_len", "target", "sketch_size", "checkpoint_sha256", "code_version")},
         "code_version": code_version(),
-        "n_texts": int(m["texts"].sizes["sample"]),
+        "n_texts": n_texts,
         "n_pairs": int(len(human)),
         "max_tokens": int(m["texts"].attrs["seq_len"]),
         "n_truncated": int(m["texts"].attrs.get("n_truncated", 0)),
+        "deep_layers": list(deep),
+        "claim": "deep-layer LLMDcos correlates with human similarity",
+        "rule": "holds when the 95% interval of Spearman rho (bootstrap over texts) lies above 0",
+        "holds": None if why else bool(np.isfinite(deep_row.ci_lo) and deep_row.ci_lo > 0),
+        "undefined": why,
         "ranges": ranges.to_dict(orient="records"),
+        # for comparison: the interval that treats pairs as independent (too narrow: pairs share texts)
+        "deep_interval_resampling_pairs": spearman_with_ci(m["llmdcos"][deep[0]:deep[1]].sum(0), human, n_boot, rng)["ci95"],
         "bag_of_tokens": bot,
         "best_layer_llmdcos": by_layer[by_layer.measure == "llmdcos"].sort_values("rho").iloc[-1].to_dict(),
         "best_layer_hidden_cos": by_layer[by_layer.measure == "hidden_cos"].sort_values("rho").iloc[-1].to_dict(),
@@ -92,12 +111,12 @@ def write_pairs_report(texts_path: Path, store_paths: list[Path], out_dir: Path,
     plots.pairs_rho_by_layer(by_layer, out_dir / "figures" / "rho_by_layer", f"{name} — {m['attrs']['model']}, n = {len(human)} pairs")
     plots.pairs_scatter(m["llmdcos"][deep[0]:deep[1]].mean(0), human, out_dir / "figures" / "scatter_deep",
                         f"{name}: mean LLMDcos over layers [{deep[0]}, {deep[1]}) vs human score — {m['attrs']['model']}")
-    deep_row = ranges[(ranges.range == "[L/2, L-2)") & (ranges.measure == "llmdcos")].iloc[0]
     log(f"{name}: Spearman rho of deep-layer LLMDcos with human scores = {deep_row.rho:.3f} "
-        f"[{deep_row.ci_lo:.3f}, {deep_row.ci_hi:.3f}], p = {deep_row.p_value:.2g}, n = {len(human)}; "
-        f"bag of tokens {bot['rho']:.3f}")
+        f"[{deep_row.ci_lo:.3f}, {deep_row.ci_hi:.3f}] (texts resampled), p = {deep_row.p_value:.2g}, "
+        f"n = {len(human)} pairs of {n_texts} texts; bag of tokens {bot['rho']:.3f}")
     return summary
 
 
 def _flat(d: dict) -> dict:
-    return {"rho": d["rho"], "p_value": d["p_value"], "ci_lo": d["ci95"][0], "ci_hi": d["ci95"][1], "n_pairs": d["n_pairs"]}
+    return {"rho": d["rho"], "p_value": d["p_value"], "ci_lo": d["ci95"][0], "ci_hi": d["ci95"][1], "n_pairs": d["n_pairs"],
+            "p_value_independent_pairs": d["p_value_independent_pairs"], "p_method": d["p_method"]}

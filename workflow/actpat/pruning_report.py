@@ -67,16 +67,25 @@ def validation1_table(runs: list[dict], dense: dict, general: str, n_boot: int, 
 
 
 def validation2(runs: list[dict], dense: dict, n_boot: int, seed: int) -> tuple[pd.DataFrame, dict]:
-    """Calibration × evaluation perplexity matrix and the diagonal statistics."""
-    calibs = sorted({r["calibration"] for r in runs})
+    """Calibration × evaluation perplexity matrix and the diagonal statistics. Rows are the
+    calibration domains in the configured order; columns the same domains in the same order (so the
+    matching calibration is the diagonal), then the other evaluation sets."""
+    calibs = list(dict.fromkeys(r["calibration"] for r in runs))
     by_cal = {r["calibration"]: r for r in runs}
-    evals = [e for e in dense["sets"] if all(e in by_cal[c]["sets"] for c in calibs)]
+    shared = [e for e in dense["sets"] if all(e in by_cal[c]["sets"] for c in calibs)]
+    evals = [c for c in calibs if c in shared] + [e for e in shared if e not in calibs]
     matrix = pd.DataFrame([[by_cal[c]["sets"][e]["perplexity"] for e in evals] for c in calibs], index=calibs, columns=evals)
     cols = [e for e in evals if e in calibs]
-    stats = {"calibration_domains": calibs, "evaluation_sets": evals, "columns_with_diagonal": cols}
+    stats = {"calibration_domains": calibs, "evaluation_sets": evals, "columns_with_diagonal": cols,
+             "rule": "holds when the matching calibration's mean log-perplexity advantage has its 95% interval below 0 "
+                     "and the count of columns where it is best has binomial p < 0.05"}
     if not cols or len(calibs) < 2:
         stats["note"] = "needs at least two calibration domains that are also evaluation sets"
+        stats["holds"], stats["undefined"] = None, "needs at least two calibration domains that are also evaluation sets"
         return matrix, stats
+    from actpat.stats import undefined_because
+
+    n_windows = min(len(by_cal[calibs[0]]["sets"][e]["window_nll"]) for e in cols)
     best = {e: bool(matrix[e].idxmin() == e) for e in cols}
     beats_mean = {e: bool(np.log(matrix.loc[e, e]) < np.log(matrix.loc[[c for c in calibs if c != e], e]).mean()) for e in cols}
     k, n, p_row = sum(best.values()), len(cols), 1.0 / len(calibs)
@@ -105,6 +114,10 @@ def validation2(runs: list[dict], dense: dict, n_boot: int, seed: int) -> tuple[
         "mean_log_ppl_advantage_ci95": interval(boot),
         "relative_ppl_advantage": float(np.exp(advantage()) - 1),
     })
+    why = undefined_because(windows_per_set=n_windows)
+    ci = stats["mean_log_ppl_advantage_ci95"]
+    stats["holds"] = None if why else bool(ci[1] < 0 and stats["p_value_binomial"] < 0.05)
+    stats["undefined"] = why
     return matrix, stats
 
 

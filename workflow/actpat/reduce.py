@@ -191,6 +191,7 @@ def similarity(paths: list[Path]) -> xr.Dataset:
     ref = stores[0]
     n_layers = ref.sizes["layer"]
     ids = np.concatenate([ds["sample"].values for ds in stores]).astype(object)
+    docs = np.concatenate([ds["doc_id"].values for ds in stores]).astype(object)
     norms = sample_norms(stores)
     gram = np.zeros((n_layers, len(ids), len(ids)), dtype=np.float32)
     for i in range(n_layers):
@@ -203,31 +204,49 @@ def similarity(paths: list[Path]) -> xr.Dataset:
             "sample_b": ids,
             "domain_a": ("sample_a", np.asarray(domains, dtype=object)),
             "domain_b": ("sample_b", np.asarray(domains, dtype=object)),
+            "doc_a": ("sample_a", docs),
+            "doc_b": ("sample_b", docs),
         },
         attrs={
             **{k: ref.attrs[k] for k in ("model", "seed", "seq_len", "target", "sketch_size", "checkpoint_sha256", "code_version")},
-            "estimator": "CountSketch inner product / exact norms (actpat.sketch)",
+            "estimator": "CountSketch inner product / exact norms (actpat.sketch), not clipped",
         },
     )
 
 
-def domain_means(gram: np.ndarray, labels: np.ndarray, domains: list[str], protocol: str) -> np.ndarray:
+def valid_pairs(labels: np.ndarray, docs: np.ndarray | None) -> np.ndarray:
+    """(n, n) which pairs of samples count as two independent inputs: not a sample with itself,
+    and (``docs`` given) not two windows of one document of a domain (those would inflate
+    same-domain similarity against the paper's independent prompts)."""
+    n = len(labels)
+    valid = ~np.eye(n, dtype=bool)
+    if docs is not None:
+        same_doc = (np.asarray(docs)[:, None] == np.asarray(docs)[None, :]) & (labels[:, None] == labels[None, :])
+        valid &= ~same_doc
+    return valid
+
+
+def domain_means(gram: np.ndarray, labels: np.ndarray, domains: list[str], protocol: str,
+                 docs: np.ndarray | None = None) -> np.ndarray:
     """(layer, domain, domain) mean LLMDcos from a (layer, n, n) matrix.
 
-    ``all``: every cross-domain pair; within a domain every pair of distinct samples.
+    ``all``: every cross-domain pair; within a domain every pair of distinct samples (with
+    ``docs``: from distinct documents; NaN for a domain without such a pair).
     ``paper``: sample i of A against sample i of B; within a domain, the first half against the
     second half (i against i + n/2), as the authors paired two independent draws.
     """
     out = np.full((gram.shape[0], len(domains), len(domains)), np.nan)
     idx = {d: np.flatnonzero(labels == d) for d in domains}
+    valid = valid_pairs(labels, docs)
     for a, da in enumerate(domains):
         for b, db in enumerate(domains):
             ia, ib = idx[da], idx[db]
             if protocol == "all":
                 block = gram[:, ia][:, :, ib]
                 if da == db:
-                    n = len(ia)
-                    out[:, a, b] = (block.sum((1, 2)) - np.trace(block, axis1=1, axis2=2)) / max(1, n * (n - 1))
+                    mask = valid[np.ix_(ia, ia)]
+                    if mask.any():
+                        out[:, a, b] = block[:, mask].mean(1)
                 else:
                     out[:, a, b] = block.mean((1, 2))
             else:

@@ -156,6 +156,35 @@ class Analysis:
     deep_layers: tuple[float, float]
     bootstrap: int
 
+    def shallow(self, n_layers: int):
+        return layer_range(*self.shallow_layers, n_layers)
+
+    def deep(self, n_layers: int):
+        return layer_range(*self.deep_layers, n_layers)
+
+
+def layer_range(start: float, stop: float, n_layers: int):
+    """Layers [start, stop) of a model with ``n_layers``: the one definition used by findings and
+    validation 3. A number strictly between -1 and 1 is a fraction of the depth, floored like the
+    paper's ``range(L // 2, L - 2)``; any other number is a layer index (negative: from the end).
+    (0.5, -2) is the paper's deep range [L/2, L−2)."""
+    import math
+
+    import numpy as np
+
+    def resolve(x: float) -> int:
+        if -1 < x < 1:
+            k = math.floor(abs(x) * n_layers)
+            return k if x >= 0 else n_layers - k
+        if x != int(x):
+            raise ValueError(f"layer bound {x} is neither a fraction in (-1, 1) nor a layer index")
+        return int(x) if x >= 0 else n_layers + int(x)
+
+    a, b = resolve(start), resolve(stop)
+    if not 0 <= a < b <= n_layers:
+        raise ValueError(f"layer range ({start:g}, {stop:g}) is empty for {n_layers} layers")
+    return np.arange(a, b)
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -286,7 +315,9 @@ class DensityJob:
 
 
 @dataclass(frozen=True)
-class FindingsJob:
+class AnalysisJob:
+    """Findings 1-3 and validation 3's report: their statistics and layer ranges."""
+
     analysis: Analysis
     seed: int
 
@@ -316,11 +347,12 @@ class PruningReportJob:
 @dataclass(frozen=True)
 class SummaryJob:
     model: ModelSpec
-    samples_per_domain: int
-    seq_len: int
+    samples: Samples
+    domains: dict[str, TextSource]
+    pairs: dict[str, PairSetSpec]
+    analysis: Analysis
     calibration: Calibration
-    eval_seq_len: int
-    eval_max_windows: int
+    evaluation: Evaluation
 
 
 @dataclass(frozen=True)
@@ -424,8 +456,8 @@ class Settings:
     def density_job(self) -> DensityJob:
         return DensityJob(self.analysis.mass_shares)
 
-    def findings_job(self) -> FindingsJob:
-        return FindingsJob(self.analysis, self.seed)
+    def analysis_job(self) -> AnalysisJob:
+        return AnalysisJob(self.analysis, self.seed)
 
     def pair_texts_job(self, name: str) -> PairTextsJob:
         return PairTextsJob(self.pairs[name], self.seed)
@@ -439,8 +471,8 @@ class Settings:
 
     def summary_job(self, model: str) -> SummaryJob:
         pr = self.pruning
-        return SummaryJob(self.models[model], self.samples.per_domain, self.samples.seq_len, pr.calibration,
-                          pr.evaluation.seq_len, pr.evaluation.max_windows)
+        return SummaryJob(self.models[model], self.samples, self.domains, self.pairs, self.analysis, pr.calibration,
+                          pr.evaluation)
 
 
 def n_shards(n: int, shard_size: int) -> int:

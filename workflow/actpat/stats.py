@@ -41,3 +41,81 @@ def spearman_with_ci(x: np.ndarray, y: np.ndarray, n_boot: int, rng: np.random.G
     rho, p = spearman(x, y)
     boots = [spearman(x[idx], y[idx])[0] for idx in resample(len(y), n_boot, rng)]
     return {"rho": rho, "p_value": p, "ci95": interval(boots), "n_pairs": int(len(y))}
+
+
+# ----------------------------------------------------------------------------------------------
+# When a statistic is defined
+
+# The smallest sample a bootstrap interval (and so a verdict) is computed from. With n items, a
+# resample repeats a single item with probability n**(1 - n): 1/2, 1/9, 1/64 for n = 2, 3, 4. Up to
+# n = 3 that is more than the 2.5% tail of a 95% interval, so the interval's bound is a degenerate
+# resample (the interval of one observation, [x, x], is the extreme case). Below this n a verdict
+# is "undefined (n too small)", never "yes" or "no".
+MIN_N = 4
+
+
+def undefined_because(**counts: int) -> str | None:
+    """Why a verdict is undefined: the first count below MIN_N (``n_samples=3`` → "n_samples = 3 <
+    4"), or None when every count is large enough."""
+    for name, n in counts.items():
+        if n < MIN_N:
+            return f"n too small: {name.replace('_', ' ')} = {n} < {MIN_N}"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Dependent data
+
+
+def multiplicities(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, n) how often each of n items is drawn in each bootstrap resample (a resample of
+    the items themselves, expressed as counts so that pair statistics can be rebuilt from them)."""
+    return np.stack([np.bincount(idx, minlength=n) for idx in resample(n, n_boot, rng)])
+
+
+def permutation_p(observed: float, null: np.ndarray) -> float:
+    """One-sided permutation p-value P(null >= observed), counting the observed arrangement
+    (Phipson & Smyth 2010); null replicates that are undefined (NaN) are left out. NaN when the
+    observed value is undefined."""
+    null = np.asarray(null, dtype=np.float64)
+    null = null[np.isfinite(null)]
+    if not np.isfinite(observed) or len(null) == 0:
+        return float("nan")
+    return float((1 + np.sum(null >= observed - 1e-12)) / (1 + len(null)))
+
+
+def _spearman_weighted(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    """Spearman's rho of the sample in which observation p appears w[p] times (midranks of the
+    expanded sample)."""
+    keep = w > 0
+    return spearman(np.repeat(x[keep], w[keep]), np.repeat(y[keep], w[keep]))[0]
+
+
+def dyadic_spearman(x: np.ndarray, y: np.ndarray, first: np.ndarray, second: np.ndarray, n_units: int, n_boot: int,
+                    rng: np.random.Generator, complete: bool | None = None) -> dict:
+    """Spearman's rho between two measures of pairs of units (texts) that share units.
+
+    Pairs sharing a text are not independent, so the interval resamples texts: a resample draws
+    texts with replacement and keeps every pair among the drawn texts, a pair counted as often as
+    the product of its texts' draws. The p-value (one-sided, rho > 0) permutes the text labels of
+    ``y`` when the pairs form a complete matrix (a Mantel test); otherwise it is the share of text
+    resamples with rho <= 0. The p-value that treats pairs as independent is kept for comparison."""
+    rho, p_independent = spearman(x, y)
+    counts = multiplicities(n_units, n_boot, rng)
+    boots = np.asarray([_spearman_weighted(x, y, c[first] * c[second]) for c in counts])
+    if complete is None:
+        complete = len(x) == n_units * (n_units - 1) // 2 and len({(min(a, b), max(a, b)) for a, b in zip(first, second)}) == len(x)
+    if complete:
+        matrix = np.full((n_units, n_units), np.nan)
+        matrix[first, second] = y
+        matrix[second, first] = y
+        null = np.asarray([spearman(x, matrix[perm[first], perm[second]])[0]
+                           for perm in (rng.permutation(n_units) for _ in range(n_boot))])
+        p, method = permutation_p(rho, null), "Mantel permutation of text labels (one-sided, rho > 0)"
+    else:
+        finite = boots[np.isfinite(boots)]
+        p = float((1 + np.sum(finite <= 0)) / (1 + len(finite))) if np.isfinite(rho) and len(finite) else float("nan")
+        method = "share of text resamples with rho <= 0 (one-sided)"
+    return {"rho": rho, "ci95": interval(boots), "p_value": p, "p_method": method,
+            "p_value_independent_pairs": p_independent, "n_pairs": int(len(x)), "n_texts": int(n_units),
+            "interval": "bootstrap over texts (pairs among the drawn texts)"}

@@ -235,10 +235,10 @@ _HELD: set[str] = set()
 
 @contextlib.contextmanager
 def exclusive(path: Path):
-    """Hold the write lock of the store at ``path`` while the body runs (an flock on a file beside
-    it, released when the process ends, however it ends). A second writer of the same store, e.g.
-    a run started after ``snakemake --unlock`` while the first still runs, stops with the holder's
-    pid and host. Re-entrant within a process."""
+    """Hold the write lock of the store at ``path`` while the body runs: an flock on a file beside
+    it, released when the process ends, however it ends, and removed when the body is done. A
+    second writer of the same store (a run started after ``snakemake --unlock`` while the first is
+    alive) stops with the holder's pid and host. Re-entrant within a process."""
     import fcntl
     import socket
     import time
@@ -249,20 +249,33 @@ def exclusive(path: Path):
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    lock = path.with_name(f".{path.name}.lock")
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
             raise StoreError(f"{path}: another job is writing this store ({holder}); wait for it to finish or stop it, "
                              "then rerun") from None
+        try:  # the file may have been removed by the holder that just released it: lock the current one
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
         _HELD.add(key)
         yield
     finally:
         _HELD.discard(key)
+        try:
+            os.unlink(lock)  # while still holding it: a waiting opener then sees a stale inode and retries
+        except FileNotFoundError:
+            pass
         os.close(fd)
 
 

@@ -55,7 +55,7 @@ rule findings:
         deep=report("results/{model}/figures/finding2_similarity_deep.png", caption="../report/finding2_deep.rst", category="2. Finding 2: similarity"),
         relevance_figure=report("results/{model}/figures/finding3_relevance.png", caption="../report/finding3.rst", category="3. Finding 3: relevance"),
     params:
-        settings=encode(S.findings_job()),
+        settings=encode(S.analysis_job()),
         out_dir=lambda w: f"results/{w.model}",
     log:
         "logs/{model}/findings.log",

@@ -34,7 +34,7 @@ rule pairs_report:
         rho=report("results/{model}/pairs/{pairset}/figures/rho_by_layer.png", caption="../report/validation3_rho.rst", category="6. Validation 3: human similarity", subcategory="{pairset}"),
         scatter=report("results/{model}/pairs/{pairset}/figures/scatter_deep.png", caption="../report/validation3_scatter.rst", category="6. Validation 3: human similarity", subcategory="{pairset}"),
     params:
-        settings=encode(S.bootstrap_job(S.analysis.bootstrap)),
+        settings=encode(S.analysis_job()),
         out_dir=lambda w: f"results/{w.model}/pairs/{w.pairset}",
     log:
         "logs/{model}/pairs_report/{pairset}.log",

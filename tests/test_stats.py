@@ -1,0 +1,86 @@
+"""The shared statistics: intervals that cover the truth as often as they claim, resampling that
+respects dependence between pairs, permutation p-values, and verdicts only where n allows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from actpat.stats import MIN_N, dyadic_spearman, interval, permutation_p, resample, spearman, spearman_with_ci, undefined_because
+
+
+def test_percentile_interval_covers_the_mean_about_95_percent_of_the_time():
+    """Repeated samples from a known distribution: the bootstrap interval of the mean contains the
+    true mean in about 95% of them (a wrong quantile level or a wrong resample would miss)."""
+    rng = np.random.default_rng(0)
+    hits = 0
+    reps = 300
+    for _ in range(reps):
+        x = rng.exponential(1.0, 60)  # true mean 1
+        lo, hi = interval(x[resample(len(x), 400, rng)].mean(1))
+        hits += lo <= 1.0 <= hi
+    assert 0.88 <= hits / reps <= 0.99, hits / reps
+
+
+def test_interval_of_undefined_replicates_is_undefined():
+    assert all(np.isnan(interval([np.nan, np.nan])))
+    assert interval([1.0, np.nan, 3.0] * 10) == pytest.approx([1.0, 3.0])
+
+
+def test_minimum_n_is_where_degenerate_resamples_leave_the_tail():
+    """n**(1 - n) is the chance that a resample repeats one item: above the 2.5% tail up to n = 3."""
+    assert all(n ** (1 - n) > 0.025 for n in range(2, MIN_N)) and MIN_N ** (1 - MIN_N) < 0.025
+    assert undefined_because(samples=3) == "n too small: samples = 3 < 4"
+    assert undefined_because(samples=4, windows=16) is None
+
+
+def test_permutation_p_counts_the_observed_arrangement():
+    assert permutation_p(5.0, np.array([1.0, 2.0, 3.0])) == pytest.approx(1 / 4)
+    assert permutation_p(2.0, np.array([1.0, 2.0, 3.0, np.nan])) == pytest.approx(3 / 4)
+    assert np.isnan(permutation_p(np.nan, np.array([1.0])))
+
+
+def _dyadic(n_texts: int, seed: int, effect: float):
+    """All pairs of n texts; each text has a latent value; the human score and the measure of a
+    pair both depend on its two texts (shared texts make pairs dependent)."""
+    rng = np.random.default_rng(seed)
+    t = rng.normal(size=n_texts)
+    u = effect * t + rng.normal(size=n_texts)
+    first, second = np.triu_indices(n_texts, 1)
+    human = t[first] + t[second] + 0.3 * rng.normal(size=len(first))
+    measure = u[first] + u[second] + 0.3 * rng.normal(size=len(first))
+    return measure, human, first, second
+
+
+def test_text_resampling_widens_the_interval_of_dependent_pairs():
+    """With 15 texts in 105 pairs the information is in the texts: resampling pairs as if
+    independent gives a far narrower interval than resampling texts."""
+    x, y, first, second = _dyadic(15, seed=1, effect=0.5)
+    rng = np.random.default_rng(0)
+    texts = dyadic_spearman(x, y, first, second, 15, 400, rng)
+    pairs = spearman_with_ci(x, y, 400, rng)
+    assert texts["rho"] == pytest.approx(spearman(x, y)[0])
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(texts["ci95"]) > 1.5 * width(pairs["ci95"])
+    assert texts["p_method"].startswith("Mantel")  # all pairs among the texts: label permutation
+
+
+def test_dyadic_p_value_is_calibrated_under_the_null():
+    """No relation between the measure and the human scores: the Mantel p-value is below 0.05 in
+    about 5% of data sets (pairs treated as independent would reject far more often)."""
+    rejections, naive = 0, 0
+    reps = 60
+    for seed in range(reps):
+        x, y, first, second = _dyadic(12, seed=100 + seed, effect=0.0)
+        res = dyadic_spearman(x, y, first, second, 12, 200, np.random.default_rng(seed))
+        rejections += res["p_value"] < 0.05
+        naive += res["p_value_independent_pairs"] / 2 < 0.05 and res["rho"] > 0
+    assert rejections / reps <= 0.15, rejections
+    assert naive > rejections
+
+
+def test_incomplete_pair_sets_use_the_text_bootstrap_p():
+    x, y, first, second = _dyadic(12, seed=3, effect=2.0)
+    keep = np.arange(0, len(first), 2)
+    res = dyadic_spearman(x[keep], y[keep], first[keep], second[keep], 12, 300, np.random.default_rng(0))
+    assert res["p_method"].startswith("share of text resamples") and res["p_value"] < 0.05 and res["ci95"][0] > 0
