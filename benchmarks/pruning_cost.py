@@ -1,7 +1,8 @@
 """Time and peak memory of calibration + pruning + evaluation (validations 1-2).
 
-Each configuration runs the workflow's own commands (``python -m actpat prune`` then
-``python -m actpat perplexity``) in a fresh process, so its peak RSS is its own:
+Each configuration runs the workflow's own commands (``python -m actpat prune``, which writes the
+mask, then ``python -m actpat perplexity`` on the dense checkpoint with the mask) in a fresh
+process, so its peak RSS is its own:
   * every method at one sparsity with the default calibration (16 windows of 256 tokens);
   * Wanda with 4, 16, 64 calibration windows: peak memory should grow only by the layer inputs
     kept for all windows (n x seq_len x hidden x 4 bytes, twice: inputs and outputs).
@@ -84,17 +85,17 @@ def main() -> None:
         tag = f"{method}-{structure.replace(':', 'of')}-{n_cal}"
         job = S.prune_job(PruningRun(method, structure, sparsity, None if method == "magnitude" else args.domain))
         prune = ["prune", "--settings", encode(job), "--model-dir", args.model_dir, "--model", "bench", "--threads",
-                 str(args.threads), "--device", "cpu", "--out-dir", str(work / tag / "checkpoint"),
+                 str(args.threads), "--device", "cpu", "--mask", str(work / tag / "mask.zarr"),
                  "--report", str(work / tag / "pruning.json")]
         if method != "magnitude":
             prune += ["--calibration", str(text("calibration", n_cal))]
         if method.startswith("wanda-density"):
             prune += ["--density", args.density]
         t_prune, m_prune = run(prune)
-        t_eval, m_eval = run(["perplexity", "--settings", encode(S.bootstrap_job(100)), "--model-dir",
-                              str(work / tag / "checkpoint"), "--sets", str(evalset), "--threads", str(args.threads),
-                              "--device", "cpu", "--out", str(work / tag / "perplexity.json")])
-        ppl = json.loads((work / tag / "perplexity.json").read_text())["sets"][args.domain]["perplexity"]
+        t_eval, m_eval = run(["perplexity", "--model-dir", args.model_dir, "--mask", str(work / tag / "mask.zarr"),
+                              "--windows", str(evalset), "--threads", str(args.threads), "--device", "cpu",
+                              "--out", str(work / tag / "perplexity.json")])
+        ppl = json.loads((work / tag / "perplexity.json").read_text())["perplexity"]
         rows.append((method, structure, n_cal, t_prune, m_prune, t_eval, m_eval, ppl))
         print(f"{method:18s} {structure:12s} {n_cal:5d} {t_prune:9.1f} {m_prune:9.0f} {t_eval:9.1f} {m_eval:9.0f} {ppl:9.2f}", flush=True)
 

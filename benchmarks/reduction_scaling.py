@@ -37,6 +37,7 @@ def make_store(path: Path, domain: str, shard: int, seed: int) -> None:
 
     from actpat.models import WeightLayout
     from actpat.scoring import SampleScores
+    from actpat.sketch import HASH_VERSION
     from actpat.store import write_scores
 
     rng = np.random.default_rng(seed)
@@ -54,7 +55,7 @@ def make_store(path: Path, domain: str, shard: int, seed: int) -> None:
                           "offset": ("sample", np.zeros(PER_SHARD, dtype=np.int64))},
                          coords={"sample": np.asarray(ids, dtype=object)})
     attrs = {"model": "synthetic", "checkpoint_sha256": "-", "seed": 1, "seq_len": 128, "target": "max_logit",
-             "dtype": "float32", "sketch_size": K, "sketch_seed": 0, "sketch_hash_version": 1, "domain": domain,
+             "dtype": "float32", "sketch_size": K, "sketch_seed": 0, "sketch_hash_version": HASH_VERSION, "domain": domain,
              "shard": shard, "code_version": "bench"}
     write_scores(path, layout, sums, samples, results, (2e-5, 2e-6), attrs)
 

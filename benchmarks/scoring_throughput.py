@@ -2,8 +2,10 @@
 
   (a) bare forward + backward of the max last-position logit, every parameter requiring grad
       and full logits: the floor any gradient method pays;
-  (b) actpat's scorer (ShardScorer: grads only for scored matrices, last-position logits only,
-      in-place |w·g| accumulated in fp32, per-sample statistics and the LLMDcos sketch);
+  (b) actpat's scorer (ShardScorer: no weight requires grad; per-sample weight gradients formed in
+      the backward pass from each module's input and output gradient, |w·g| reduced at once into
+      the fp32 sums, per-sample statistics and the LLMDcos sketch; last-position logits only),
+      at each batch size of --batch-sizes;
   (c) the authors' approach: for every sample, a copy of every weight's grad·w, concatenated per
       layer, then |·| accumulated into a running per-layer sum.
 
@@ -60,7 +62,8 @@ def run_one(args) -> dict:
     torch.manual_seed(0)
     model = build_model(args)
     vocab = model.config.vocab_size
-    samples = [torch.randint(100, vocab - 1, (1, args.seq_len), device=args.device) for _ in range(args.samples + 1)]
+    b = args.batch_size if args.approach == "actpat" else 1
+    samples = [torch.randint(100, vocab - 1, (b, args.seq_len), device=args.device) for _ in range(args.samples // b + 1)]
     cuda = args.device == "cuda"
     layout = weight_layout(model)
 
@@ -75,10 +78,10 @@ def run_one(args) -> dict:
 
     elif args.approach == "actpat":
         scoring = load_settings({"models": {"m": {"source": "smollm2"}}, "domains": {"d": {"source": "packaged", "name": "python-stdlib"}}}).scoring
-        scorer = ShardScorer(model, layout, scoring, cache_hashes=not cuda)
+        scorer = ShardScorer(model, layout, scoring)
 
         def step(ids):
-            scorer.score(ids)
+            scorer.score_batch(ids, [ids.shape[1]] * len(ids))
 
     else:  # authors
         weights = layer_weights(model, layout)
@@ -104,8 +107,9 @@ def run_one(args) -> dict:
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return {"approach": args.approach, "samples": args.samples, "seconds": elapsed,
-            "samples_per_s": args.samples / elapsed, "peak_gib": peak,
+    n = (len(samples) - 1) * b
+    return {"approach": args.approach if args.approach != "actpat" else f"actpat b={b}", "samples": n, "seconds": elapsed,
+            "samples_per_s": n / elapsed, "peak_gib": peak,
             "peak_kind": "cuda max allocated" if cuda else "process peak RSS"}
 
 
@@ -119,32 +123,41 @@ def main():
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-sizes", default="1,2,4,8", help="actpat's batch sizes to measure")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the whole comparison (machine drift)")
+    ap.add_argument("--batch-size", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--approach", choices=["bare", "actpat", "authors"], help=argparse.SUPPRESS)
     ap.add_argument("--json-out", help="also write the results as JSON")
     args = ap.parse_args()
     if args.approach:
         print(json.dumps(run_one(args)))
         return
-    rows = []
-    for approach in ("bare", "actpat", "authors"):
-        cmd = [sys.executable, __file__, "--approach", approach] + [
-            x for a, v in vars(args).items() if v is not None and a not in ("approach", "json_out")
-            for x in (f"--{a.replace('_', '-')}", str(v))
-        ]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode != 0:
-            sys.exit(f"{approach} failed:\n{out.stderr[-3000:]}")
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    base = rows[0]["seconds"]
+    configs = [("bare", 1)] + [("actpat", int(b)) for b in args.batch_sizes.split(",")] + [("authors", 1)]
     print(f"model={args.preset} device={args.device} dtype={args.dtype} seq_len={args.seq_len} "
           f"samples={args.samples} threads={args.threads}")
-    print(f"{'approach':<10} {'s/sample':>9} {'samples/s':>10} {'vs bare':>8} {'peak GiB':>9}")
-    for r in rows:
-        print(f"{r['approach']:<10} {r['seconds'] / r['samples']:>9.3f} {r['samples_per_s']:>10.3f} "
-              f"{r['seconds'] / base:>8.2f} {r['peak_gib']:>9.2f}")
-    a, b, c = (r["seconds"] for r in rows)
-    print(f"actpat / bare = {b / a:.2f} (target <= 1.25); authors / actpat = {c / b:.2f} (target >= 1.5); "
-          f"peak memory: {rows[0]['peak_kind']}")
+    rows = []
+    for rnd in range(args.rounds):
+        round_rows = []
+        for approach, b in configs:
+            cmd = [sys.executable, __file__, "--approach", approach, "--batch-size", str(b)] + [
+                x for a, v in vars(args).items()
+                if v is not None and a not in ("approach", "json_out", "batch_size", "batch_sizes", "rounds")
+                for x in (f"--{a.replace('_', '-')}", str(v))
+            ]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                sys.exit(f"{approach} failed:\n{out.stderr[-3000:]}")
+            round_rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        bare = round_rows[0]["seconds"] / round_rows[0]["samples"]
+        authors = round_rows[-1]["seconds"] / round_rows[-1]["samples"]
+        print(f"round {rnd + 1}:")
+        print(f"  {'approach':<13} {'s/sample':>9} {'samples/s':>10} {'vs bare':>8} {'authors/x':>10} {'peak GiB':>9}")
+        for r in round_rows:
+            per = r["seconds"] / r["samples"]
+            print(f"  {r['approach']:<13} {per:>9.3f} {r['samples_per_s']:>10.3f} {per / bare:>8.2f} "
+                  f"{authors / per:>10.2f} {r['peak_gib']:>9.2f}")
+        rows += round_rows
+    print(f"targets: actpat <= 0.8 x bare, authors/actpat >= 1.5, actpat peak <= bare peak ({rows[0]['peak_kind']})")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(rows, indent=2))
 

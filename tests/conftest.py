@@ -98,6 +98,15 @@ def smoke_run(tmp_path_factory):
     return where, run_snakemake(["--cores", "2", "--configfile", str(SMOKE)], cwd=where)
 
 
+@pytest.fixture(scope="session")
+def smoke_report(smoke_run):
+    """`snakemake --report report.html` of the smoke run: (path, completed process)."""
+    where, res = smoke_run
+    assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
+    rep = run_snakemake(["--configfile", str(SMOKE), "--report", "report.html"], cwd=where)
+    return where / "report.html", rep
+
+
 MINIMAL_CONFIG = {"models": {"m": {"source": "smollm2"}}, "domains": {"code": {"source": "packaged", "name": "python-stdlib"}}}
 
 

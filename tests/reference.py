@@ -8,11 +8,14 @@ import copy
 import torch
 
 
-def reference_scores(model, input_ids: torch.Tensor, target: str = "max_logit") -> dict[str, torch.Tensor]:
-    """{parameter name: |w * dD/dw|} for every 2-D parameter inside the decoder layers."""
+def reference_scores(model, input_ids: torch.Tensor, target: str = "max_logit", upcast: bool = True) -> dict[str, torch.Tensor]:
+    """{parameter name: |w * dD/dw|} for every 2-D parameter inside the decoder layers (in the
+    model's dtype when ``upcast`` is False, else in float32)."""
     ref = copy.deepcopy(model)
-    if ref.dtype != torch.float32:
+    if upcast and ref.dtype != torch.float32:
         ref = ref.float()
+    for p in ref.parameters():
+        p.requires_grad_(True)
     params = dict(ref.named_parameters())
     names = [n for n, p in params.items() if p.ndim == 2 and ".layers." in n]
     logits = ref(input_ids=input_ids).logits[0]
@@ -25,7 +28,7 @@ def reference_scores(model, input_ids: torch.Tensor, target: str = "max_logit") 
     out = {}
     for n, g in zip(names, grads):
         g = torch.zeros_like(params[n]) if g is None else g
-        out[n] = (g * params[n].detach()).abs()
+        out[n] = (g.float() * params[n].detach().float()).abs()
     return out
 
 
@@ -38,13 +41,25 @@ def llmdcos_exact(a, b) -> float:
     return float(np.abs(a * b).sum() / denom) if denom > 0 else float("nan")
 
 
-def sketch_dense(vector, layer: int, k: int, seed: int):
-    """The CountSketch of a whole layer vector at once, written from the hash definition (a
-    reference for the per-matrix path of the scorer)."""
+def sketch_dense(vector, layer: int, k: int, seed: int, shapes=None):
+    """The CountSketch of a whole layer vector (the layer's matrices flattened and concatenated in
+    ``shapes`` order; one 1 x n matrix by default), written from the hash's definition: weight
+    (r, c) of matrix j goes to bucket (b_r + b_c) mod k with sign s_r xor s_c, where b and s are the
+    high bits and the low bit of the row's and the column's 32-bit hash."""
     import numpy as np
 
-    from actpat.sketch import bucket_index, coordinate_hash
+    from actpat.sketch import axis_hash
 
-    idx = bucket_index(coordinate_hash(0, vector.size, layer, seed), k).long().numpy()
-    out = np.bincount(idx, weights=np.abs(vector).astype(np.float64), minlength=2 * k)
+    vector = np.abs(np.asarray(vector, dtype=np.float64)).ravel()
+    shapes = shapes or [(1, vector.size)]
+    out = np.zeros(2 * k)
+    pos = 0
+    for j, (rows, cols) in enumerate(shapes):
+        hr = axis_hash(rows, layer, j, 0, seed).numpy()
+        hc = axis_hash(cols, layer, j, 1, seed).numpy()
+        bucket = ((hr[:, None] >> 1) + (hc[None, :] >> 1)) % k
+        negative = (hr[:, None] & 1) ^ (hc[None, :] & 1)
+        idx = (bucket + k * negative).ravel()
+        out += np.bincount(idx, weights=vector[pos : pos + rows * cols], minlength=2 * k)
+        pos += rows * cols
     return (out[:k] - out[k:]).astype(np.float32)

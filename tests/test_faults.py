@@ -224,7 +224,7 @@ def test_out_of_memory_names_the_settings_to_lower(tiny_samples, tiny_checkpoint
     res = _actpat(score_shard_args(tiny_samples, 0, 2, tiny_checkpoint, out, sketch_size=2**40))
     last = res.stderr.strip().splitlines()[-1]
     assert res.returncode == 3
-    assert last.startswith("actpat error: out of memory in score-shard (") and "lower samples.seq_len" in last
+    assert last.startswith("actpat error: out of memory in score-shard (") and "lower resources.score_batch_size" in last
     assert not out.exists() and not list(tmp_path.glob(".shard.zarr.tmp-*"))
 
 

@@ -11,6 +11,7 @@ from actpat.settings import layer_range
 from actpat.models import WeightLayout
 from actpat.reduce import density, domain_means, mass_share, similarity, _hist
 from actpat.scoring import SampleScores
+from actpat.sketch import HASH_VERSION
 from actpat.store import StoreError, write_scores
 
 LAYOUT = WeightLayout("model.layers", 4, ("a", "b"), ((2, 3), (3, 2)))
@@ -43,7 +44,7 @@ def _write(path, scores, domain, ids, identity_sketch=True):
     samples = xr.Dataset({"doc_id": ("sample", np.asarray(ids, dtype=object)), "offset": ("sample", np.zeros(len(ids), dtype=np.int64))},
                          coords={"sample": np.asarray([f"{domain}:{i}" for i in ids], dtype=object)})
     attrs = {"model": "toy", "checkpoint_sha256": "x", "seed": 1, "seq_len": 8, "target": "max_logit", "dtype": "float32",
-             "sketch_size": 12, "sketch_seed": 0, "sketch_hash_version": 1, "domain": domain, "shard": 0, "code_version": "t"}
+             "sketch_size": 12, "sketch_seed": 0, "sketch_hash_version": HASH_VERSION, "domain": domain, "shard": 0, "code_version": "t"}
     write_scores(path, LAYOUT, sums, samples, results, THRESHOLDS, attrs, MULTIPLES)
 
 

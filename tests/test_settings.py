@@ -14,7 +14,6 @@ import yaml
 from actpat import methods, pairs, scoring, sources
 from actpat.config import load_schema
 from actpat.settings import (
-    BootstrapJob,
     DensityJob,
     AnalysisJob,
     PairTextsJob,
@@ -86,7 +85,7 @@ def test_defaults_come_from_the_schema_only():
 @pytest.mark.parametrize("config", [SHIPPED, yaml.safe_load(SMOKE.read_text())], ids=["shipped", "smoke"])
 def test_every_job_settings_survive_their_json(config):
     s = load_settings(config)
-    jobs = [s.analysis_job(), s.density_job(), s.bootstrap_job(100), s.pruning_report_job()]
+    jobs = [s.analysis_job(), s.density_job(), s.pruning_report_job()]
     jobs += [s.window_job("samples", d) for d in s.domains] + [s.window_job("calibration", d) for d in s.domains]
     jobs += [s.window_job("evaluation", d) for d in s.eval_sets] + [s.scoring_job(d) for d in s.scored]
     jobs += [s.pair_texts_job(p) for p in s.pairs] + [s.summary_job(m) for m in s.models]
@@ -94,8 +93,7 @@ def test_every_job_settings_survive_their_json(config):
     for job in jobs:
         assert decode(type(job), encode(job)) == job, job
     kinds = {type(j) for j in jobs}
-    assert {WindowJob, ScoringJob, DensityJob, AnalysisJob, PairTextsJob, BootstrapJob, PruneJob, PruningReportJob,
-            SummaryJob} <= kinds
+    assert {WindowJob, ScoringJob, DensityJob, AnalysisJob, PairTextsJob, PruneJob, PruningReportJob, SummaryJob} <= kinds
 
 
 def test_a_job_depends_only_on_its_own_settings():

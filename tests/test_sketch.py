@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from actpat.sketch import bucket_index, coordinate_hash, llmdcos, sketch_scores
+from actpat.sketch import bucket_index, coordinate_hash, llmdcos
 from reference import llmdcos_exact, sketch_dense
 
 
@@ -54,18 +54,22 @@ def test_fixed_hash_error_on_synthetic_vectors():
     assert np.abs(diag - 1).max() < bound and diag.max() > 1.0 > diag.min()
 
 
-def test_per_matrix_sketch_equals_whole_vector_sketch():
-    from actpat.models import WeightLayout
-    from actpat.sketch import LayerHasher
+def test_per_matrix_sketch_equals_the_definition():
+    """The scorer's path (per matrix, a batch at a time, indices from row and column hashes)
+    equals the sketch written from the hash's definition over the whole layer vector."""
+    from actpat.sketch import LayerHasher, finish, sketch_into
 
-    layout = WeightLayout("model.layers", 2, ("a", "b"), ((3, 4), (5, 2)))
+    shapes = ((3, 4), (5, 2))
     rng = np.random.default_rng(0)
-    mats = [torch.tensor(rng.random(s), dtype=torch.float32) for s in layout.shapes]
-    for cache in (True, False):
-        hasher = LayerHasher(layout, 8, seed=0, device="cpu", cache=cache)
-        got = sketch_scores(mats, hasher.layer(1), 8).numpy()
-        want = sketch_dense(np.concatenate([m.numpy().ravel() for m in mats]), layer=1, k=8, seed=0)
-        np.testing.assert_allclose(got, want, rtol=1e-6)
+    mats = [torch.tensor(rng.random((2, *s)), dtype=torch.float32) for s in shapes]  # a batch of 2
+    hasher = LayerHasher(shapes, 8, seed=0)
+    acc = torch.zeros(2, 16)
+    for j, m in enumerate(mats):
+        sketch_into(acc, m, hasher.index(1, j, "cpu"))
+    got = finish(acc).numpy()
+    for b in range(2):
+        want = sketch_dense(np.concatenate([m[b].numpy().ravel() for m in mats]), layer=1, k=8, seed=0, shapes=shapes)
+        np.testing.assert_allclose(got[b], want, rtol=1e-6)
 
 
 def test_estimate_is_unbiased_over_random_hashes():

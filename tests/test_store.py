@@ -58,8 +58,13 @@ def test_two_shards_sum_to_one_shard(runs):
         np.testing.assert_allclose(a[m].values + b[m].values, one[m].values, rtol=1e-6, atol=1e-12)
     both = xr.concat([a[["l1", "l2", "count_above", "zeros", "sketch", "target_value"]],
                       b[["l1", "l2", "count_above", "zeros", "sketch", "target_value"]]], dim="sample")
-    for v in both.data_vars:
-        np.testing.assert_array_equal(both[v].values, one[v].values)
+    # batches of 2 and of 4 round differently in the last bits (batched matrix products)
+    for v in ("l1", "l2", "target_value"):
+        np.testing.assert_allclose(both[v].values, one[v].values, rtol=1e-6)
+    sk = one["sketch"].values
+    np.testing.assert_allclose(both["sketch"].values, sk, rtol=1e-5, atol=1e-6 * np.abs(sk).max())
+    for v in ("count_above", "zeros"):
+        assert np.abs(both[v].values - one[v].values).max() <= 1
     assert list(both["sample"].values) == list(one["sample"].values)
     assert a.attrs["n_samples"] == 2 and one.attrs["n_samples"] == 4
 

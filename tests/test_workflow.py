@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import SMOKE, run_snakemake as run
+from conftest import SMOKE, run_snakemake as run, with_value
 
 
 @pytest.mark.parametrize("configfile", [None, SMOKE], ids=["shipped", "smoke"])
@@ -22,10 +22,15 @@ def test_dry_run_and_lint(configfile, tmp_path):
     assert counts["sample_domain"] == n_domains and counts["density"] == n_domains
     assert counts["score_shard"] == 2 * n_domains + (1 if configfile else 3) and counts["findings"] == 1
     assert counts["pairs_report"] == (1 if configfile else 2)
-    # validation 1: (methods x sparsities + N:M runs), validation 2: one run per other calibration domain
-    assert counts["prune"] == counts["perplexity"] == (5 + 1 if configfile else 5 * 3 + 2 + 7)
+    # validation 1: (methods x sparsities + N:M runs) on the general set; validation 2: one run per
+    # calibration domain (one of them shared with validation 1) on every domain's held-out text
+    n_runs = 5 + 1 if configfile else 5 * 3 + 2 + 7
+    assert counts["prune"] == n_runs
+    # one job per (model, set): runs of validation 1 alone on the general set, the n_domains runs of
+    # validation 2 (one shared with validation 1) on every domain
+    assert counts["perplexity"] == (n_runs - n_domains) + n_domains * n_domains == (8 if configfile else 80)
     assert counts["calibration_windows"] == counts["eval_windows"] == n_domains
-    assert counts["perplexity_dense"] == counts["pruning_report"] == 1
+    assert counts["perplexity_dense"] == n_domains and counts["pruning_report"] == 1
     lint = run(["--lint", *extra], cwd=tmp_path)
     assert lint.returncode == 0 and "good condition" in lint.stdout + lint.stderr, lint.stdout[-2000:]
 
@@ -78,7 +83,7 @@ def test_smoke_workflow_end_to_end(smoke_run):
     assert summary["provenance"]["code_version"] and summary["provenance"]["checkpoint_sha256"]
     assert {r["range"] for r in summary["ranges"]} >= {"deep", "shallow", "[2L/3, L-2)", "[20, L-2) (paper)"}
     assert summary["deep_layers"] == [15, 28] and summary["n_texts"] == 19
-    assert "texts" in next(r for r in summary["ranges"] if r["range"] == "deep")["p_method"]
+    assert "text resamples" in next(r for r in summary["ranges"] if r["range"] == "deep")["p_method"]
     table = (tmp_path / "results/smollm2-135m/pairs/words/spearman_by_layer.csv").read_text().splitlines()
     assert len(table) == 1 + 2 * 30 + 1  # header, (llmdcos, hidden_cos) x 30 layers, bag of tokens
     # validations 1-2 on the smoke run
@@ -92,34 +97,71 @@ def test_smoke_workflow_end_to_end(smoke_run):
     report = json.loads((run_dir / "pruning.json").read_text())
     assert len(report["layer_sparsity_actual"]) == 30 and abs(np.mean(report["layer_sparsity_target"]) - 0.5) < 1e-9
     assert report["calibration"]["windows"] == 2 and report["calibration"]["seq_len"] == 32
-    assert not (run_dir / "checkpoint").exists()  # temporary by default
+    _check_mask(tmp_path, run_dir, report)
     nm = json.loads((pr / "runs/code/wanda/2of4/0.5/pruning.json").read_text())
     assert nm["layer_sparsity_actual"] == [0.5] * 30
     summary = json.loads((pr / "summary.json").read_text())
     assert summary["validation2"]["n_columns"] == 2 and summary["validation2"]["calibration_domains"] == ["code", "medical"]
     v2 = pd.read_csv(pr / "validation2.csv", index_col=0)
     assert list(v2.index) == list(v2.columns[: len(v2.index)]) == ["code", "medical"]  # the diagonal is the matching pair
-    assert "perplexity medical: 100%|" in (tmp_path / "logs/smollm2-135m/perplexity/dense.log").read_text()
+    assert "perplexity medical: 100%|" in (tmp_path / "logs/smollm2-135m/perplexity/dense/medical.log").read_text()
     # a second run has nothing to do
     again = run(["--cores", "2", "--configfile", str(SMOKE), "-n"], cwd=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
 
     # adding a domain plans only that domain's jobs and the reductions over all domains
-    extra = tmp_path.parent / "extra.txt"
-    extra.write_text(" ".join(["A new domain of plain text, long enough for windows."] * 200))
+    extra = tmp_path.parent / "extra"
+    extra.mkdir()
+    for k in range(6):  # several documents: perplexity needs held-out ones
+        (extra / f"part{k}.txt").write_text(" ".join([f"Part {k} of a new domain of plain text, long enough."] * 40))
     cfg = yaml.safe_load(SMOKE.read_text())
-    cfg["domains"]["extra"] = {"source": "files", "paths": [str(extra)], "pack": True}
+    cfg["domains"]["extra"] = {"source": "files", "paths": [str(extra / "*.txt")], "pack": True}
     more = tmp_path.parent / "more.yaml"
     more.write_text(yaml.safe_dump(cfg))
     plan = run(["--cores", "2", "--configfile", str(more), "-n"], cwd=tmp_path)
     assert plan.returncode == 0, plan.stderr[-2000:]
-    # validation 2 gains a calibration row and an evaluation column: the runs calibrated on the
-    # other domains are evaluated on the new domain (their temporary checkpoints are made again)
+    # validation 2 gains a row (one prune: the new domain's model, on every set) and a column (each
+    # other validation-2 model and the dense one on the new set); nothing else is pruned or evaluated
     assert job_counts(plan.stdout + plan.stderr) == {
         "sample_domain": 1, "score_shard": 2, "density": 1, "similarity": 1, "findings": 1,
-        "calibration_windows": 1, "eval_windows": 1, "prune": 3, "perplexity": 3, "perplexity_dense": 1,
+        "calibration_windows": 1, "eval_windows": 1, "prune": 1, "perplexity": 3 + 2, "perplexity_dense": 1,
         "pruning_report": 1, "summary": 1, "all": 1, "total": 18}
-    assert "domain=extra" in plan.stdout + plan.stderr and "domain=code" not in plan.stdout + plan.stderr
+    out = plan.stdout + plan.stderr
+    assert "domain=extra" in out and "domain=code" not in out and "run=extra/wanda-density/unstructured/0.5" in out
+
+    # changing only pruning settings prunes again without scoring; only evaluation settings
+    # evaluates again without pruning; only the bootstrap redoes the report alone
+    def plan_with(**changes):
+        cfg = yaml.safe_load(SMOKE.read_text())
+        for path, value in changes.items():
+            with_value(cfg, path, value)
+        f = tmp_path.parent / "changed.yaml"
+        f.write_text(yaml.safe_dump(cfg))
+        res = run(["--cores", "2", "--configfile", str(f), "-n"], cwd=tmp_path)
+        assert res.returncode == 0, res.stderr[-2000:]
+        return job_counts(res.stdout + res.stderr)
+
+    alpha = plan_with(**{"pruning.ratios.alpha": 3.0})  # the density-derived runs: code (V1 and V2) and medical
+    assert alpha == {"prune": 2, "perplexity": 4, "pruning_report": 1, "summary": 1, "all": 1, "total": 9}
+    windows = plan_with(**{"pruning.evaluation.max_windows": 3})
+    assert windows == {"eval_windows": 2, "perplexity": 8, "perplexity_dense": 2, "pruning_report": 1, "summary": 1,
+                       "all": 1, "total": 15}
+    assert plan_with(**{"pruning.evaluation.bootstrap": 200}) == {"pruning_report": 1, "summary": 1, "all": 1, "total": 3}
+
+
+def _check_mask(where, run_dir, report):
+    """The pruned model is the dense checkpoint plus the run's mask: applying the mask gives the
+    reported sparsity, and the stored bits are 17 MB, not a checkpoint."""
+    from actpat.models import load_checkpoint, weight_layout
+    from actpat.pruning import apply_mask
+    from actpat.store import open_mask
+
+    mask = open_mask(run_dir / "mask.zarr")
+    assert mask.attrs["run"] == "code/wanda-owl/unstructured/0.5" == report["run"]
+    model, _, _ = load_checkpoint(where / "resources/models/smollm2-135m")
+    assert apply_mask(model, weight_layout(model), mask) == pytest.approx(report["overall_sparsity"], abs=1e-12)
+    size = sum(f.stat().st_size for f in (run_dir / "mask.zarr").rglob("*") if f.is_file())
+    assert size < 20e6 and not (run_dir / "checkpoint").exists()
 
 
 def job_counts(text: str) -> dict[str, int]:
@@ -161,14 +203,13 @@ def test_local_gpu_jobs_are_capped_at_visible_gpus(smoke_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_html_report_and_summary_of_the_smoke_run(smoke_run):
+def test_html_report_and_summary_of_the_smoke_run(smoke_run, smoke_report):
     """`snakemake --report` on the smoke run holds every figure and table with its caption, grouped
     by finding; SUMMARY.md has a row for each finding and validation with the paper's number."""
     where, res = smoke_run
-    assert res.returncode == 0
-    rep = run(["--configfile", str(SMOKE), "--report", "report.html"], cwd=where)
+    path, rep = smoke_report
     assert rep.returncode == 0, (rep.stdout + rep.stderr)[-2000:]
-    html = (where / "report.html").read_text()
+    html = path.read_text()
     expected = [
         "finding1_density.png", "density.csv", "finding2_similarity_boxplots.png", "finding2_similarity_deep.png",
         "similarity.csv", "finding3_relevance.png", "relevance.csv", "validation1_perplexity.png", "validation1.csv",

@@ -55,7 +55,8 @@ def cmd_windows(a) -> None:
 def cmd_score_shard(a) -> None:
     from actpat.scoring import score_shard
 
-    score_shard(a.settings, Path(a.samples), a.shard, Path(a.model_dir), a.model, a.device, a.threads, Path(a.out), log=log.info)
+    score_shard(a.settings, Path(a.samples), a.shard, Path(a.model_dir), a.model, a.device, a.threads, Path(a.out),
+                a.batch_size, log=log.info)
 
 
 def cmd_sample_pairs(a) -> None:
@@ -91,20 +92,21 @@ def cmd_findings(a) -> None:
 def cmd_prune(a) -> None:
     from actpat.pruning import prune_checkpoint
 
-    prune_checkpoint(a.settings, Path(a.model_dir), a.model, a.calibration, a.density, Path(a.out_dir), Path(a.report),
+    prune_checkpoint(a.settings, Path(a.model_dir), a.model, a.calibration, a.density, Path(a.mask), Path(a.report),
                      a.device, a.threads, log=log.info)
 
 
 def cmd_perplexity(a) -> None:
     from actpat.evaluate import write_perplexity
 
-    write_perplexity(a.settings, Path(a.model_dir), _paths(a.sets), Path(a.out), a.device, a.threads, log=log.info)
+    write_perplexity(Path(a.model_dir), Path(a.mask) if a.mask else None, Path(a.windows), Path(a.out),
+                     a.device, a.threads, log=log.info)
 
 
 def cmd_pruning_report(a) -> None:
     from actpat.pruning_report import write_pruning_report
 
-    write_pruning_report(a.settings, _paths(a.v1_runs), _paths(a.v2_runs), Path(a.dense), Path(a.out_dir), log=log.info)
+    write_pruning_report(a.settings, _paths(a.runs), Path(a.dense), Path(a.out_dir), log=log.info)
 
 
 def cmd_summary(a) -> None:
@@ -141,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                 ("--samples", {**opt, "help": "evaluation windows: the domain's samples store (its held-out ids)"}))
     command("score-shard", cmd_score_shard, "ScoringJob", "score one shard of a domain's samples into a Zarr store",
             ("--samples", one), ("--shard", {"type": int, "required": True}), ("--model-dir", one), ("--model", one),
-            *runtime, ("--out", one))
+            *runtime, ("--batch-size", {"type": int, "default": None, "help": "samples per pass (default: by device)"}),
+            ("--out", one))
     command("sample-pairs", cmd_sample_pairs, "PairTextsJob", "validation 3: tokenize a pair set's distinct texts",
             ("--model-dir", one), ("--out", one))
     command("pairs-report", cmd_pairs_report, "AnalysisJob", "validation 3: LLMDcos per layer against human scores",
@@ -154,11 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
             ("--density", many), ("--similarity", one), ("--samples", many), ("--out-dir", one))
     command("prune", cmd_prune, "PruneJob", "validations 1-2: prune the scored matrices of a model",
             ("--model-dir", one), ("--model", one), ("--calibration", opt), ("--density", opt), *runtime,
-            ("--out-dir", {**one, "help": "the pruned checkpoint"}), ("--report", one))
-    command("perplexity", cmd_perplexity, "BootstrapJob", "validations 1-2: perplexity of a checkpoint",
-            ("--model-dir", one), ("--sets", {**many, "help": "evaluation windows stores"}), *runtime, ("--out", one))
+            ("--mask", {**one, "help": "the mask store (the pruned model)"}), ("--report", one))
+    command("perplexity", cmd_perplexity, None, "validations 1-2: perplexity of a model on an evaluation set",
+            ("--model-dir", one), ("--mask", {**opt, "help": "a pruning run's mask store (none: the dense model)"}),
+            ("--windows", {**one, "help": "the evaluation windows store"}), *runtime, ("--out", one))
     command("pruning-report", cmd_pruning_report, "PruningReportJob", "validations 1-2: tables and figures",
-            ("--v1-runs", many), ("--v2-runs", {"nargs": "*", "default": []}), ("--dense", one), ("--out-dir", one))
+            ("--runs", {**many, "help": "run directories (pruning.json, perplexity/<set>.json)"}),
+            ("--dense", {**one, "help": "the dense model's directory (perplexity/<set>.json)"}), ("--out-dir", one))
     command("summary", cmd_summary, "SummaryJob", "SUMMARY.md: every finding and validation against the paper",
             ("--findings", opt), ("--pairs", {"nargs": "*", "default": []}), ("--pruning", opt), ("--out", one))
     return parser
@@ -166,8 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # what to lower when a job runs out of memory (the rule's memory also grows with each retry)
 OOM_HINTS = {
-    "score-shard": "lower samples.seq_len, use scoring.compute_dtype: bfloat16, lower scoring.sketch_size, or raise "
-                   "resources.score_mem_mb (samples.shard_size only shortens the job: samples are scored one at a time)",
+    "score-shard": "lower resources.score_batch_size or samples.seq_len, use scoring.compute_dtype: bfloat16, lower "
+                   "scoring.sketch_size, or raise resources.score_mem_mb (samples.shard_size only shortens the job)",
     "prune": "lower pruning.calibration.windows or pruning.calibration.seq_len, or raise pruning.mem_mb",
     "perplexity": "lower pruning.evaluation.seq_len, or raise pruning.mem_mb",
 }

@@ -49,39 +49,53 @@ def bootstrap_perplexity(nll: np.ndarray, count: np.ndarray, n_boot: int, seed: 
     return interval(np.exp(nll[idx].sum(1) / count[idx].sum(1)))
 
 
-def write_perplexity(job, model_dir: Path, window_stores: list[Path], out: Path, device: str, threads: int,
+def write_perplexity(model_dir: Path, mask: Path | None, windows_store: Path, out: Path, device: str, threads: int,
                      log=print) -> None:
-    """The perplexity job (``job``: ``actpat.settings.BootstrapJob``): a checkpoint's perplexity on
-    each evaluation set (named by its windows store), with the per-window NLL."""
+    """The perplexity job: one model (the dense checkpoint, or it with a pruning run's mask
+    applied) on one evaluation set, with the NLL of every window, so that models evaluated on the
+    same windows compare pair by pair. It depends on no setting: intervals are the report's."""
     import sys
     import time
 
     from tqdm import tqdm
 
-    from actpat.models import load_checkpoint, pick_device
+    from actpat.models import load_checkpoint, pick_device, weight_layout
     from actpat.provenance import code_version
-    from actpat.store import open_samples, write_json
+    from actpat.store import open_mask, open_samples, write_json
 
     torch.set_num_threads(threads)
     device = pick_device(device)
     t0 = time.time()
     model, _, checkpoint = load_checkpoint(model_dir, "float32", device)
-    out_json = {"model_dir": str(model_dir), "pruning": checkpoint.get("pruning"), "code_version": code_version(),
-                "device": device, "sets": {}}
-    for path in window_stores:
-        windows = open_samples(path)
-        name = windows.attrs["domain"]
-        tokens = windows["token_ids"].values
-        bar = tqdm(total=len(tokens), desc=f"perplexity {name}", unit="window", file=sys.stderr, mininterval=5, ascii=True)
-        nll, count = window_nll(model, tokens, device, progress=lambda j: bar.update(1))
-        bar.close()
-        ppl = perplexity(nll, count)
-        ci = bootstrap_perplexity(nll, count, job.bootstrap, job.seed)
-        out_json["sets"][name] = {
-            "perplexity": ppl, "ci95": ci, "seq_len": int(tokens.shape[1]), "n_windows": int(len(tokens)),
-            "tokens_predicted": int(count.sum()), "window_nll": nll, "window_tokens": count,
-            "source": windows.attrs["source"], "held_out_only": windows.attrs.get("held_out_only"),
-            "window_ids": windows["sample"].values.tolist()}
-        log(f"{name}: perplexity {ppl:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] over {len(tokens)} windows of {tokens.shape[1]} tokens")
-    out_json["seconds"] = time.time() - t0
-    write_json(out_json, out)
+    run = None
+    if mask is not None:
+        from actpat.pruning import apply_mask
+
+        masks = open_mask(mask)
+        if masks.attrs["checkpoint_sha256"] != _json(checkpoint["checkpoint_sha256"]):
+            raise EvaluationError(f"{mask}: made for another checkpoint than {model_dir}")
+        share = apply_mask(model, weight_layout(model), masks)
+        run = masks.attrs["run"]
+        log(f"applied {mask}: {100 * share:.2f}% of the scored weights pruned")
+    windows = open_samples(windows_store)
+    name = windows.attrs["domain"]
+    tokens = windows["token_ids"].values
+    bar = tqdm(total=len(tokens), desc=f"perplexity {name}", unit="window", file=sys.stderr, mininterval=5, ascii=True)
+    nll, count = window_nll(model, tokens, device, progress=lambda j: bar.update(1))
+    bar.close()
+    ppl = perplexity(nll, count)
+    write_json({
+        "run": run or "dense", "set": name, "perplexity": ppl, "seq_len": int(tokens.shape[1]),
+        "n_windows": int(len(tokens)), "tokens_predicted": int(count.sum()), "window_nll": nll, "window_tokens": count,
+        "source": windows.attrs["source"], "held_out_only": windows.attrs.get("held_out_only"),
+        "window_ids": windows["sample"].values.tolist(), "checkpoint_sha256": checkpoint["checkpoint_sha256"],
+        "code_version": code_version(), "device": device, "seconds": time.time() - t0,
+    }, out)
+    log(f"{run or 'dense'} on {name}: perplexity {ppl:.3f} over {len(tokens)} windows of {tokens.shape[1]} tokens "
+        f"in {time.time() - t0:.1f}s")
+
+
+def _json(obj) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True)

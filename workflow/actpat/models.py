@@ -192,16 +192,27 @@ def prepare_checkpoint(source: ModelSource, out_dir: Path, dtype: str = "float32
     return provenance
 
 
-def load_checkpoint(path: Path, dtype: str = "float32", device: str = "cpu"):
-    """Load a checkpoint written by ``prepare_checkpoint``: (model, tokenizer, provenance)."""
+def load_checkpoint(path: Path, dtype: str = "float32", device: str = "cpu", spread: bool = False):
+    """Load a checkpoint written by ``prepare_checkpoint``: (model, tokenizer, provenance). With
+    ``spread`` and more than one visible GPU, the decoder layers are spread over them
+    (accelerate's ``device_map="auto"``), for models larger than one GPU."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
     provenance = read_provenance(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype)).to(device)
+    if spread and device == "cuda" and _cuda_count() > 1:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype), device_map="auto")
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype)).to(device)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model, tokenizer, provenance
+
+
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def max_positions(config) -> int | None:

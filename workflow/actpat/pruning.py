@@ -366,6 +366,7 @@ class PruneResult:
     expected: np.ndarray  # share the masks should zero given integer rounding
     zeros_after: np.ndarray  # share of exactly-zero weights per layer after pruning
     allocation: dict = field(default_factory=dict)  # what the allocation used (counts, outlier shares, ...)
+    masks: list = field(default_factory=list)  # [layer][matrix] pruned weights as packed bits (uint8)
 
 
 def prune_model(
@@ -409,16 +410,20 @@ def prune_model(
     n_layers = layout.n_layers
     expected, actual, zeros_after = np.zeros(n_layers), np.zeros(n_layers), np.zeros(n_layers)
     sizes = np.asarray([r * c for r, c in layout.shapes], dtype=np.float64)
+    packed: list[list[np.ndarray]] = []
     for i in range(n_layers):
         statistics = [None] * len(layout.matrices)
         if method.calibrated:
             statistics = [base.statistic(mod) for mod in modules[i]]
             _collect(layers[i], modules[i], statistics, hidden, call)
         masked = np.zeros(len(layout.matrices))
+        packed.append([])
         with torch.no_grad():
             for j, w in enumerate(weights[i]):
-                masked[j] = base.prune(w, statistics[j], ratios[i], nm).sum().item()
+                mask = base.prune(w, statistics[j], ratios[i], nm)
+                masked[j] = mask.sum().item()
                 zeros_after[i] += (w == 0).sum().item()
+                packed[i].append(np.packbits(mask.cpu().numpy(), axis=1, bitorder="little"))
         shares = [expected_share(s, ratios[i], nm, base.per_row) for s in layout.shapes]
         expected[i] = float(np.dot(shares, sizes) / sizes.sum())
         actual[i] = masked.sum() / sizes.sum()
@@ -428,7 +433,32 @@ def prune_model(
         if progress:
             progress(i)
     check_sparsity(ratios, actual, expected, layout)
-    return PruneResult(ratios, actual, expected, zeros_after, details)
+    return PruneResult(ratios, actual, expected, zeros_after, details, packed)
+
+
+def apply_mask(model: nn.Module, layout: WeightLayout, mask) -> float:
+    """Make ``model`` the pruned model of a mask store (``actpat.store.open_mask``): zero its
+    pruned weights (and take its changed weights, for methods that change them). Returns the
+    pruned share of the scored weights, checked against the store's own record."""
+    if list(mask.attrs["matrices"]) != list(layout.matrices) or [list(s) for s in layout.shapes] != mask.attrs["shapes"] \
+            or mask.attrs["n_layers"] != layout.n_layers:
+        raise PruningError("the mask was made for other weight matrices than this model's")
+    weights = layer_weights(model, layout)
+    pruned = 0
+    with torch.no_grad():
+        for j, (name, (rows, cols)) in enumerate(zip(layout.matrices, layout.shapes)):
+            bits = mask[name].values
+            for i in range(layout.n_layers):
+                w = weights[i][j]
+                m = torch.from_numpy(np.unpackbits(bits[i], axis=1, count=cols, bitorder="little").astype(bool)).to(w.device)
+                if mask.attrs.get("changed_weights"):
+                    w.copy_(torch.from_numpy(mask[f"{name}.weight"].values[i]).to(w))
+                w[m] = 0
+                pruned += int(m.sum())
+    share = pruned / (layout.weights_per_layer * layout.n_layers)
+    if abs(share - mask.attrs["overall_sparsity"]) > 1e-9:
+        raise PruningError(f"the mask prunes {share:.6f} of the weights, its record says {mask.attrs['overall_sparsity']:.6f}")
+    return share
 
 
 def _outlier_shares(layers, modules, hidden, call, m_factor: float) -> np.ndarray:
@@ -456,10 +486,11 @@ def check_sparsity(ratios: np.ndarray, actual: np.ndarray, expected: np.ndarray,
 
 
 
-def prune_checkpoint(job, model_dir, model_name: str, calibration_store, density_store, out_dir, report_path,
+def prune_checkpoint(job, model_dir, model_name: str, calibration_store, density_store, mask_path, report_path,
                      device: str, threads: int, log=print) -> dict:
     """The prune job (``job``: ``actpat.settings.PruneJob``): prune a prepared checkpoint with the
-    run's method, write the pruned checkpoint and a report of per-layer targets and sparsities."""
+    run's method; write the pruned model as a mask store (the dense checkpoint plus the mask is the
+    pruned model) and a report of per-layer targets and sparsities."""
     import json
     import sys
     import time
@@ -467,18 +498,19 @@ def prune_checkpoint(job, model_dir, model_name: str, calibration_store, density
 
     from tqdm import tqdm
 
-    from actpat.models import PROVENANCE_FILE, load_checkpoint, pick_device, weight_layout
+    from actpat.models import load_checkpoint, pick_device, weight_layout
     from actpat.provenance import code_version
-    from actpat.store import open_reduction, open_samples, write_json
+    from actpat.store import open_reduction, open_samples, write_json, write_mask
 
     run = job.run
     torch.set_num_threads(threads)
     device = pick_device(device)
     t0 = time.time()
-    model, tokenizer, checkpoint = load_checkpoint(Path(model_dir), "float32", device)
+    model, _, checkpoint = load_checkpoint(Path(model_dir), "float32", device)
     layout = weight_layout(model)
-    report = {"model": model_name, "method": run.method, "structure": run.structure, "target_sparsity": run.sparsity,
-              "checkpoint_sha256": checkpoint["checkpoint_sha256"], "code_version": code_version(), "device": device}
+    report = {"model": model_name, "run": run.key, "method": run.method, "structure": run.structure,
+              "target_sparsity": run.sparsity, "checkpoint_sha256": checkpoint["checkpoint_sha256"],
+              "code_version": code_version(), "device": device}
     inputs = AllocationInputs(layout.n_layers, tuple(job.bounds), ratios=job.ratios, owl=job.owl,
                               density=open_reduction(Path(density_store)) if density_store else None)
     calibration = None
@@ -505,11 +537,11 @@ def prune_checkpoint(job, model_dir, model_name: str, calibration_store, density
     if device == "cuda":
         report["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     log(f"overall sparsity {report['overall_sparsity']:.4f}; per layer {result.actual.min():.4f}..{result.actual.max():.4f}")
-    out = Path(out_dir)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / PROVENANCE_FILE).write_text(json.dumps(
-        {**checkpoint, "pruning": {k: report[k] for k in ("method", "structure", "target_sparsity")}}, indent=2))
+    write_mask(Path(mask_path), layout, result.masks,
+               {k: report[k] for k in ("model", "run", "method", "structure", "target_sparsity", "code_version")}
+               | {"checkpoint_sha256": json.dumps(checkpoint["checkpoint_sha256"], sort_keys=True),
+                  "overall_sparsity": report["overall_sparsity"], "calibration_sample_ids": json.dumps(
+                      report.get("calibration", {}).get("sample_ids", []))})
     write_json(report, Path(report_path))
     log(f"done in {time.time() - t0:.1f}s -> {report_path}")
     return report

@@ -22,12 +22,17 @@ def _load(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def load_run(run_dir: Path) -> dict:
+def load_sets(model_dir: Path, sets: list[str]) -> dict[str, dict]:
+    """A model's perplexity on each of ``sets`` (``perplexity/<set>.json`` in its directory)."""
+    return {s: _load(Path(model_dir) / "perplexity" / f"{s}.json") for s in sets}
+
+
+def load_run(run_dir: Path, sets: list[str]) -> dict:
     pruning = _load(run_dir / "pruning.json")
-    ppl = _load(run_dir / "perplexity.json")
     cal = pruning.get("calibration") or {}
-    return {"dir": str(run_dir), "method": pruning["method"], "structure": pruning["structure"],
-            "sparsity": pruning["target_sparsity"], "calibration": cal.get("domain"), "pruning": pruning, "sets": ppl["sets"]}
+    return {"dir": str(run_dir), "key": pruning["run"], "method": pruning["method"], "structure": pruning["structure"],
+            "sparsity": pruning["target_sparsity"], "calibration": cal.get("domain"), "pruning": pruning,
+            "sets": load_sets(run_dir, sets)}
 
 
 def _mean_nll(s: dict, idx=None) -> np.ndarray | float:
@@ -47,20 +52,27 @@ def paired_ratio(a: dict, b: dict, n_boot: int, seed: int) -> tuple[float, list[
 
 
 def validation1_table(runs: list[dict], dense: dict, general: str, n_boot: int, seed: int) -> pd.DataFrame:
+    from actpat.evaluate import bootstrap_perplexity
+
+    def ci(s: dict) -> list[float]:
+        return bootstrap_perplexity(np.asarray(s["window_nll"]), np.asarray(s["window_tokens"]), n_boot, seed)
+
     rows = []
     d = dense["sets"][general]
+    d_ci = ci(d)
     rows.append({"method": "dense", "structure": "-", "sparsity": 0.0, "actual_sparsity": 0.0, "perplexity": d["perplexity"],
-                 "ci_low": d["ci95"][0], "ci_high": d["ci95"][1], "vs_wanda": np.nan, "vs_wanda_low": np.nan,
+                 "ci_low": d_ci[0], "ci_high": d_ci[1], "vs_wanda": np.nan, "vs_wanda_low": np.nan,
                  "vs_wanda_high": np.nan, "calibration": "-", "n_windows": d["n_windows"], "seq_len": d["seq_len"],
                  "tokens": d["tokens_predicted"]})
     wanda = {(r["structure"], r["sparsity"]): r for r in runs if r["method"] == "wanda"}
     for r in sorted(runs, key=lambda r: (r["structure"] != "unstructured", r["structure"], r["sparsity"], r["method"])):
         s = r["sets"][general]
         ref = wanda.get((r["structure"], r["sparsity"]))
-        ratio, ci = paired_ratio(s, ref["sets"][general], n_boot, seed) if ref and r is not ref else (np.nan, [np.nan, np.nan])
+        ratio, rci = paired_ratio(s, ref["sets"][general], n_boot, seed) if ref and r is not ref else (np.nan, [np.nan, np.nan])
+        s_ci = ci(s)
         rows.append({"method": r["method"], "structure": r["structure"], "sparsity": r["sparsity"],
-                     "actual_sparsity": r["pruning"]["overall_sparsity"], "perplexity": s["perplexity"], "ci_low": s["ci95"][0],
-                     "ci_high": s["ci95"][1], "vs_wanda": ratio, "vs_wanda_low": ci[0], "vs_wanda_high": ci[1],
+                     "actual_sparsity": r["pruning"]["overall_sparsity"], "perplexity": s["perplexity"], "ci_low": s_ci[0],
+                     "ci_high": s_ci[1], "vs_wanda": ratio, "vs_wanda_low": rci[0], "vs_wanda_high": rci[1],
                      "calibration": r["calibration"] or "-", "n_windows": s["n_windows"], "seq_len": s["seq_len"],
                      "tokens": s["tokens_predicted"]})
     return pd.DataFrame(rows)
@@ -125,18 +137,26 @@ def _markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=floatfmt, missingval="")
 
 
-def write_pruning_report(job, v1_runs: list[Path], v2_runs: list[Path], dense: Path, out_dir: Path, log=print) -> dict:
-    """The pruning_report job (``job``: ``actpat.settings.PruningReportJob``)."""
+def write_pruning_report(job, run_dirs: list[Path], dense: Path, out_dir: Path, log=print) -> dict:
+    """The pruning_report job (``job``: ``actpat.settings.PruningReportJob``): ``run_dirs`` hold
+    each run's ``pruning.json`` and ``perplexity/<set>.json``; ``dense`` the dense model's."""
     from actpat import plots
 
     general, n_boot, seed = job.general, job.bootstrap, job.seed
-    v2_method, v2_sparsity = job.validation2.method, job.validation2.sparsity
+    v2_method, v2_sparsity = job.v2_method, job.v2_sparsity
 
     out_dir = Path(out_dir)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-    dense_ppl = _load(dense)
-    r1 = [load_run(Path(p)) for p in v1_runs]
-    r2 = [load_run(Path(p)) for p in v2_runs]
+    dense_ppl = {"sets": load_sets(dense, job.dense_sets)}
+    by_key = {}
+    for d in run_dirs:
+        key = _load(Path(d) / "pruning.json")["run"]
+        by_key[key] = Path(d)
+    missing = [r.key for r in job.validation1 + job.validation2 if r.key not in by_key]
+    if missing:
+        raise ValueError(f"pruning runs {missing} were not given")
+    r1 = [load_run(by_key[r.key], job.sets_of(r)) for r in job.validation1]
+    r2 = [load_run(by_key[r.key], job.sets_of(r)) for r in job.validation2]
     v1 = validation1_table(r1, dense_ppl, general, n_boot, seed)
     v1.to_csv(out_dir / "validation1.csv", index=False)
     layer_rows = []
@@ -146,11 +166,11 @@ def write_pruning_report(job, v1_runs: list[Path], v2_runs: list[Path], dense: P
                                "target": t, "actual": a})
     layers = pd.DataFrame(layer_rows)
     layers.to_csv(out_dir / "layer_sparsity.csv", index=False)
-    model = r1[0]["pruning"]["model"] if r1 else dense_ppl.get("model_dir", "")
+    model = r1[0]["pruning"]["model"] if r1 else ""
     from actpat.provenance import code_version, code_versions_in
 
     used = code_versions_in([r["pruning"] for r in r1 + r2]) | code_versions_in(dense_ppl)
-    used |= code_versions_in([_load(Path(r["dir"]) / "perplexity.json") for r in r1 + r2])
+    used |= code_versions_in([r["sets"] for r in r1 + r2])
     summary = {"model": model, "general_set": general, "validation1": json.loads(v1.to_json(orient="records")),
                "code_version": code_version(), "code_versions_of_runs": sorted(used)}
     md = [f"# Pruning report: {model}", "",

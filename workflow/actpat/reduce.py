@@ -36,9 +36,14 @@ def check_domain(stores: dict[str, xr.Dataset]) -> list[xr.Dataset]:
     if not stores:
         raise ReductionError("no score stores given")
     check_compatible(stores)
+    from actpat.sketch import HASH_VERSION
+
     ref_path, ref = next(iter(stores.items()))
     seen: set[str] = set()
     for path, ds in stores.items():
+        if ds.attrs.get("sketch_hash_version") != HASH_VERSION:
+            raise StoreError(f"{path}: its sketches use hash version {ds.attrs.get('sketch_hash_version')}, this code "
+                             f"version {HASH_VERSION}; rescore it (delete the store and rerun the job that wrote it)")
         if ds.attrs["shapes"] != ref.attrs["shapes"] or ds.attrs["matrices"] != ref.attrs["matrices"]:
             raise StoreError(f"{path}: weight matrices {ds.attrs['matrices']} {ds.attrs['shapes']} differ from {ref_path}")
         if ds.attrs["domain"] != ref.attrs["domain"]:

@@ -1,15 +1,24 @@
-"""The activation score of the paper: s = w · ∂D/∂w for every scored weight matrix.
+"""The activation score of the paper: s = w · ∂D/∂w for every scored weight matrix, formed inside
+one batched backward pass.
 
-One forward and one backward pass per sample. Only the decoder-layer matrices require grad (no
-gradient is computed for embeddings, norms or the head), and for the paper's target only the last
-position's logits are computed. After the backward pass each weight gradient is turned in place
-into |w · g| (in fp32, whatever the compute dtype) and:
+No weight requires grad and no weight gradient is ever stored. The forward pass keeps each scored
+linear module's input x; the backward pass hands each module its output gradient δ; the weight
+gradient of sample b is then Σ_t δ_bt x_btᵀ, formed for the batch one module at a time, turned into
+|w · g| in float32 (whatever the compute dtype) and reduced at once, before the next module:
 
-* added to an fp32 accumulator (exact Σ|s| over the shard's samples, per weight);
-* reduced to per-sample, per-layer, per-matrix statistics (L1, L2, counts above thresholds,
-  exact zeros);
-* summarised per layer as a CountSketch (``actpat.sketch``) from which LLMDcos between any two
-  samples can be estimated later.
+* added to a float32 accumulator (exact Σ|s| over the shard's samples, per weight), which lives on
+  the weight's device (a model spread over GPUs keeps each layer's sums beside the layer);
+* reduced to per-sample statistics per layer and matrix: L1 and L2 (row sums in float32, summed
+  in float64), counts above the absolute thresholds, exact zeros, a histogram of log2|s| (64 bins
+  per octave, from the float's bits) from which the counts above a multiple of the sample's
+  model-wide mean score are read once that mean is known;
+* added to the layer's CountSketch (``actpat.sketch``), from which LLMDcos between any two
+  samples is estimated later.
+
+Several samples share one forward/backward pass. Samples of different lengths are padded on the
+right with an attention mask: padded positions feed no real position, so their output gradient is
+zero and a padded sample scores as it would alone. Memory: weights, the float32 sums, and per
+module batch × rows × cols × 4 bytes for the batch's weight gradients, plus the activations.
 """
 
 from __future__ import annotations
@@ -23,12 +32,47 @@ import torch
 from torch import nn
 
 from actpat.errors import ActpatError
-from actpat.models import WeightLayout, layer_weights
+from actpat.models import WeightLayout
 from actpat.settings import Scoring
-from actpat.sketch import LayerHasher, sketch_scores
+from actpat.sketch import LayerHasher, finish, sketch_into
+
+# histogram of log2|s| for the relative counts: 64 bins per octave from the float32 bit pattern
+HIST_SHIFT = 17  # 23 mantissa bits - 6
+HIST_BINS = 1 << (31 - HIST_SHIFT)  # every positive finite float32
+
 
 class NumericalError(ActpatError):
     """A non-finite score: it would poison every sum it enters."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A scalar D to differentiate. ``last_only``: D needs the logits of each sample's last real
+    position only (the head is applied to those hidden states alone); ``value`` maps (logits,
+    input ids, mask) of a batch to (D per sample, token per sample)."""
+
+    last_only: bool
+    value: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _max_logit(logits, input_ids, mask):
+    """The paper's D: the largest next-token logit at the last position (and its token)."""
+    value, token = logits.float().max(dim=-1)
+    return value, token
+
+
+def _mean_loglik(logits, input_ids, mask):
+    """The mean log-likelihood of each sample's own next tokens (no single token: -1)."""
+    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, input_ids[:, 1:, None])[..., 0]
+    m = mask[:, 1:].float()
+    return (logprobs * m).sum(1) / m.sum(1), torch.full((len(input_ids),), -1, device=logits.device)
+
+
+# the scoring targets (the schema's enum equals these keys; tested)
+TARGETS: dict[str, Target] = {
+    "max_logit": Target(last_only=True, value=_max_logit),
+    "mean_loglik": Target(last_only=False, value=_mean_loglik),
+}
 
 
 @dataclass
@@ -43,148 +87,194 @@ class SampleScores:
     above_rel: np.ndarray  # (layer, matrix, multiple) int64: |s| > multiple × the sample's mean |s|
     zeros: np.ndarray  # (layer, matrix) int64
     sketch: np.ndarray  # (layer, bucket) float32
-    hidden_mean: np.ndarray | None = None  # (layer + 1, hidden) float32, mean over positions
+    hidden_mean: np.ndarray | None = None  # (layer + 1, hidden) float32, mean over real positions
 
 
-@dataclass(frozen=True)
-class Target:
-    """A scalar D to differentiate: ``last_logits_only`` lets the forward pass compute the logits of
-    the last position alone; ``value`` maps (logits, input ids) of one sample to (D, token)."""
-
-    last_logits_only: bool
-    value: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]]
-
-
-def _max_logit(logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """The paper's D: the largest next-token logit at the last position (and its token)."""
-    value, token = logits[0, -1].float().max(dim=-1)
-    return value, int(token)
-
-
-def _mean_loglik(logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """The mean log-likelihood of the sample's own next tokens (no single token: -1)."""
-    logprobs = torch.log_softmax(logits[0, :-1].float(), dim=-1).gather(-1, input_ids[0, 1:, None])
-    return logprobs.mean(), -1
+def count_above_from_histogram(hist: np.ndarray, threshold: float) -> float:
+    """Weights above ``threshold`` from a histogram of float32 bit patterns >> HIST_SHIFT: the bins
+    above the threshold's bin, plus the part of its bin above it (uniform within the bin, whose
+    width is 1/64 of an octave)."""
+    if threshold <= 0:
+        return float(hist.sum())
+    bits = int(np.float32(threshold).view(np.int32))
+    b = bits >> HIST_SHIFT
+    lo = np.int32(b << HIST_SHIFT).view(np.float32)
+    hi = np.int32((b + 1) << HIST_SHIFT).view(np.float32)
+    frac = (float(hi) - threshold) / (float(hi) - float(lo))
+    return float(hist[..., b + 1:].sum(-1) + frac * hist[..., b])
 
 
-# the scoring targets (the schema's enum equals these keys; tested)
-TARGETS: dict[str, Target] = {
-    "max_logit": Target(last_logits_only=True, value=_max_logit),
-    "mean_loglik": Target(last_logits_only=False, value=_mean_loglik),
-}
+def _linear_grad(module: nn.Module, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Per-sample weight gradients (batch, *weight.shape) of a linear map, float32: Σ_t δ_t x_tᵀ."""
+    x, delta = x.float(), delta.float()
+    if type(module).__name__ == "Conv1D":  # GPT-2 stores the transpose: weight (in, out)
+        return torch.bmm(x.transpose(1, 2), delta)
+    return torch.bmm(delta.transpose(1, 2), x)
 
 
-def compute_target(model: nn.Module, input_ids: torch.Tensor, target: str) -> tuple[torch.Tensor, int, np.ndarray]:
-    """The scalar D differentiated for one sample (batch of 1), the token it refers to, and the
-    mean hidden state of every layer output over positions ((layers + 1, hidden); index 0 is the
-    embedding output), a baseline representation from the same forward pass."""
-    if target not in TARGETS:
-        raise ActpatError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-    spec = TARGETS[target]
-    out = model(input_ids=input_ids, logits_to_keep=1 if spec.last_logits_only else 0, use_cache=False,
-                output_hidden_states=True)
-    hidden = torch.stack([h[0].detach().float().mean(0) for h in out.hidden_states]).cpu().numpy()
-    value, token = spec.value(out.logits, input_ids)
-    return value, token, hidden
-
-
-def _abs_score(p: nn.Parameter, in_place: bool) -> torch.Tensor:
-    """|w · g| in fp32. In fp32 the gradient buffer is turned into the score in place (and read
-    back as such when ``in_place`` is False); half-precision gradients are upcast before the
-    product, since half-precision products underflow (the authors' fp16 flaw)."""
-    if p.grad is None:  # the target does not depend on this weight
-        return torch.zeros(p.shape, dtype=torch.float32, device=p.device)
-    if p.grad.dtype == torch.float32:
-        return p.grad.mul_(p.detach()).abs_() if in_place else p.grad
-    return p.grad.float().mul_(p.detach().float()).abs_()
-
-
-@dataclass
 class ShardScorer:
-    """Scores samples one at a time and accumulates Σ|s| per weight in fp32."""
+    """Scores batches of samples and accumulates Σ|s| per weight in float32."""
 
-    model: nn.Module
-    layout: WeightLayout
-    settings: Scoring
-    cache_hashes: bool = True  # keep sketch bucket indices on the device (4 bytes per weight)
-    sums: list[list[torch.Tensor]] = field(init=False)
-    weights: list[list[nn.Parameter]] = field(init=False)
-
-    def __post_init__(self):
-        self.weights = layer_weights(self.model, self.layout)
-        scored = {id(p) for layer in self.weights for p in layer}
-        for p in self.model.parameters():
-            p.requires_grad_(id(p) in scored)
-        device = self.weights[0][0].device
-        self.sums = [[torch.zeros(p.shape, dtype=torch.float32, device=device) for p in layer] for layer in self.weights]
-        self.hasher = LayerHasher(
-            self.layout, self.settings.sketch_size, self.settings.sketch_seed, device, self.cache_hashes
-        )
+    def __init__(self, model: nn.Module, layout: WeightLayout, settings: Scoring):
+        if settings.target not in TARGETS:
+            raise ActpatError(f"unknown target {settings.target!r}; choose one of {', '.join(TARGETS)}")
+        self.model, self.layout, self.settings = model, layout, settings
+        self.target = TARGETS[settings.target]
+        self.modules = [[model.get_submodule(f"{layout.layer_prefix}.{i}.{m}") for m in layout.matrices]
+                        for i in range(layout.n_layers)]
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.sums = [[torch.zeros(mod.weight.shape, dtype=torch.float32, device=mod.weight.device) for mod in layer]
+                     for layer in self.modules]
+        self.hasher = LayerHasher(layout.shapes, settings.sketch_size, settings.sketch_seed)
+        self.thresholds = torch.tensor(settings.thresholds, dtype=torch.float32)
         self.n_samples = 0
+        self._where = {id(mod): (i, j) for i, layer in enumerate(self.modules) for j, mod in enumerate(layer)}
+
+    # --- one batch -----------------------------------------------------------------------------
+
+    def score_batch(self, input_ids: torch.Tensor, lengths, sample_ids: list[str] | None = None) -> list[SampleScores]:
+        """Score a batch: ``input_ids`` (batch, positions), each row padded on the right beyond its
+        ``lengths[b]`` real tokens (any pad id)."""
+        device = input_ids.device
+        b_size, width = input_ids.shape
+        lengths = torch.as_tensor(lengths, device=device)
+        mask = (torch.arange(width, device=device)[None, :] < lengths[:, None]).long()
+        L, M, k = self.layout.n_layers, len(self.layout.matrices), self.settings.sketch_size
+        st = {
+            "l1": torch.zeros(b_size, L, M, dtype=torch.float64), "l2": torch.zeros(b_size, L, M, dtype=torch.float64),
+            "above": torch.zeros(b_size, L, M, len(self.settings.thresholds), dtype=torch.int64),
+            "zeros": torch.zeros(b_size, L, M, dtype=torch.int64),
+            "hist": torch.zeros(b_size, L, M, HIST_BINS, dtype=torch.int64),
+        }
+        sketches = [None] * L
+        inputs: dict[int, torch.Tensor] = {}
+        handles = []
+
+        def keep_input(module, args, output):
+            inputs[id(module)] = args[0].detach()
+            if output.requires_grad:
+                output.register_hook(lambda grad, module=module: on_grad(module, grad))
+
+        def on_grad(module, delta):
+            i, j = self._where[id(module)]
+            x = inputs.pop(id(module))
+            with torch.no_grad():
+                weight = module.weight.detach()
+                g = _linear_grad(module, x, delta)
+                s = g.mul_(weight.float()).abs_()  # |w · g| per sample, float32, in place of g
+                self._reduce(s, i, j, st, sketches)
+
+        def grad_from_embeddings(module, args, output):
+            return output.detach().requires_grad_(True)
+
+        for layer in self.modules:
+            for mod in layer:
+                handles.append(mod.register_forward_hook(keep_input))
+        handles.append(self.model.get_input_embeddings().register_forward_hook(grad_from_embeddings))
+        try:
+            value, token, hidden = self._forward(input_ids, mask, lengths)
+            value.sum().backward()
+        finally:
+            for h in handles:
+                h.remove()
+            inputs.clear()
+        return self._results(st, sketches, value, token, hidden, sample_ids or [str(n) for n in range(b_size)])
 
     def score(self, input_ids: torch.Tensor, sample_id: str = "?") -> SampleScores:
-        L, M, T = self.layout.n_layers, len(self.layout.matrices), len(self.settings.thresholds)
-        l1 = np.zeros((L, M))
-        l2 = np.zeros((L, M))
-        above = np.zeros((L, M, T), dtype=np.int64)
-        above_rel = np.zeros((L, M, len(self.settings.relative_multiples)), dtype=np.int64)
-        zeros = np.zeros((L, M), dtype=np.int64)
-        sketch = np.zeros((L, self.settings.sketch_size), dtype=np.float32)
+        """One unpadded sample (batch of 1)."""
+        return self.score_batch(input_ids, [input_ids.shape[1]], [sample_id])[0]
 
-        for layer in self.weights:
-            for p in layer:
-                p.grad = None
-        value, token, hidden = compute_target(self.model, input_ids, self.settings.target)
-        value.backward()
+    # --- pieces ----------------------------------------------------------------------------------
 
-        for i, layer in enumerate(self.weights):
-            scores = []
-            for j, p in enumerate(layer):
-                s = _abs_score(p, in_place=True)
-                self.sums[i][j].add_(s)
-                flat = s.view(-1)
-                stats = torch.stack(
-                    [flat.sum().double(), torch.dot(flat, flat).double()]  # fp32 pairwise sums: float64 is far slower on CPU
-                    + [torch.count_nonzero(flat > t).double() for t in self.settings.thresholds]
-                    + [torch.count_nonzero(flat).double()]
-                ).cpu().numpy()
-                l1[i, j], l2[i, j] = stats[0], np.sqrt(stats[1])
-                above[i, j] = stats[2 : 2 + T]
-                zeros[i, j] = flat.numel() - int(stats[-1])
-                scores.append(flat)
-            if not np.isfinite(l1[i]).all():
-                bad = [m for m, v in zip(self.layout.matrices, l1[i]) if not np.isfinite(v)]
-                raise NumericalError(f"sample {sample_id}: non-finite score in layer {i} ({', '.join(bad)})")
-            sketch[i] = sketch_scores(scores, self.hasher.layer(i), self.settings.sketch_size).cpu().numpy()
+    def _forward(self, input_ids, mask, lengths):
+        base = getattr(self.model, self.model.base_model_prefix)
+        out = base(input_ids=input_ids, attention_mask=mask, use_cache=False, output_hidden_states=True)
+        head = self.model.get_output_embeddings()
+        rows = torch.arange(len(input_ids), device=input_ids.device)
+        if self.target.last_only:
+            logits = head(out.last_hidden_state[rows, lengths - 1])
+        else:
+            logits = head(out.last_hidden_state)
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        value, token = self.target.value(logits, input_ids, mask)
+        m = mask[..., None].float()
+        hidden = torch.stack([(h.detach().float() * m).sum(1) / m.sum(1) for h in out.hidden_states], dim=1)
+        return value, token, hidden.cpu().numpy()
 
-        # counts relative to this sample's model-wide mean |s| (scale-free), known only now
-        mean = l1.sum() / (self.layout.weights_per_layer * L)
-        for i, layer in enumerate(self.weights):
-            counts = [
-                torch.count_nonzero(_abs_score(p, in_place=False) > m * mean)
-                for p in layer
-                for m in self.settings.relative_multiples
-            ]
-            above_rel[i] = torch.stack(counts).cpu().numpy().reshape(M, -1)
+    def _reduce(self, s: torch.Tensor, i: int, j: int, st: dict, sketches: list) -> None:
+        """Everything the store keeps from one matrix's scores of a batch (batch, rows, cols)."""
+        self.sums[i][j].add_(s.sum(0))
+        st["l1"][:, i, j] = s.sum(-1).double().sum(-1).cpu()
+        st["l2"][:, i, j] = s.square().sum(-1).double().sum(-1).sqrt().cpu()
+        flat = s.reshape(len(s), -1)
+        for t, thr in enumerate(self.settings.thresholds):
+            st["above"][:, i, j, t] = (flat > thr).sum(-1).cpu()
+        st["zeros"][:, i, j] = (flat == 0).sum(-1).cpu()
+        for b in range(len(s)):  # one sample at a time: the bin indices are a temporary of the matrix's size
+            st["hist"][b, i, j] = torch.bincount(flat[b].view(torch.int32) >> HIST_SHIFT, minlength=HIST_BINS).cpu()
+        if sketches[i] is None:
+            sketches[i] = torch.zeros(len(s), 2 * self.settings.sketch_size, dtype=torch.float32, device=s.device)
+        sketch_into(sketches[i], s, self.hasher.index(i, j, s.device))
 
-        for layer in self.weights:
-            for p in layer:
-                p.grad = None
-        self.n_samples += 1
-        return SampleScores(float(value.detach()), token, l1, l2, above, above_rel, zeros, sketch, hidden)
+    def _results(self, st, sketches, value, token, hidden, sample_ids) -> list[SampleScores]:
+        l1 = st["l1"].numpy()
+        bad = ~np.isfinite(l1)
+        if bad.any():
+            b, i, j = (int(v[0]) for v in np.nonzero(bad))
+            raise NumericalError(f"sample {sample_ids[b]}: non-finite score in layer {i} ({self.layout.matrices[j]})")
+        n_weights = self.layout.weights_per_layer * self.layout.n_layers
+        hist = st["hist"].numpy()
+        out = []
+        for b in range(len(sample_ids)):
+            mean = l1[b].sum() / n_weights
+            rel = np.stack([np.rint([[count_above_from_histogram(hist[b, i, j], m * mean)
+                                      for j in range(l1.shape[2])] for i in range(l1.shape[1])])
+                            for m in self.settings.relative_multiples], axis=-1).astype(np.int64)
+            sketch = torch.stack([finish(sk[b]) for sk in sketches]).cpu().numpy()
+            out.append(SampleScores(float(value[b].detach()), int(token[b]), l1[b], st["l2"][b].numpy(),
+                                    st["above"][b].numpy(), rel, st["zeros"][b].numpy(), sketch, hidden[b]))
+        self.n_samples += len(out)
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The job
+
+
+def batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Sample indices in batches of up to ``batch_size``, longest first within the shard's order
+    of lengths (little padding); the results are put back in the shard's order by the caller."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[a:a + batch_size] for a in range(0, len(order), batch_size)]
+
+
+def compute_dtype(requested: str, device: str) -> str:
+    """``auto``: float32 on the CPU (bfloat16 matmuls are not faster there for this work), bfloat16
+    on CUDA (the sums accumulate in float32 either way)."""
+    if requested != "auto":
+        return requested
+    return "bfloat16" if device == "cuda" else "float32"
+
+
+# samples per forward/backward pass when the config leaves it open (resources.score_batch_size:
+# null), by device; chosen with benchmarks/scoring_throughput.py
+DEFAULT_BATCH = {"cpu": 4, "cuda": 16}
 
 
 def score_shard(job, samples_path: Path, shard: int, model_dir: Path, model_name: str, device: str, threads: int,
-                out: Path, log=print) -> None:
+                out: Path, batch_size: int | None = None, log=print) -> None:
     """The score_shard job (``job``: ``actpat.settings.ScoringJob``): score one shard of a samples
     store and write its score store."""
     from actpat.store import exclusive
 
     with exclusive(out):  # one writer per store, from the first sample on
-        _score_shard(job, samples_path, shard, model_dir, model_name, device, threads, out, log)
+        _score_shard(job, samples_path, shard, model_dir, model_name, device, threads, out, batch_size, log)
 
 
-def _score_shard(job, samples_path, shard, model_dir, model_name, device, threads, out, log) -> None:
+def _score_shard(job, samples_path, shard, model_dir, model_name, device, threads, out, batch_size, log) -> None:
     import sys
     import time
 
@@ -199,26 +289,38 @@ def _score_shard(job, samples_path, shard, model_dir, model_name, device, thread
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     device = pick_device(device)
+    dtype = compute_dtype(job.scoring.compute_dtype, device)
     samples = open_samples(samples_path)
     slices = shard_slices(samples.sizes["sample"], job.shard_size or 0, job.n_shards or 0)
     if not 0 <= shard < len(slices):
         raise ActpatError(f"shard {shard} does not exist: {samples_path} has {len(slices)} shards")
     rows = samples.isel(sample=slices[shard])
     t0 = time.time()
-    model, _, checkpoint = load_checkpoint(model_dir, job.scoring.compute_dtype, device)
+    model, _, checkpoint = load_checkpoint(model_dir, dtype, device, spread=True)
     layout = weight_layout(model)
+    batch_size = batch_size or DEFAULT_BATCH.get(device, 1)
+    placed = sorted({str(p.device) for p in model.parameters()})
     log(f"{samples.attrs['domain']} shard {shard}: {rows.sizes['sample']} samples of {rows.sizes['position']} tokens, "
-        f"{checkpoint['architecture']} on {device} ({job.scoring.compute_dtype}), loaded in {time.time() - t0:.1f}s")
-    scorer = ShardScorer(model, layout, job.scoring, cache_hashes=device == "cpu")
+        f"{checkpoint['architecture']} on {', '.join(placed)} ({dtype}), batches of {batch_size}, "
+        f"loaded in {time.time() - t0:.1f}s")
+    scorer = ShardScorer(model, layout, job.scoring)
     token_ids = rows["token_ids"].values
     lengths = rows["length"].values if "length" in rows else np.full(len(token_ids), token_ids.shape[1])
-    ids = rows["sample"].values
-    results = []
-    for row, length, sample_id in tqdm(zip(token_ids, lengths, ids), total=len(ids), desc="scoring", unit="sample",
-                                       file=sys.stderr, mininterval=5, ascii=True):
-        input_ids = torch.as_tensor(np.asarray(row[:length], dtype=np.int64), device=device)[None]
-        results.append(scorer.score(input_ids, str(sample_id)))
+    ids = [str(x) for x in rows["sample"].values]
+    results: list[SampleScores | None] = [None] * len(ids)
+    first = model.get_input_embeddings().weight.device
+    with tqdm(total=len(ids), desc="scoring", unit="sample", file=sys.stderr, mininterval=5, ascii=True) as bar:
+        for idx in batches(lengths, batch_size):
+            width = int(lengths[idx].max())
+            batch = np.zeros((len(idx), width), dtype=np.int64)
+            for r, n in enumerate(idx):
+                batch[r, : lengths[n]] = token_ids[n, : lengths[n]]
+            scored = scorer.score_batch(torch.as_tensor(batch, device=first), lengths[idx], [ids[n] for n in idx])
+            for n, res in zip(idx, scored):
+                results[n] = res
+            bar.update(len(idx))
     log(f"scored {len(results)} samples in {time.time() - t0:.1f}s; writing {out}")
     attrs = scores_attrs(model_name, checkpoint, samples.attrs, shard, job, device, threads, HASH_VERSION)
+    attrs |= {"batch_size": batch_size, "dtype": dtype, "devices": placed}
     write_scores(out, layout, scorer.sums, rows, results, job.scoring.thresholds, attrs, job.scoring.relative_multiples)
     log(f"done in {time.time() - t0:.1f}s")

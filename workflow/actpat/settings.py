@@ -191,6 +191,7 @@ class Resources:
     score_mem_mb: int
     score_runtime: int
     score_gpus: int
+    score_batch_size: int | None
 
 
 @dataclass(frozen=True)
@@ -271,7 +272,6 @@ class Pruning:
     ratios: Ratios
     owl: Owl
     validation2: Validation2
-    keep_checkpoints: bool
     mem_mb: int
 
 
@@ -329,19 +329,26 @@ class PairTextsJob:
 
 
 @dataclass(frozen=True)
-class BootstrapJob:
-    """Jobs whose only settings are their resampling (perplexity, validation 3's report)."""
-
-    bootstrap: int
-    seed: int
-
-
-@dataclass(frozen=True)
 class PruningReportJob:
+    """Validations 1-2: which runs belong to which validation, and the sets each was evaluated on."""
+
     general: str
-    validation2: Validation2
+    extra_sets: tuple[str, ...]  # evaluation-only sets (every run is evaluated on them)
+    domains: tuple[str, ...]  # validation 2's runs are also evaluated on every domain's held-out text
+    validation1: tuple[PruningRun, ...]
+    validation2: tuple[PruningRun, ...]
+    v2_method: str
+    v2_sparsity: float
     bootstrap: int
     seed: int
+
+    def sets_of(self, run: PruningRun) -> list[str]:
+        names = [self.general, *self.extra_sets] + (list(self.domains) if run in self.validation2 else [])
+        return list(dict.fromkeys(names))
+
+    @property
+    def dense_sets(self) -> list[str]:
+        return list(self.domains) + list(self.extra_sets)
 
 
 @dataclass(frozen=True)
@@ -415,10 +422,7 @@ class Settings:
     def eval_sets_of(self, run: PruningRun) -> list[str]:
         """Validation 1 runs are evaluated on the general set and the evaluation-only sets;
         validation 2 runs on every domain's held-out text as well."""
-        names = [self.pruning.evaluation.general] + list(self.pruning.evaluation.sets)
-        if run in self.validation2_runs():
-            names += list(self.domains)
-        return list(dict.fromkeys(names))
+        return self.pruning_report_job().sets_of(run)
 
     def prune_job(self, run: PruningRun) -> PruneJob:
         method = METHODS[run.method]
@@ -462,12 +466,11 @@ class Settings:
     def pair_texts_job(self, name: str) -> PairTextsJob:
         return PairTextsJob(self.pairs[name], self.seed)
 
-    def bootstrap_job(self, n_boot: int) -> BootstrapJob:
-        return BootstrapJob(n_boot, self.seed)
-
     def pruning_report_job(self) -> PruningReportJob:
         pr = self.pruning
-        return PruningReportJob(pr.evaluation.general, pr.validation2, pr.evaluation.bootstrap, self.seed)
+        return PruningReportJob(pr.evaluation.general, tuple(pr.evaluation.sets), tuple(self.domains),
+                                tuple(self.validation1_runs()), tuple(self.validation2_runs()), pr.validation2.method,
+                                pr.validation2.sparsity, pr.evaluation.bootstrap, self.seed)
 
     def summary_job(self, model: str) -> SummaryJob:
         pr = self.pruning
@@ -507,7 +510,6 @@ def from_config(cfg: dict) -> Settings:
             ratios=decode(Ratios, pr["ratios"]),
             owl=Owl(float(pr["owl"]["lambda"]), float(pr["owl"]["M"])),
             validation2=decode(Validation2, pr["validation2"]),
-            keep_checkpoints=pr["keep_checkpoints"],
             mem_mb=pr["mem_mb"],
         ),
         pairs={n: PairSetSpec(n, dict(s)) for n, s in cfg["pairs"].items()},

@@ -18,28 +18,35 @@ Estimating all pairs is then one matrix product. Measured on the default model w
 [0, 1] (clipping would bias them near the bounds); plots clip for display only.
 
 The hash is pinned (``HASH_VERSION``): changing it would make new stores incomparable with old
-ones, and stores record it so that the reductions can refuse to mix versions.
+ones, and stores record it so that the reductions refuse stores of another version.
+
+Bucket and sign of weight (r, c) of a matrix come from a hash of its row and a hash of its column
+(b = (b_r + b_c) mod k, σ = σ_r σ_c; a "tensor sketch" of the matrix): a GPU keeps O(rows + cols)
+values per matrix instead of a hash per weight, and no 4-byte-per-weight cache. The estimator
+stays unbiased over the choice of hash; its error at the workflow's fixed hash is measured on real
+scores by ``benchmarks/sketch_error.py``.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from actpat.models import WeightLayout
-
-HASH_VERSION = 1
+# 2: bucket and sign of weight (r, c) of a matrix from a hash of its row and a hash of its column
+# (O(rows + cols) per matrix, no per-weight hash or cache); stores of version 1 are refused
+HASH_VERSION = 2
 _MASK = 0xFFFFFFFF
 
 
-def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+def _mul32(x, c: int):
     """(x * c) mod 2**32 for 0 <= x < 2**32 without int64 overflow (same result on any device)."""
     lo, hi = c & 0xFFFF, c >> 16
     return ((x * lo) + (((x * hi) & 0xFFFF) << 16)) & _MASK
 
 
-def coordinate_hash(start: int, count: int, layer: int, seed: int, device="cpu") -> torch.Tensor:
-    """32-bit hash (as int64) of flat positions ``start .. start+count-1`` of a layer's vector."""
+def coordinate_hash(start: int, count: int, layer: int, seed: int, device="cpu"):
+    """32-bit hash (as int64) of positions ``start .. start+count-1`` of stream ``layer``."""
+    import torch
+
     x = torch.arange(start, start + count, dtype=torch.int64, device=device)
     x = (x + ((layer + 1) * 0x9E3779B9 + seed * 0x85EBCA6B)) & _MASK
     # "lowbias32" integer mixer (Chris Wellons' hash-prospector)
@@ -50,36 +57,55 @@ def coordinate_hash(start: int, count: int, layer: int, seed: int, device="cpu")
     return x ^ (x >> 16)
 
 
-def bucket_index(h: torch.Tensor, k: int) -> torch.Tensor:
+def axis_hash(n: int, layer: int, matrix: int, axis: int, seed: int, device="cpu"):
+    """Hashes of the n rows (axis 0) or columns (axis 1) of matrix ``matrix`` of layer ``layer``:
+    a separate stream of the mixer for every (layer, matrix, axis)."""
+    return coordinate_hash(0, n, (layer * 256 + matrix) * 2 + axis, seed, device)
+
+
+def bucket_index(h, k: int):
     """Index into a 2k-vector: bucket (h >> 1) % k, shifted by k where the sign is negative."""
+    import torch
+
     return (((h >> 1) % k) + k * (h & 1)).to(torch.int32)
 
 
 class LayerHasher:
-    """Bucket indices of every scored weight, per layer and matrix, cached on the device
-    (4 bytes per weight) unless ``cache`` is False (then recomputed for each sample)."""
+    """The sketch's bucket and sign of every weight of a layer's matrices, from per-row and
+    per-column hashes: weight (r, c) of matrix j goes to bucket (b_r + b_c) mod k with sign
+    s_r·s_c. Only O(rows + cols) values are kept per matrix (on the weights' device); the
+    per-weight index is formed when a batch is sketched and shared by its samples."""
 
-    def __init__(self, layout: WeightLayout, k: int, seed: int, device, cache: bool = True):
-        self.layout, self.k, self.seed, self.device, self.cache = layout, k, seed, device, cache
-        self._cached: dict[int, list[torch.Tensor]] = {}
+    def __init__(self, shapes, k: int, seed: int):
+        self.shapes, self.k, self.seed = tuple(shapes), k, seed
+        self._axes: dict = {}
 
-    def layer(self, i: int) -> list[torch.Tensor]:
-        if i in self._cached:
-            return self._cached[i]
-        out = []
-        for offset, (r, c) in zip(self.layout.offsets, self.layout.shapes):
-            out.append(bucket_index(coordinate_hash(offset, r * c, i, self.seed, self.device), self.k))
-        if self.cache:
-            self._cached[i] = out
-        return out
+    def _axis(self, layer: int, j: int, device):
+        key = (layer, j, str(device))
+        if key not in self._axes:
+            rows, cols = self.shapes[j]
+            hr = axis_hash(rows, layer, j, 0, self.seed, device)
+            hc = axis_hash(cols, layer, j, 1, self.seed, device)
+            self._axes[key] = ((hr >> 1) % self.k, hr & 1, (hc >> 1) % self.k, hc & 1)
+        return self._axes[key]
+
+    def index(self, layer: int, j: int, device):
+        """(rows, cols) int64 index into a 2k-vector: the bucket, plus k where the sign is negative."""
+        br, sr, bc, sc = self._axis(layer, j, device)
+        bucket = (br[:, None] + bc[None, :]) % self.k
+        return bucket + self.k * (sr[:, None] ^ sc[None, :])
 
 
-def sketch_scores(scores: list[torch.Tensor], indices: list[torch.Tensor], k: int) -> torch.Tensor:
-    """CountSketch (float32, length k) of a layer's non-negative scores, given per matrix."""
-    acc = torch.zeros(2 * k, dtype=torch.float32, device=scores[0].device)
-    for s, idx in zip(scores, indices):
-        acc.index_add_(0, idx, s.reshape(-1))
-    return acc[:k] - acc[k:]
+def sketch_into(acc, scores, index) -> None:
+    """Add the scores of a batch, (batch, rows, cols) non-negative, into ``acc`` (batch, 2k)."""
+    b = scores.shape[0]
+    acc.scatter_add_(1, index.reshape(1, -1).expand(b, -1), scores.reshape(b, -1))
+
+
+def finish(acc):
+    """The sketch (…, k) from its (…, 2k) accumulator: positive half minus negative half."""
+    k = acc.shape[-1] // 2
+    return acc[..., :k] - acc[..., k:]
 
 
 def llmdcos(sketches: np.ndarray, norms: np.ndarray, pairs: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:

@@ -431,6 +431,37 @@ def write_scores(
                 arr[i] = sums[i][j].detach().float().cpu().numpy()
 
 
+def write_mask(path: Path, layout: WeightLayout, packed, attrs: dict, weights=None) -> None:
+    """A pruned model as the dense checkpoint plus this store: per scored matrix, the pruned weights
+    as bits (``packed[layer][matrix]``: ``np.packbits(mask, axis=1, bitorder="little")``, 1 =
+    pruned; 17 MB for SmolLM2-135M, 0.8 GB for a 7B model). A method that also changes the kept
+    weights stores them in ``weights[layer][matrix]`` (float32, ``<matrix>.weight`` arrays)."""
+    with _writing(path) as tmp:
+        group = zarr.open_group(tmp, mode="w", zarr_format=3)
+        group.attrs.update(_attrs({**attrs, "kind": "actpat.mask", "format_version": FORMAT_VERSION,
+                                   "layer_prefix": layout.layer_prefix, "matrices": list(layout.matrices),
+                                   "shapes": [list(s) for s in layout.shapes], "n_layers": layout.n_layers,
+                                   "bitorder": "little", "changed_weights": weights is not None}))
+        for j, (name, (rows, cols)) in enumerate(zip(layout.matrices, layout.shapes)):
+            width = -(-cols // 8)
+            arr = group.create_array(name, shape=(layout.n_layers, rows, width), chunks=(1, rows, width), dtype="uint8",
+                                     fill_value=0, compressors=_compressor(),
+                                     dimension_names=["layer", f"{name}.row", f"{name}.byte"],
+                                     attributes={"long_name": f"pruned weights of {name}, 8 columns per byte (little bit order)"})
+            for i in range(layout.n_layers):
+                arr[i] = packed[i][j]
+            if weights is not None:
+                w = group.create_array(f"{name}.weight", shape=(layout.n_layers, rows, cols),
+                                       chunks=(1, _row_chunk(rows, cols), cols), dtype="float32", fill_value=0.0,
+                                       compressors=_compressor(), dimension_names=["layer", f"{name}.row", f"{name}.col"])
+                for i in range(layout.n_layers):
+                    w[i] = weights[i][j]
+
+
+def open_mask(path: Path) -> xr.Dataset:
+    return _open(path, "actpat.mask")
+
+
 PROVENANCE_KEYS = ("model", "checkpoint_sha256", "seed", "seq_len", "target", "dtype", "sketch_size", "sketch_seed", "sketch_hash_version")
 
 

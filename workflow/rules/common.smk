@@ -150,8 +150,13 @@ def optional(flag, input, name):
     return f"{flag} {shlex.quote(str(input[name]))}" if name in input.keys() else ""
 
 
-def _kept(path):
-    return path if S.pruning.keep_checkpoints else temp(path)
+def pruning_report_inputs(w):
+    job = S.pruning_report_job()
+    runs = list(dict.fromkeys(job.validation1 + job.validation2))
+    files = [f"{run_dir(w.model, r)}/pruning.json" for r in runs]
+    files += [f"{run_dir(w.model, r)}/perplexity/{s}.json" for r in runs for s in job.sets_of(r)]
+    files += [f"results/{w.model}/pruning/dense/perplexity/{s}.json" for s in job.dense_sets]
+    return files
 
 
 # ---- SUMMARY.md ------------------------------------------------------------------------------

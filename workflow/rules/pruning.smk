@@ -56,11 +56,12 @@ rule eval_windows:
 
 rule prune:
     """Prune the model's decoder matrices with one method at one target sparsity; the per-layer
-    sparsity is checked against its target. The checkpoint is temporary unless keep_checkpoints."""
+    sparsity is checked against its target. The pruned model is the dense checkpoint plus the mask
+    written here (1 bit per scored weight)."""
     input:
         unpack(prune_inputs),
     output:
-        checkpoint=_kept(directory("results/{model}/pruning/runs/{run}/checkpoint")),
+        mask=directory("results/{model}/pruning/runs/{run}/mask.zarr"),
         report="results/{model}/pruning/runs/{run}/pruning.json",
     params:
         settings=lambda w: encode(S.prune_job(RUNS[w.run])),
@@ -82,24 +83,26 @@ rule prune:
     shell:
         "python -m actpat prune --settings {params.settings:q} --model-dir {input.model:q} --model {wildcards.model:q} "
         "{params.calibration} {params.density} --device {params.device:q} --threads {threads} "
-        "--out-dir {output.checkpoint:q} --report {output.report:q} 2> {log:q}"
+        "--mask {output.mask:q} --report {output.report:q} 2> {log:q}"
 
 
 rule perplexity:
-    """Perplexity of a pruned checkpoint on its evaluation sets (non-overlapping windows)."""
+    """Perplexity of one pruned model (dense checkpoint + mask) on one evaluation set: adding a
+    domain adds a row and a column of these jobs, never the whole matrix."""
     input:
-        model="results/{model}/pruning/runs/{run}/checkpoint",
-        sets=lambda w: [eval_store(w.model, s) for s in S.eval_sets_of(RUNS[w.run])],
+        model=lambda w: model_dir(w.model),
+        mask="results/{model}/pruning/runs/{run}/mask.zarr",
+        windows=lambda w: eval_store(w.model, w.evalset),
     output:
-        "results/{model}/pruning/runs/{run}/perplexity.json",
+        "results/{model}/pruning/runs/{run}/perplexity/{evalset}.json",
     params:
-        settings=encode(S.bootstrap_job(S.pruning.evaluation.bootstrap)),
+        mask=lambda w, input: optional("--mask", input, "mask"),
         device=S.runtime.device,
     threads: S.runtime.threads
     log:
-        "logs/{model}/perplexity/{run}.log",
+        "logs/{model}/perplexity/{run}/{evalset}.log",
     benchmark:
-        "logs/{model}/perplexity/{run}.bench.tsv"
+        "logs/{model}/perplexity/{run}/{evalset}.bench.tsv"
     resources:
         mem_mb=lambda w, attempt: S.pruning.mem_mb * attempt,
         runtime=60,
@@ -108,28 +111,26 @@ rule perplexity:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m actpat perplexity --settings {params.settings:q} --model-dir {input.model:q} --sets {input.sets:q} "
-        "--device {params.device:q} --threads {threads} --out {output:q} 2> {log:q}"
+        "python -m actpat perplexity --model-dir {input.model:q} {params.mask} "
+        "--windows {input.windows:q} --device {params.device:q} --threads {threads} --out {output:q} 2> {log:q}"
 
 
 use rule perplexity as perplexity_dense with:
     input:
         model=lambda w: model_dir(w.model),
-        sets=lambda w: [eval_store(w.model, s) for s in EVAL_SETS],
+        windows=lambda w: eval_store(w.model, w.evalset),
     output:
-        "results/{model}/pruning/dense/perplexity.json",
+        "results/{model}/pruning/dense/perplexity/{evalset}.json",
     log:
-        "logs/{model}/perplexity/dense.log",
+        "logs/{model}/perplexity/dense/{evalset}.log",
     benchmark:
-        "logs/{model}/perplexity/dense.bench.tsv"
+        "logs/{model}/perplexity/dense/{evalset}.bench.tsv"
 
 
 rule pruning_report:
     """Validations 1-2: tables (CSV, Markdown), the diagonal statistic, figures."""
     input:
-        v1=lambda w: [f"{run_dir(w.model, r)}/{f}" for r in S.validation1_runs() for f in ("pruning.json", "perplexity.json")],
-        v2=lambda w: [f"{run_dir(w.model, r)}/{f}" for r in S.validation2_runs() for f in ("pruning.json", "perplexity.json")],
-        dense="results/{model}/pruning/dense/perplexity.json",
+        pruning_report_inputs,
     output:
         report="results/{model}/pruning/report.md",
         summary="results/{model}/pruning/summary.json",
@@ -141,8 +142,8 @@ rule pruning_report:
         layer_figure=report("results/{model}/pruning/figures/layer_sparsity.png", caption="../report/layer_sparsity.rst", category="4. Validation 1: layer-wise pruning"),
     params:
         settings=encode(S.pruning_report_job()),
-        v1=lambda w: [run_dir(w.model, r) for r in S.validation1_runs()],
-        v2=lambda w: [run_dir(w.model, r) for r in S.validation2_runs()],
+        runs=lambda w: [run_dir(w.model, r) for r in RUNS.values()],
+        dense=lambda w: f"results/{w.model}/pruning/dense",
         out_dir=lambda w: f"results/{w.model}/pruning",
     log:
         "logs/{model}/pruning_report.log",
@@ -154,5 +155,5 @@ rule pruning_report:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m actpat pruning-report --settings {params.settings:q} --v1-runs {params.v1:q} --v2-runs {params.v2:q} "
-        "--dense {input.dense:q} --out-dir {params.out_dir:q} 2> {log:q}"
+        "python -m actpat pruning-report --settings {params.settings:q} --runs {params.runs:q} --dense {params.dense:q} "
+        "--out-dir {params.out_dir:q} 2> {log:q}"

@@ -9,6 +9,7 @@ rule score_shard:
     params:
         settings=lambda w: encode(S.scoring_job(w.domain)),
         device=S.runtime.device,
+        batch=f"--batch-size {S.resources.score_batch_size}" if S.resources.score_batch_size else "",
     threads: S.runtime.threads
     log:
         "logs/{model}/score_shard/{domain}-{shard}.log",
@@ -23,5 +24,5 @@ rule score_shard:
         "../../envs/torch.yaml"
     shell:
         "python -m actpat score-shard --settings {params.settings:q} --samples {input.samples:q} --shard {wildcards.shard} "
-        "--model-dir {input.model:q} --model {wildcards.model:q} --device {params.device:q} --threads {threads} "
+        "--model-dir {input.model:q} --model {wildcards.model:q} --device {params.device:q} --threads {threads} {params.batch} "
         "--out {output:q} 2> {log:q}"
