@@ -40,7 +40,7 @@ def main():
 
     model, _, _ = load_checkpoint(ROOT / "resources/models" / args.model)
     layout = weight_layout(model)
-    stores = sorted((ROOT / "results" / args.model / "samples").glob("*.zarr"))
+    stores = sorted(p for p in (ROOT / "results" / args.model / "samples").glob("*.zarr") if not p.name.startswith("pairs-"))
     if not stores:
         sys.exit("run the default workflow first (snakemake --cores all): no sample stores found")
     ids, domains = [], []

@@ -11,7 +11,8 @@ run() {  # name, extra args...
     "$ROOT/.venv/bin/snakemake" --snakefile "$ROOT/Snakefile" --directory "$dir" --cores all "$@" > "$dir/run.log" 2>&1
     local t1; t1=$(date +%s)
     echo "$name: $((t1 - t0)) s wall ($(grep -c 'Finished jobid' "$dir/run.log") jobs; results in $dir)"
-    for rule in prepare_model sample_domain score_shard density calibration_windows eval_windows prune perplexity; do
+    for rule in prepare_model sample_domain sample_pairs score_shard density similarity findings pairs_report \
+            calibration_windows eval_windows prune perplexity pruning_report summary; do
         awk -v r="$rule" 'FNR==2 {s+=$1; n++} END {if (n) printf "  %-14s %3d jobs, %7.1f s summed, %6.1f s each\n", r, n, s, s/n}' \
             $(find "$dir/logs" -path "*$rule*" -name "*.bench.tsv")
     done

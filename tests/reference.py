@@ -43,9 +43,10 @@ def llmdcos_exact(a, b) -> float:
 
 def sketch_dense(vector, layer: int, k: int, seed: int, shapes=None):
     """The CountSketch of a whole layer vector (the layer's matrices flattened and concatenated in
-    ``shapes`` order; one 1 x n matrix by default), written from the hash's definition: weight
-    (r, c) of matrix j goes to bucket (b_r + b_c) mod k with sign s_r xor s_c, where b and s are the
-    high bits and the low bit of the row's and the column's 32-bit hash."""
+    ``shapes`` order; one 1 x n matrix by default), written from the hash's definition: row r and
+    column c of matrix j have codes a = (h >> 1) mod k + k (h & 1) from their 32-bit hashes h;
+    weight (r, c) adds to entry (a_r + a_c) mod 2k of a 2k-vector, and the sketch is its first half
+    minus its second half."""
     import numpy as np
 
     from actpat.sketch import axis_hash
@@ -57,9 +58,8 @@ def sketch_dense(vector, layer: int, k: int, seed: int, shapes=None):
     for j, (rows, cols) in enumerate(shapes):
         hr = axis_hash(rows, layer, j, 0, seed).numpy()
         hc = axis_hash(cols, layer, j, 1, seed).numpy()
-        bucket = ((hr[:, None] >> 1) + (hc[None, :] >> 1)) % k
-        negative = (hr[:, None] & 1) ^ (hc[None, :] & 1)
-        idx = (bucket + k * negative).ravel()
+        code_r, code_c = (hr >> 1) % k + k * (hr & 1), (hc >> 1) % k + k * (hc & 1)
+        idx = ((code_r[:, None] + code_c[None, :]) % (2 * k)).ravel()
         out += np.bincount(idx, weights=vector[pos : pos + rows * cols], minlength=2 * k)
         pos += rows * cols
     return (out[:k] - out[k:]).astype(np.float32)

@@ -34,7 +34,7 @@ from torch import nn
 from actpat.errors import ActpatError
 from actpat.models import WeightLayout
 from actpat.settings import Scoring
-from actpat.sketch import LayerHasher, finish, sketch_into
+from actpat.sketch import LayerHasher, finish
 
 # histogram of log2|s| for the relative counts: 64 bins per octave from the float32 bit pattern
 HIST_SHIFT = 17  # 23 mantissa bits - 6
@@ -205,19 +205,25 @@ class ShardScorer:
         return value, token, hidden.cpu().numpy()
 
     def _reduce(self, s: torch.Tensor, i: int, j: int, st: dict, sketches: list) -> None:
-        """Everything the store keeps from one matrix's scores of a batch (batch, rows, cols)."""
-        self.sums[i][j].add_(s.sum(0))
+        """Everything the store keeps from one matrix's scores of a batch (batch, rows, cols).
+        Counts go one sample at a time through count_nonzero, which counts without converting the
+        comparison's booleans to int64 (a sum over a boolean tensor copies it)."""
+        acc = self.sums[i][j]
+        for b in range(len(s)):
+            acc.add_(s[b])
         st["l1"][:, i, j] = s.sum(-1).double().sum(-1).cpu()
-        st["l2"][:, i, j] = s.square().sum(-1).double().sum(-1).sqrt().cpu()
-        flat = s.reshape(len(s), -1)
-        for t, thr in enumerate(self.settings.thresholds):
-            st["above"][:, i, j, t] = (flat > thr).sum(-1).cpu()
-        st["zeros"][:, i, j] = (flat == 0).sum(-1).cpu()
-        for b in range(len(s)):  # one sample at a time: the bin indices are a temporary of the matrix's size
-            st["hist"][b, i, j] = torch.bincount(flat[b].view(torch.int32) >> HIST_SHIFT, minlength=HIST_BINS).cpu()
+        st["l2"][:, i, j] = torch.linalg.vector_norm(s, dim=-1).double().square().sum(-1).sqrt().cpu()
         if sketches[i] is None:
             sketches[i] = torch.zeros(len(s), 2 * self.settings.sketch_size, dtype=torch.float32, device=s.device)
-        sketch_into(sketches[i], s, self.hasher.index(i, j, s.device))
+        index = self.hasher.index(i, j, s.device).reshape(-1)
+        for b in range(len(s)):
+            flat = s[b].reshape(-1)
+            counts = [torch.count_nonzero(flat > thr) for thr in self.settings.thresholds] + [torch.count_nonzero(flat)]
+            counts = torch.stack(counts).cpu()
+            st["above"][b, i, j] = counts[:-1]
+            st["zeros"][b, i, j] = flat.numel() - counts[-1]
+            st["hist"][b, i, j] = torch.bincount(flat.view(torch.int32) >> HIST_SHIFT, minlength=HIST_BINS).cpu()
+            sketches[i][b].index_add_(0, index, flat)
 
     def _results(self, st, sketches, value, token, hidden, sample_ids) -> list[SampleScores]:
         l1 = st["l1"].numpy()

@@ -21,8 +21,9 @@ The hash is pinned (``HASH_VERSION``): changing it would make new stores incompa
 ones, and stores record it so that the reductions refuse stores of another version.
 
 Bucket and sign of weight (r, c) of a matrix come from a hash of its row and a hash of its column
-(b = (b_r + b_c) mod k, σ = σ_r σ_c; a "tensor sketch" of the matrix): a GPU keeps O(rows + cols)
-values per matrix instead of a hash per weight, and no 4-byte-per-weight cache. The estimator
+(a "tensor sketch" of the matrix: the index (a_r + a_c) mod 2k of per-row and per-column codes): a
+GPU keeps O(rows + cols) values per matrix instead of a hash per weight, and no 4-byte-per-weight
+cache. The estimator
 stays unbiased over the choice of hash; its error at the workflow's fixed hash is measured on real
 scores by ``benchmarks/sketch_error.py``.
 """
@@ -70,36 +71,54 @@ def bucket_index(h, k: int):
     return (((h >> 1) % k) + k * (h & 1)).to(torch.int32)
 
 
+def axis_codes(n: int, layer: int, matrix: int, axis: int, k: int, seed: int, device="cpu"):
+    """Each row's (axis 0) or column's (axis 1) code in [0, 2k): its bucket (the high bits of its
+    hash, mod k) plus k when its sign bit (the low bit) is set."""
+    h = axis_hash(n, layer, matrix, axis, seed, device)
+    return (h >> 1) % k + k * (h & 1)
+
+
 class LayerHasher:
     """The sketch's bucket and sign of every weight of a layer's matrices, from per-row and
-    per-column hashes: weight (r, c) of matrix j goes to bucket (b_r + b_c) mod k with sign
-    s_r·s_c. Only O(rows + cols) values are kept per matrix (on the weights' device); the
-    per-weight index is formed when a batch is sketched and shared by its samples."""
+    per-column codes: weight (r, c) of matrix j has index (a_r + a_c) mod 2k in a 2k-vector whose
+    first half holds the positive and second half the negative contributions; its bucket is that
+    index mod k, and its sign the parity of the row's sign bit, the column's sign bit and the wrap
+    past k. Only O(rows + cols) values are kept per matrix (int32, on the weights' device); the
+    per-weight index is formed (4 bytes a weight) when a batch is sketched, shared by its samples."""
 
     def __init__(self, shapes, k: int, seed: int):
-        self.shapes, self.k, self.seed = tuple(shapes), k, seed
-        self._axes: dict = {}
+        import torch
 
-    def _axis(self, layer: int, j: int, device):
+        if (2 * k) * 2 > torch.iinfo(torch.int32).max:
+            raise ValueError(f"sketch size {k} is too large")
+        self.shapes, self.k, self.seed = tuple(shapes), k, seed
+        self._codes: dict = {}
+
+    def _axes(self, layer: int, j: int, device):
+        import torch
+
         key = (layer, j, str(device))
-        if key not in self._axes:
+        if key not in self._codes:
             rows, cols = self.shapes[j]
-            hr = axis_hash(rows, layer, j, 0, self.seed, device)
-            hc = axis_hash(cols, layer, j, 1, self.seed, device)
-            self._axes[key] = ((hr >> 1) % self.k, hr & 1, (hc >> 1) % self.k, hc & 1)
-        return self._axes[key]
+            self._codes[key] = tuple(axis_codes(n, layer, j, axis, self.k, self.seed, device).to(torch.int32)
+                                     for axis, n in ((0, rows), (1, cols)))
+        return self._codes[key]
 
     def index(self, layer: int, j: int, device):
-        """(rows, cols) int64 index into a 2k-vector: the bucket, plus k where the sign is negative."""
-        br, sr, bc, sc = self._axis(layer, j, device)
-        bucket = (br[:, None] + bc[None, :]) % self.k
-        return bucket + self.k * (sr[:, None] ^ sc[None, :])
+        """(rows, cols) int32 index into the 2k-vector."""
+        ar, ac = self._axes(layer, j, device)
+        idx = ar[:, None] + ac[None, :]  # < 4k
+        two_k = 2 * self.k
+        if two_k & (two_k - 1) == 0:
+            return idx.bitwise_and_(two_k - 1)
+        return idx.remainder_(two_k)
 
 
 def sketch_into(acc, scores, index) -> None:
     """Add the scores of a batch, (batch, rows, cols) non-negative, into ``acc`` (batch, 2k)."""
-    b = scores.shape[0]
-    acc.scatter_add_(1, index.reshape(1, -1).expand(b, -1), scores.reshape(b, -1))
+    flat = index.reshape(-1)
+    for b in range(scores.shape[0]):
+        acc[b].index_add_(0, flat, scores[b].reshape(-1))
 
 
 def finish(acc):
