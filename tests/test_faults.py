@@ -218,10 +218,21 @@ def tiny_samples(tmp_path_factory, tiny_checkpoint):
     return out
 
 
+def _address_space_limit(nbytes: int):
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (nbytes, nbytes))
+
+    return limit
+
+
 def test_out_of_memory_names_the_settings_to_lower(tiny_samples, tiny_checkpoint, tmp_path):
-    """A real allocation failure: a sketch of 2^40 buckets per layer cannot be allocated."""
+    """A real allocation failure: the job may use 6 GiB of address space, and a batch's sketches
+    of 2^28 buckets per sample and layer need 12 GiB."""
     out = tmp_path / "shard.zarr"
-    res = _actpat(score_shard_args(tiny_samples, 0, 2, tiny_checkpoint, out, sketch_size=2**40))
+    res = _actpat(score_shard_args(tiny_samples, 0, 2, tiny_checkpoint, out, sketch_size=2**28),
+                  preexec_fn=_address_space_limit(6 * 2**30))
     last = res.stderr.strip().splitlines()[-1]
     assert res.returncode == 3
     assert last.startswith("actpat error: out of memory in score-shard (") and "lower resources.score_batch_size" in last

@@ -84,6 +84,21 @@ def test_validation3_uses_the_findings_layer_ranges(n_layers, deep):
     assert other["deep"] == (int(0.75 * n_layers), n_layers - 1)
 
 
+def test_validation3_ranges_of_a_shallow_model():
+    """A 6-layer model: [2L/3, L-2) = [4, 4) is empty and left out, not an error; deep and shallow
+    are still there (an empty configured range is an error)."""
+    import dataclasses
+
+    from conftest import default_settings
+
+    analysis = default_settings().analysis
+    r = layer_ranges(analysis, 6)
+    assert r["deep"] == (3, 4) and r["shallow"] == (0, 3) and "[2L/3, L-2)" not in r
+    assert r["[L/3, L-2)"] == (2, 4) and "[20, L-2) (paper)" not in r
+    with pytest.raises(ValueError, match="empty"):
+        layer_ranges(dataclasses.replace(analysis, deep_layers=(0.9, -2)), 6)
+
+
 def test_pair_measures_by_hand():
     sk = np.array([[3.0, 4.0], [3.0, 4.0], [4.0, -3.0]])  # (text, k) of one layer
     norms = np.array([5.0, 5.0, 5.0])

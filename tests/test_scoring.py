@@ -35,8 +35,10 @@ def _check_against_reference(model, samples, target, rtol=1e-5, atol=1e-9):
                     t = mult * mean
                     in_bin = int(((ref > t / 1.011) & (ref <= t * 1.011)).sum())
                     assert abs(res.above_rel[i, j, k] - int((ref > t).sum())) <= in_bin + 1
-                assert res.l1[i, j] == pytest.approx(ref.sum().item(), rel=1e-4)
-                assert res.l2[i, j] == pytest.approx(ref.norm().item(), rel=1e-4)
+                # the reference's sums in float64: torch's float32 norm of a whole SmolLM2 matrix
+                # is itself off by about 1e-4 (measured: 1.64413 against 1.64432 in float64)
+                assert res.l1[i, j] == pytest.approx(ref.double().sum().item(), rel=1e-5)
+                assert res.l2[i, j] == pytest.approx(ref.double().norm().item(), rel=1e-5)
                 assert res.zeros[i, j] == int((ref == 0).sum())
                 for t, thr in enumerate(THRESHOLDS):
                     # allow a weight to sit exactly at the threshold within rounding

@@ -13,6 +13,7 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 
 from actpat.errors import ActpatError
+from actpat.methods import METHODS
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
@@ -116,18 +117,20 @@ def _check_pruning(cfg: dict) -> None:
     v2["calibration_domains"] = v2["calibration_domains"] if v2["calibration_domains"] is not None else domains
     for d in v2["calibration_domains"]:
         known(d, "validation2.calibration_domains", domains)
-    if v2["method"] == "magnitude":
-        raise ConfigError("config error at pruning.validation2.method: 'magnitude' uses no calibration data; choose a Wanda method")
+    if not METHODS[v2["method"]].calibrated:
+        raise ConfigError(f"config error at pruning.validation2.method: {v2['method']!r} uses no calibration data; "
+                          "choose a calibrated method")
     for k, nm in enumerate(pr["nm"]):
         n, m = map(int, nm.split(":"))
         if not 0 < n < m:
             raise ConfigError(f"config error at pruning.nm.{k}: {nm!r} needs 0 < N < M (N pruned of every M)")
     if not pr["enabled"]:  # the pruning settings are filled in, but nothing else depends on them
         return
-    if "wanda-density" in pr["methods"] + [v2["method"]] and pr["ratios"]["threshold"] not in cfg["scoring"]["thresholds"]:
+    allocations = {METHODS[m].allocation for m in pr["methods"] + [v2["method"]]}
+    if "density-abs" in allocations and pr["ratios"]["threshold"] not in cfg["scoring"]["thresholds"]:
         raise ConfigError(f"config error at pruning.ratios.threshold: {pr['ratios']['threshold']} is not one of "
                           f"scoring.thresholds {cfg['scoring']['thresholds']}")
-    if "wanda-density-rel" in pr["methods"] + [v2["method"]] and pr["ratios"]["multiple"] not in cfg["scoring"]["relative_multiples"]:
+    if "density-rel" in allocations and pr["ratios"]["multiple"] not in cfg["scoring"]["relative_multiples"]:
         raise ConfigError(f"config error at pruning.ratios.multiple: {pr['ratios']['multiple']} is not one of "
                           f"scoring.relative_multiples {cfg['scoring']['relative_multiples']}")
     lo, hi = pr["ratios"]["bounds"]

@@ -240,7 +240,7 @@ def layer_ranges(analysis, n_layers: int) -> dict[str, tuple[int, int]]:
     """Validation 3's layer ranges: ``deep`` and ``shallow`` as configured for the findings
     (``analysis.deep_layers``, ``analysis.shallow_layers``; one definition,
     ``actpat.settings.layer_range``), the paper's other relative ranges, and its absolute
-    [20, L−2) where the model is deep enough."""
+    [20, L−2), each where the model is deep enough for it to be non-empty."""
     from actpat.settings import layer_range
 
     specs = {"deep": analysis.deep_layers, "shallow": analysis.shallow_layers, "[2L/3, L-2)": (2 / 3, -2),
@@ -249,6 +249,11 @@ def layer_ranges(analysis, n_layers: int) -> dict[str, tuple[int, int]]:
         specs["[20, L-2) (paper)"] = (20, -2)
     out = {}
     for name, (a, b) in specs.items():
-        r = layer_range(a, b, n_layers)
+        try:
+            r = layer_range(a, b, n_layers)
+        except ValueError:
+            if name in ("deep", "shallow"):
+                raise
+            continue  # the paper's other ranges are shown only where the model is deep enough
         out[name] = (int(r[0]), int(r[-1]) + 1)
     return out
