@@ -83,13 +83,15 @@ def main() -> None:
 
     def configuration(method: str, n_cal: int, structure: str = "unstructured", sparsity: float = 0.5) -> None:
         tag = f"{method}-{structure.replace(':', 'of')}-{n_cal}"
-        job = S.prune_job(PruningRun(method, structure, sparsity, None if method == "magnitude" else args.domain))
+        from actpat.methods import METHODS
+
+        job = S.prune_job(PruningRun(method, structure, sparsity, args.domain if METHODS[method].calibrated else None))
         prune = ["prune", "--settings", encode(job), "--model-dir", args.model_dir, "--model", "bench", "--threads",
                  str(args.threads), "--device", "cpu", "--mask", str(work / tag / "mask.zarr"),
                  "--report", str(work / tag / "pruning.json")]
-        if method != "magnitude":
+        if S.method(job.run).calibrated:
             prune += ["--calibration", str(text("calibration", n_cal))]
-        if method.startswith("wanda-density"):
+        if S.method(job.run).uses_density:
             prune += ["--density", args.density]
         t_prune, m_prune = run(prune)
         t_eval, m_eval = run(["perplexity", "--model-dir", args.model_dir, "--mask", str(work / tag / "mask.zarr"),
@@ -103,7 +105,8 @@ def main() -> None:
           f"{args.eval_windows} evaluation windows, {args.threads} threads, CPU")
     print(f"{'method':18s} {'structure':12s} {'calib':>5s} {'prune_s':>9s} {'prune_MiB':>9s} {'eval_s':>9s} {'eval_MiB':>9s} {'ppl':>9s}")
     if not args.scaling_only:
-        for method in ("magnitude", "wanda", "wanda-density", "wanda-density-rel", "wanda-owl"):
+        for method in ("magnitude", "wanda", "wanda-density", "wanda-density-rel", "wanda-owl", "wanda-alpha",
+                       "sparsegpt", "sparsegpt-density"):
             configuration(method, 16)
         configuration("wanda", 16, "2:4")
     for n in (4, 64) if not args.scaling_only else (4, 16, 64):

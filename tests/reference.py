@@ -63,3 +63,42 @@ def sketch_dense(vector, layer: int, k: int, seed: int, shapes=None):
         out += np.bincount(idx, weights=vector[pos : pos + rows * cols], minlength=2 * k)
         pos += rows * cols
     return (out[:k] - out[k:]).astype(np.float32)
+
+
+def sparsegpt_reference(weight, x, ratio: float, block: int, damp: float = 0.01, nm=None):
+    """SparseGPT written from its paper's sequential form (optimal brain surgeon, one column at a
+    time): the inverse Hessian of the columns not yet processed is inverted directly
+    (``inv(H[i:, i:])``, no Cholesky factor), and each pruned weight's error is applied to all
+    remaining columns at once (no lazy block updates). Masks: per block of ``block`` columns the
+    round(ratio · size) smallest w²/[H_i⁻¹]_00 taken at the block's start; N:M: per group of M
+    columns of a row, the N smallest, taken when the group is reached. Returns (weights, mask)."""
+    w = weight.double().clone()
+    h = x.double().T @ x.double()
+    rows, cols = w.shape
+    dead = torch.diagonal(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    h = h + damp * torch.diagonal(h).mean() * torch.eye(cols, dtype=torch.float64)
+    mask = torch.zeros(rows, cols, dtype=torch.bool)
+    inv = [torch.linalg.inv(h[i:, i:]) for i in range(cols)]
+
+    def saliency(j):
+        return w[:, j] ** 2 / inv[j][0, 0]
+
+    for i in range(cols):
+        if nm is None and i % block == 0:
+            end = min(i + block, cols)
+            metric = torch.stack([saliency(j) for j in range(i, end)], dim=1)
+            k = round(metric.numel() * ratio)
+            chosen = torch.zeros(metric.numel(), dtype=torch.bool)
+            chosen[torch.sort(metric.flatten(), stable=True).indices[:k]] = True
+            mask[:, i:end] = chosen.reshape(metric.shape)
+        if nm is not None and i % nm[1] == 0:
+            metric = torch.stack([saliency(j) for j in range(i, i + nm[1])], dim=1)
+            idx = torch.topk(metric, nm[0], dim=1, largest=False).indices
+            group = torch.zeros_like(metric, dtype=torch.bool).scatter_(1, idx, True)
+            mask[:, i:i + nm[1]] = group
+        err = torch.where(mask[:, i], w[:, i], torch.zeros_like(w[:, i]))  # w − q
+        w[:, i:] -= err[:, None] * inv[i][0][None, :] / inv[i][0, 0]
+        w[:, i] = torch.where(mask[:, i], torch.zeros_like(w[:, i]), w[:, i])
+    return w, mask

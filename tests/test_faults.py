@@ -62,7 +62,7 @@ def _prepare(case: str, tmp_path):
     if case == "N:M invalid":
         return with_value(cfg, "pruning.nm", ["4:4"])
     if case == "unknown method":
-        return with_value(cfg, "pruning.methods", ["wanda", "sparsegpt"])
+        return with_value(cfg, "pruning.methods", ["wanda", "obs-prune"])
     if case == "calibration domain not configured":
         return with_value(cfg, "pruning.calibration.domain", "c4")
     if case == "threshold negative":
@@ -128,7 +128,7 @@ SWEEP = {
     "non-causal model": "is a BertModel model, not a causal language model",
     "sparsity out of range": "pruning.sparsities.1: 1.2 is greater than or equal to the maximum of 1",
     "N:M invalid": "pruning.nm.0: '4:4' needs 0 < N < M",
-    "unknown method": "pruning.methods.1: 'sparsegpt' is not allowed",
+    "unknown method": "pruning.methods.1: 'obs-prune' is not allowed",
     "calibration domain not configured": "pruning.calibration.domain: 'c4' is not configured",
     "threshold negative": "scoring.thresholds.1: -1e-06 is less than or equal to the minimum of 0",
     "pairs file with missing scores": "pairs.mine: ",

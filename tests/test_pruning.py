@@ -179,7 +179,7 @@ def test_nm_pruning_of_a_model():
 @pytest.mark.parametrize(
     "request_, message",
     [
-        (("sparsegpt", 0.5), "unknown pruning method 'sparsegpt'"),
+        (("sparsegpt-owlish", 0.5), "unknown pruning method 'sparsegpt-owlish'"),
         (("wanda", 1.0), r"sparsity 1.0 is outside \[0, 1\)"),
         (("wanda-owl", 0.5, "2:4"), "N:M structure applies to uniform allocations, not wanda-owl"),
         (("wanda", 0.5), "wanda needs calibration windows"),
@@ -271,3 +271,140 @@ def test_pruning_is_deterministic():
                     inputs=AllocationInputs(layout.n_layers, (0.0, 0.99), owl=Owl(0.08, 5.0)))
         outs.append(model.state_dict())
     assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# SparseGPT against an independent sequential optimal-brain-surgeon reference
+
+
+def _sparsegpt_case(rows=12, cols=24, tokens=80, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(rows, cols, generator=gen, dtype=torch.float64)
+    x = torch.randn(tokens, cols, generator=gen, dtype=torch.float64) * torch.linspace(0.2, 3.0, cols, dtype=torch.float64)
+    x[:, 5] = 0.0  # an input feature never active: its weights go
+    return w, x
+
+
+@pytest.mark.parametrize("ratio, nm, block", [(0.5, None, 8), (0.7, None, 10), (0.0, (2, 4), 8), (0.3, None, 128)])
+def test_sparsegpt_equals_the_sequential_obs_reference(ratio, nm, block):
+    """The blocked, Cholesky-based update equals the paper's sequential form computed with explicit
+    inverses of each remaining-columns Hessian (tests/reference.py): same mask, same weights."""
+    from actpat.pruning import InputGram, SparseGPT
+    from reference import sparsegpt_reference
+
+    w, x = _sparsegpt_case()
+    expected_w, expected_mask = sparsegpt_reference(w, x, ratio, block, 0.01, nm)
+    lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False).double()
+    with torch.no_grad():
+        lin.weight.copy_(w)
+    gram = InputGram(lin)
+    for chunk in x.split(32):
+        gram.add_batch(chunk[None])
+    with torch.no_grad():
+        mask = SparseGPT(block=block, damp=0.01).prune(lin.weight, gram, ratio, nm)
+    assert torch.equal(mask, expected_mask)
+    torch.testing.assert_close(lin.weight.detach(), expected_w, rtol=1e-9, atol=1e-10)
+    assert (lin.weight[:, 5] == 0).all()
+    if nm:
+        assert (mask.reshape(w.shape[0], -1, nm[1]).sum(-1) == nm[0]).all()
+
+
+def test_sparsegpt_reconstructs_the_layer_output_better_than_its_mask_alone():
+    """The point of the update: with the same mask, ‖X (W − Ŵ)ᵀ‖ is smaller than with the kept
+    weights left as they were (and than magnitude pruning's), on correlated inputs."""
+    from actpat.pruning import InputGram, SparseGPT, matrix_mask
+
+    gen = torch.Generator().manual_seed(3)
+    w = torch.randn(32, 48, generator=gen, dtype=torch.float64)
+    # correlated input features, as activations are (a few directions carry most of the energy)
+    x = torch.randn(400, 8, generator=gen, dtype=torch.float64) @ torch.randn(8, 48, generator=gen, dtype=torch.float64)
+    x += 0.1 * torch.randn(400, 48, generator=gen, dtype=torch.float64)
+    lin = torch.nn.Linear(48, 32, bias=False).double()
+    with torch.no_grad():
+        lin.weight.copy_(w)
+    gram = InputGram(lin)
+    gram.add_batch(x)
+    with torch.no_grad():
+        mask = SparseGPT(block=16).prune(lin.weight, gram, 0.5, None)
+    err = lambda v: float(torch.linalg.norm(x @ (w - v).T))  # noqa: E731
+    masked_only = w.masked_fill(mask, 0.0)
+    magnitude = w.masked_fill(matrix_mask(w.abs(), 0.5), 0.0)
+    assert err(lin.weight.detach()) < 0.8 * err(masked_only) and err(lin.weight.detach()) < err(magnitude)
+
+
+def test_sparsegpt_model_mask_store_holds_the_pruned_model(tmp_path):
+    """A SparseGPT-pruned model is the dense checkpoint + its mask + its changed weights: written
+    to a mask store and applied to a fresh dense model, it gives the same weights bit for bit."""
+    from actpat.models import layer_weights
+    from actpat.pruning import apply_mask
+    from actpat.store import open_mask, write_mask
+
+    model = tiny_llama()
+    layout = weight_layout(model)
+    result = prune_model(model, layout, "sparsegpt", 0.6, calibration=_windows(64), base_options={"block": 16, "damp": 0.01})
+    np.testing.assert_allclose(result.actual, result.expected)
+    assert abs(result.actual.mean() - 0.6) < 0.01 and result.weights is not None
+    write_mask(tmp_path / "mask.zarr", layout, result.masks, {"overall_sparsity": float(result.actual.mean())},
+               weights=result.weights)
+    fresh = tiny_llama()
+    changed = [[w.clone() for w in layer] for layer in layer_weights(fresh, layout)]
+    apply_mask(fresh, layout, open_mask(tmp_path / "mask.zarr"))
+    for a_layer, b_layer, c_layer in zip(layer_weights(model, layout), layer_weights(fresh, layout), changed):
+        for a, b, c in zip(a_layer, b_layer, c_layer):
+            assert torch.equal(a, b)
+            assert not torch.equal(b[b != 0], c[b != 0])  # the kept weights did change
+
+
+# ----------------------------------------------------------------------------------------------
+# AlphaPruning
+
+
+@pytest.mark.parametrize("alpha", [2.0, 3.5])
+@pytest.mark.parametrize("xmin", ["peak", "mid"])
+def test_hill_alpha_recovers_a_known_power_law(alpha, xmin):
+    """Eigenvalues drawn from a Pareto density p(λ) ∝ λ^(−α) for λ ≥ 1: the tail above any λ_min is
+    the same power law, so both λ_min rules recover α (standard error (α − 1)/√n)."""
+    from actpat.pruning import hill_alpha
+
+    rng = np.random.default_rng(7)
+    lam = (1.0 - rng.random(20000)) ** (-1.0 / (alpha - 1.0))
+    n_tail = 20000 if xmin == "peak" else 10000
+    assert abs(hill_alpha(lam, xmin) - alpha) < 4 * (alpha - 1) / math.sqrt(n_tail) + 0.02
+
+
+def test_esd_is_the_spectrum_of_wtw():
+    from actpat.pruning import esd
+
+    w = torch.randn(7, 5, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(esd(w), np.sort(np.linalg.eigvalsh(w.double().numpy().T @ w.double().numpy())), rtol=1e-5)
+
+
+def test_alpha_ratios_follow_the_papers_mapping():
+    """Linear map of the layer metric onto [1 − ε, 1 + ε], scaled to the target mean: a layer with
+    a larger α (less well trained) is pruned more."""
+    from actpat.pruning import alpha_ratios
+
+    r = alpha_ratios(np.array([3.0, 1.0, 2.0]), 0.5, epsilon=0.2)
+    np.testing.assert_allclose(r.ratios, [0.6, 0.4, 0.5])
+    r = alpha_ratios(np.array([10.0, 30.0, 20.0, 20.0]), 0.7, epsilon=0.3)
+    np.testing.assert_allclose(r.ratios, 0.7 * np.array([0.7, 1.3, 1.0, 1.0]))
+    flat = alpha_ratios(np.array([2.0, 2.0]), 0.6)
+    np.testing.assert_allclose(flat.ratios, 0.6)
+    clipped = alpha_ratios(np.array([1.0, 5.0]), 0.9, epsilon=0.3, bounds=(0.0, 0.99))
+    assert clipped.ratios.max() <= 0.99 and abs(clipped.ratios.mean() - 0.9) < 1e-12 and clipped.clipped == [1]
+
+
+@pytest.mark.parametrize("method", ["wanda-alpha", "sparsegpt-alpha", "magnitude-alpha"])
+def test_alpha_allocation_on_a_model(method):
+    from actpat.pruning import esd, hill_alpha
+    from actpat.settings import AlphaPruning
+
+    model = tiny_llama()
+    layout = weight_layout(model)
+    inputs = AllocationInputs(layout.n_layers, (0.0, 0.99), alpha=AlphaPruning(0.2, "mid"))
+    expected_metric = [sum(hill_alpha(esd(model.model.layers[i].get_submodule(m).weight), "mid") for m in layout.matrices)
+                       for i in range(layout.n_layers)]
+    result = prune_model(model, layout, method, 0.5, calibration=_windows(64), inputs=inputs)
+    np.testing.assert_allclose(result.allocation["alpha"]["layer_alpha_sum"], expected_metric)
+    assert abs(result.ratios.mean() - 0.5) < 1e-12 and np.argmax(result.ratios) == np.argmax(expected_metric)
+    np.testing.assert_allclose(result.ratios.max() / result.ratios.min(), 1.2 / 0.8)

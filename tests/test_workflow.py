@@ -24,11 +24,11 @@ def test_dry_run_and_lint(configfile, tmp_path):
     assert counts["pairs_report"] == (1 if configfile else 2)
     # validation 1: (methods x sparsities + N:M runs) on the general set; validation 2: one run per
     # calibration domain (one of them shared with validation 1) on every domain's held-out text
-    n_runs = 5 + 1 if configfile else 5 * 3 + 2 + 7
+    n_runs = 6 + 1 if configfile else 5 * 3 + 2 + 7
     assert counts["prune"] == n_runs
     # one job per (model, set): runs of validation 1 alone on the general set, the n_domains runs of
     # validation 2 (one shared with validation 1) on every domain
-    assert counts["perplexity"] == (n_runs - n_domains) + n_domains * n_domains == (8 if configfile else 80)
+    assert counts["perplexity"] == (n_runs - n_domains) + n_domains * n_domains == (9 if configfile else 80)
     assert counts["calibration_windows"] == counts["eval_windows"] == n_domains
     assert counts["perplexity_dense"] == n_domains and counts["pruning_report"] == 1
     lint = run(["--lint", *extra], cwd=tmp_path)
@@ -49,7 +49,7 @@ def test_bad_config_stops_before_any_job(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_workflow_end_to_end(smoke_run):
-    from actpat.store import open_samples, open_scores
+    from actpat.store import open_mask, open_samples, open_scores
 
     tmp_path, res = smoke_run
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
@@ -89,7 +89,7 @@ def test_smoke_workflow_end_to_end(smoke_run):
     # validations 1-2 on the smoke run
     pr = tmp_path / "results/smollm2-135m/pruning"
     v1 = pd.read_csv(pr / "validation1.csv")
-    assert set(v1["method"]) == {"dense", "magnitude", "wanda", "wanda-density", "wanda-owl"}
+    assert set(v1["method"]) == {"dense", "magnitude", "wanda", "wanda-density", "wanda-owl", "sparsegpt-alpha"}
     assert (v1["n_windows"] == 4).all() and (v1["seq_len"] == 32).all() and np.isfinite(v1["perplexity"]).all()
     dense_ppl = v1.loc[v1["method"] == "dense", "perplexity"].item()
     assert (v1.loc[v1["method"] != "dense", "perplexity"] > dense_ppl).all()  # pruning half the weights costs perplexity
@@ -98,6 +98,12 @@ def test_smoke_workflow_end_to_end(smoke_run):
     assert len(report["layer_sparsity_actual"]) == 30 and abs(np.mean(report["layer_sparsity_target"]) - 0.5) < 1e-9
     assert report["calibration"]["windows"] == 2 and report["calibration"]["seq_len"] == 32
     _check_mask(tmp_path, run_dir, report)
+    # SparseGPT with AlphaPruning's allocation: its mask store holds the changed weights too
+    sg = json.loads((pr / "runs/code/sparsegpt-alpha/unstructured/0.5/pruning.json").read_text())
+    assert np.asarray(sg["alpha"]["matrix_alpha"]).shape == (30, 7) and sg["base_options"] == {"block": 128, "damp": 0.01}
+    assert abs(np.mean(sg["layer_sparsity_target"]) - 0.5) < 1e-9 and np.std(sg["layer_sparsity_target"]) > 0
+    sg_mask = open_mask(pr / "runs/code/sparsegpt-alpha/unstructured/0.5/mask.zarr")
+    assert sg_mask.attrs["changed_weights"] and "mlp.down_proj.weight" in sg_mask
     nm = json.loads((pr / "runs/code/wanda/2of4/0.5/pruning.json").read_text())
     assert nm["layer_sparsity_actual"] == [0.5] * 30
     summary = json.loads((pr / "summary.json").read_text())
@@ -144,8 +150,11 @@ def test_smoke_workflow_end_to_end(smoke_run):
     alpha = plan_with(**{"pruning.ratios.alpha": 3.0})  # the density-derived runs: code (V1 and V2) and medical
     assert alpha == {"prune": 2, "perplexity": 4, "pruning_report": 1, "summary": 1, "all": 1, "total": 9}
     windows = plan_with(**{"pruning.evaluation.max_windows": 3})
-    assert windows == {"eval_windows": 2, "perplexity": 8, "perplexity_dense": 2, "pruning_report": 1, "summary": 1,
-                       "all": 1, "total": 15}
+    assert windows == {"eval_windows": 2, "perplexity": 9, "perplexity_dense": 2, "pruning_report": 1, "summary": 1,
+                       "all": 1, "total": 16}
+    # a method's own settings reach its runs only: AlphaPruning's epsilon, SparseGPT's dampening
+    only_alpha = {"prune": 1, "perplexity": 1, "pruning_report": 1, "summary": 1, "all": 1, "total": 5}
+    assert plan_with(**{"pruning.alpha.epsilon": 0.3}) == only_alpha == plan_with(**{"pruning.sparsegpt.damp": 0.05})
     assert plan_with(**{"pruning.evaluation.bootstrap": 200}) == {"pruning_report": 1, "summary": 1, "all": 1, "total": 3}
 
 

@@ -124,6 +124,9 @@ def _check_pruning(cfg: dict) -> None:
         n, m = map(int, nm.split(":"))
         if not 0 < n < m:
             raise ConfigError(f"config error at pruning.nm.{k}: {nm!r} needs 0 < N < M (N pruned of every M)")
+        if "sparsegpt" in pr["nm_methods"] and pr["sparsegpt"]["block"] % m:
+            raise ConfigError(f"config error at pruning.sparsegpt.block: {pr['sparsegpt']['block']} is not a multiple of "
+                              f"M = {m} (pruning.nm.{k}: {nm!r}), so SparseGPT's N:M groups would straddle its blocks")
     if not pr["enabled"]:  # the pruning settings are filled in, but nothing else depends on them
         return
     allocations = {METHODS[m].allocation for m in pr["methods"] + [v2["method"]]}

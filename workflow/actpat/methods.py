@@ -1,8 +1,8 @@
 """Pruning methods by name, without torch (the workflow plans runs from these).
 
-A method is a *base* (how the weights of one layer are ranked and removed: magnitude, Wanda) and
-an *allocation* (how the target sparsity is spread over the layers: uniform, the paper's density
-formula, OWL). Their implementations are the registries ``actpat.pruning.BASES`` and
+A method is a *base* (how the weights of one layer are ranked and removed: magnitude, Wanda,
+SparseGPT) and an *allocation* (how the target sparsity is spread over the layers: uniform, the
+paper's density formula, OWL, AlphaPruning). Their implementations are the registries ``actpat.pruning.BASES`` and
 ``actpat.pruning.ALLOCATIONS``; the schema's enum of method names equals ``METHODS`` (tested).
 
 To add a method: declare it here, implement a new base or allocation in ``actpat.pruning`` if it
@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# base -> whether it needs calibration windows (Wanda's input norms ‖X_j‖)
-BASES = {"magnitude": False, "wanda": True}
-# allocation -> whether it needs calibration windows (OWL's outlier shares are Wanda scores)
-ALLOCATIONS = {"uniform": False, "density-abs": False, "density-rel": False, "owl": True}
+# base -> whether it needs calibration windows (Wanda's input norms ‖X_j‖, SparseGPT's XᵀX)
+BASES = {"magnitude": False, "wanda": True, "sparsegpt": True}
+# allocation -> whether it needs calibration windows (OWL's outlier shares are Wanda scores;
+# AlphaPruning reads the weights' spectra only)
+ALLOCATIONS = {"uniform": False, "density-abs": False, "density-rel": False, "owl": True, "alpha": False}
+# the suffix of a method's name for each allocation
+SUFFIX = {"uniform": "", "density-abs": "-density", "density-rel": "-density-rel", "owl": "-owl", "alpha": "-alpha"}
 
 
 @dataclass(frozen=True)
@@ -36,16 +39,19 @@ class PruningMethod:
         return self.allocation.startswith("density")
 
 
+# every base with every allocation: magnitude, wanda-density, sparsegpt-alpha, ... (magnitude with
+# an allocation that needs Wanda scores is left out: it would need calibration data it never uses)
 METHODS: dict[str, PruningMethod] = {
-    m.name: m
-    for m in (
-        PruningMethod("magnitude", "magnitude", "uniform"),
-        PruningMethod("wanda", "wanda", "uniform"),
-        PruningMethod("wanda-density", "wanda", "density-abs"),
-        PruningMethod("wanda-density-rel", "wanda", "density-rel"),
-        PruningMethod("wanda-owl", "wanda", "owl"),
-    )
+    f"{base}{SUFFIX[allocation]}": PruningMethod(f"{base}{SUFFIX[allocation]}", base, allocation)
+    for base in BASES
+    for allocation in ALLOCATIONS
+    if not (base == "magnitude" and allocation == "owl")
 }
+
+
+def uniform_of(method: str) -> str:
+    """The uniform-allocation method of the same base (the baseline of a layer-wise allocation)."""
+    return METHODS[method].base
 
 # N:M structures fix every layer's sparsity at N/M: only uniform allocations apply
 NM_BASES = tuple(name for name, m in METHODS.items() if m.allocation == "uniform")

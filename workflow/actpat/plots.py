@@ -120,19 +120,21 @@ def pairs_scatter(x: np.ndarray, human: np.ndarray, stem: Path, title: str) -> l
 
 def layer_sparsity(layers, stem: Path) -> list[Path]:
     """Validation 1: target sparsity per layer of each layer-wise method, at each target."""
+    from actpat.methods import METHODS
+
     unstructured = layers[layers["structure"] == "unstructured"]
     targets = sorted(unstructured["sparsity"].unique())
     fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.6), squeeze=False, sharey=True)
     for ax, s in zip(axes.flat, targets):
         sub = unstructured[unstructured["sparsity"] == s]
         for method, g in sub.groupby("method"):
-            style = "--" if method in ("wanda", "magnitude") else "-"
+            style = "--" if METHODS.get(method) and METHODS[method].allocation == "uniform" else "-"
             ax.plot(g["layer"] + 1, g["target"], style, marker="." if style == "-" else None, label=method)
         ax.set_title(f"mean sparsity {s:g}", fontsize=10)
         ax.set_xlabel("layer")
     axes.flat[0].set_ylabel("layer sparsity")
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle("Validation 1: layer-wise sparsities (density-derived, OWL, uniform)")
+    fig.suptitle("Validation 1: layer-wise sparsities (uniform dashed)")
     fig.tight_layout()
     return save(fig, stem)
 

@@ -6,11 +6,13 @@ A method (``actpat.methods``) is a *base* and an *allocation*:
   each matrix, as in Wanda's baseline) and ``wanda`` (per output row, the smallest |W_ij|·‖X_j‖₂, with
   ‖X_j‖ the norm of input feature j over the calibration tokens; Sun et al. 2023). A base that needs
   calibration data names a per-module statistic fed with the module's inputs (``add_batch``, as
-  Wanda's and SparseGPT's wrappers do) and may change the kept weights in its prune step.
+  Wanda's and SparseGPT's wrappers do) and may change the kept weights in its prune step:
+  ``sparsegpt`` (Frantar & Alistarh 2023) does, from each matrix's XᵀX.
 * allocations (``ALLOCATIONS``), how the target sparsity is spread over layers: ``uniform``, the
   paper's formula from a domain's activation density (``density-abs``: the absolute threshold γ;
-  ``density-rel``: scale-free, above a multiple of the model-mean score), and OWL's (Yin et al.
-  2024) from the share of outlier Wanda scores of each layer.
+  ``density-rel``: scale-free, above a multiple of the model-mean score), OWL's (Yin et al.
+  2024) from the share of outlier Wanda scores of each layer, and AlphaPruning's (``alpha``; Lu et
+  al. 2024) from the heavy-tailed spectra of the weights (no data).
 
 ``structure`` is ``unstructured`` or N:M (N of every M consecutive input weights of a row are
 zeroed; the sparsity is then N/M). Calibration runs layer by layer: the inputs of the current layer
@@ -107,6 +109,62 @@ def owl_ratios(outlier_share: np.ndarray, target: float, lam: float = 0.08, boun
     return clip_to_mean(raw, target, bounds)
 
 
+def esd(weight: torch.Tensor) -> np.ndarray:
+    """The empirical spectral density's eigenvalues of a weight matrix: the squared singular
+    values (eigenvalues of WᵀW), ascending, in float64."""
+    sv = torch.linalg.svdvals(weight.detach().float())
+    return np.sort(sv.double().cpu().numpy() ** 2)
+
+
+def hill_alpha(eigs: np.ndarray, xmin: str = "peak", bins: int = 100) -> float:
+    """AlphaPruning's PL_Alpha_Hill (Lu et al. 2024): the Hill estimate of the power-law exponent
+    of the ESD's tail, α = 1 + n / Σ_{λ ≥ λ_min} ln(λ / λ_min) over the n eigenvalues in the tail.
+    ``xmin="mid"`` takes λ_min at the median eigenvalue; ``"peak"`` (the paper's fix-finger rule)
+    tries every λ_min within [0.95, 1.5] × the left edge of the fullest of ``bins`` log-spaced
+    histogram bins and keeps the one whose fitted tail is closest to the data (Kolmogorov-Smirnov
+    distance). The authors' code compares λ with log10(0.95 x) for the lower end, which leaves it
+    practically open; here both ends are eigenvalues. Exact zero eigenvalues are left out."""
+    lam = np.sort(np.asarray(eigs, dtype=np.float64))
+    lam = lam[lam > 0]
+    if len(lam) < 3:
+        return float("nan")
+    logs = np.log(lam)
+    tail_sums = np.cumsum(logs[::-1])[::-1]  # Σ_{j ≥ i} ln λ_j
+
+    def fit(i: int) -> tuple[float, float]:
+        n = len(lam) - i
+        alpha = 1.0 + n / (tail_sums[i] - n * logs[i])
+        if not np.isfinite(alpha) or alpha <= 1:
+            return alpha, np.inf
+        model = 1.0 - (lam[i:] / lam[i]) ** (1.0 - alpha)
+        return alpha, float(np.abs(model - np.arange(n) / n).max())
+
+    if xmin == "mid":
+        return float(fit(len(lam) // 2)[0])
+    if xmin != "peak":
+        raise PruningError(f"unknown λ_min rule {xmin!r}; use 'peak' or 'mid'")
+    edges = np.linspace(np.log10(lam[0]), np.log10(lam[-1]), bins + 1)
+    counts, _ = np.histogram(np.log10(lam), bins=edges)
+    peak = 10 ** edges[int(np.argmax(counts))]
+    candidates = [i for i in range(len(lam) - 1) if 0.95 * peak <= lam[i] <= 1.5 * peak] or list(range(len(lam) - 1))
+    fits = [fit(i) for i in candidates]
+    return float(min(fits, key=lambda f: f[1])[0])
+
+
+def alpha_ratios(metric: np.ndarray, target: float, epsilon: float = 0.2, bounds: tuple[float, float] = (0.0, 0.99)) -> LayerRatios:
+    """AlphaPruning's allocation: a layer's heavy-tail metric (the sum of its matrices' α; a larger
+    α means a less well-trained layer) is mapped linearly onto [1 − ε, 1 + ε], and the result is
+    scaled so that the mean is ``target`` (every layer holds the same number of weights); values
+    outside ``bounds`` are clipped with the mean restored."""
+    m = np.asarray(metric, dtype=np.float64)
+    if not np.isfinite(m).all():
+        raise PruningError("AlphaPruning: a layer's heavy-tail metric is undefined (a matrix with fewer than 3 non-zero singular values)")
+    span = m.max() - m.min()
+    raw = ((m - m.min()) / span * 2 * epsilon + 1 - epsilon) if span > 0 else np.ones_like(m)
+    raw = raw * target / raw.mean()
+    return clip_to_mean(raw, target, bounds)
+
+
 # ----------------------------------------------------------------------------------------------
 # Masks (True = prune)
 
@@ -162,13 +220,18 @@ def wanda_metric(weight: torch.Tensor, sq_norm: torch.Tensor) -> torch.Tensor:
     return weight.detach().abs().float() * sq_norm.float().sqrt().unsqueeze(0)
 
 
-def expected_share(shape: tuple[int, int], ratio: float, nm: tuple[int, int] | None, per_row: bool) -> float:
-    """Share of a matrix's weights a mask of this kind zeroes (integer rounding included)."""
+def expected_share(shape: tuple[int, int], ratio: float, nm: tuple[int, int] | None, per_row: bool,
+                   block: int | None = None) -> float:
+    """Share of a matrix's weights a mask of this kind zeroes (integer rounding included): chosen
+    per row (``per_row``), per block of ``block`` columns over all rows, or over the whole matrix."""
     rows, cols = shape
     if nm:
         return nm[0] / nm[1]
     if per_row:
         return round(cols * ratio) / cols
+    if block:
+        widths = [min(block, cols - c) for c in range(0, cols, block)]
+        return sum(round(rows * w * ratio) for w in widths) / (rows * cols)
     return round(rows * cols * ratio) / (rows * cols)
 
 
@@ -268,6 +331,10 @@ class Magnitude:
     """The smallest |W| of the whole matrix (N:M: of each block)."""
 
     per_row = False
+    changes_weights = False
+
+    def expected_share(self, shape, ratio: float, nm) -> float:
+        return expected_share(shape, ratio, nm, self.per_row)
 
     def statistic(self, module: nn.Module):
         return None
@@ -283,6 +350,10 @@ class Wanda:
     """Per output row, the smallest |W_ij|·‖X_j‖₂ (N:M: of each block of a row)."""
 
     per_row = True
+    changes_weights = False
+
+    def expected_share(self, shape, ratio: float, nm) -> float:
+        return expected_share(shape, ratio, nm, self.per_row)
 
     def statistic(self, module: nn.Module) -> InputNorms:
         return InputNorms(module)
@@ -294,8 +365,77 @@ class Wanda:
         return mask
 
 
-# the bases of actpat.methods.BASES (tested to agree)
-BASES = {"magnitude": Magnitude(), "wanda": Wanda()}
+class InputGram:
+    """XᵀX over the calibration tokens of a module's input (float64; SparseGPT's Hessian up to a
+    constant factor, which neither its mask nor its update depends on)."""
+
+    def __init__(self, module: nn.Module):
+        cols = module.weight.shape[1]
+        self.gram = torch.zeros(cols, cols, dtype=torch.float64, device=module.weight.device)
+
+    def add_batch(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).double()
+        self.gram.addmm_(x.T, x)
+
+
+class SparseGPT:
+    """SparseGPT (Frantar & Alistarh 2023): columns are processed left to right; the weights to
+    prune in each block of ``block`` columns are the smallest w²/[H⁻¹]_jj over the block (N:M: over
+    each group of M columns of a row), with H⁻¹ the inverse Hessian of the columns not yet processed
+    (read off the upper Cholesky factor of (XᵀX + λI)⁻¹, λ = ``damp`` × mean diag XᵀX); each pruned
+    weight's error is compensated in the row's remaining weights by the optimal-brain-surgeon
+    update. Input features never active on the calibration data (zero diagonal) have their weights
+    zeroed, as in the authors' code. The kept weights change, so a pruned model is the dense
+    checkpoint plus its mask plus these weights. Computed in float64."""
+
+    per_row = False
+    changes_weights = True
+
+    def __init__(self, block: int = 128, damp: float = 0.01):
+        self.block, self.damp = block, damp
+
+    def expected_share(self, shape, ratio: float, nm) -> float:
+        return expected_share(shape, ratio, nm, False, self.block)
+
+    def statistic(self, module: nn.Module) -> InputGram:
+        return InputGram(module)
+
+    def prune(self, weight: torch.Tensor, statistic: InputGram, ratio: float, nm: tuple[int, int] | None) -> torch.Tensor:
+        rows, cols = weight.shape
+        if nm and (self.block % nm[1] or cols % nm[1]):
+            raise PruningError(f"SparseGPT's N:M needs the block ({self.block}) and the input width ({cols}) to be multiples of M = {nm[1]}")
+        w = weight.detach().double().clone()
+        h = statistic.gram.clone()
+        dead = torch.diagonal(h) == 0
+        h[dead, dead] = 1.0
+        w[:, dead] = 0.0
+        h.diagonal().add_(self.damp * torch.diagonal(h).mean())
+        u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+        mask = torch.zeros(rows, cols, dtype=torch.bool, device=weight.device)
+        for c1 in range(0, cols, self.block):
+            c2 = min(c1 + self.block, cols)
+            w1, u1 = w[:, c1:c2].clone(), u[c1:c2, c1:c2]
+            d = torch.diagonal(u1)
+            err = torch.zeros_like(w1)
+            m1 = mask[:, c1:c2]
+            if not nm:
+                m1.copy_(matrix_mask(w1 ** 2 / d ** 2, ratio))
+            for c in range(c2 - c1):
+                if nm and c % nm[1] == 0:
+                    m1[:, c:c + nm[1]] = nm_mask(w1[:, c:c + nm[1]] ** 2 / d[c:c + nm[1]] ** 2, *nm)
+                q = torch.where(m1[:, c], 0.0, w1[:, c])
+                err[:, c] = (w1[:, c] - q) / d[c]
+                w1[:, c:] -= err[:, c:c + 1] * u1[c:c + 1, c:]
+                w1[:, c] = q
+            w[:, c1:c2] = w1
+            w[:, c2:] -= err @ u[c1:c2, c2:]
+        weight.copy_(w.to(weight.dtype))
+        weight[mask] = 0
+        return mask
+
+
+# the bases of actpat.methods.BASES (tested to agree): name -> class, built with the job's options
+BASES = {"magnitude": Magnitude, "wanda": Wanda, "sparsegpt": SparseGPT}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,6 +453,8 @@ class AllocationInputs:
     owl: object | None = None
     density: object | None = None  # xarray Dataset of actpat.reduce.density
     outlier_shares: Callable[[float], np.ndarray] | None = None
+    alpha: object | None = None  # actpat.settings.AlphaPruning
+    weights: list | None = None  # [layer][matrix] the dense weights (set by prune_model)
 
 
 def _uniform(target: float, inputs: AllocationInputs) -> tuple[LayerRatios, dict]:
@@ -346,12 +488,23 @@ def _owl(target: float, inputs: AllocationInputs) -> tuple[LayerRatios, dict]:
     return info, {"owl": {"lambda": inputs.owl.spread, "M": inputs.owl.outlier_factor, "outlier_share": shares}}
 
 
+def _alpha(target: float, inputs: AllocationInputs) -> tuple[LayerRatios, dict]:
+    if inputs.alpha is None or inputs.weights is None:
+        raise PruningError("the AlphaPruning allocation needs the model's weights and its settings")
+    per_matrix = np.asarray([[hill_alpha(esd(w), inputs.alpha.xmin) for w in layer] for layer in inputs.weights])
+    metric = per_matrix.sum(1)
+    info = alpha_ratios(metric, target, inputs.alpha.epsilon, inputs.bounds)
+    return info, {"alpha": {"epsilon": inputs.alpha.epsilon, "xmin": inputs.alpha.xmin, "layer_alpha_sum": metric,
+                            "matrix_alpha": per_matrix, "raw_ratios": info.raw, "clipped_layers": info.clipped}}
+
+
 # the allocations of actpat.methods.ALLOCATIONS (tested to agree)
 ALLOCATIONS: dict[str, Callable[[float, AllocationInputs], tuple[LayerRatios, dict]]] = {
     "uniform": _uniform,
     "density-abs": _density("abs"),
     "density-rel": _density("rel"),
     "owl": _owl,
+    "alpha": _alpha,
 }
 
 
@@ -367,6 +520,7 @@ class PruneResult:
     zeros_after: np.ndarray  # share of exactly-zero weights per layer after pruning
     allocation: dict = field(default_factory=dict)  # what the allocation used (counts, outlier shares, ...)
     masks: list = field(default_factory=list)  # [layer][matrix] pruned weights as packed bits (uint8)
+    weights: list | None = None  # [layer][matrix] the kept weights, for bases that change them (float32)
 
 
 def prune_model(
@@ -378,10 +532,12 @@ def prune_model(
     calibration: torch.Tensor | None = None,
     inputs: AllocationInputs | None = None,
     progress=None,
+    base_options: dict | None = None,
 ) -> PruneResult:
     """Prune ``model`` in place; returns the per-layer targets and the measured sparsities.
     ``calibration`` (window, position) token ids are needed by calibrated methods; ``inputs`` holds
-    what the method's allocation uses (bounds (0, 0.99) and nothing else by default)."""
+    what the method's allocation uses (bounds (0, 0.99) and nothing else by default);
+    ``base_options`` are the base's settings (SparseGPT: ``block``, ``damp``)."""
     if isinstance(method, str):
         if method not in METHODS:
             raise PruningError(f"unknown pruning method {method!r}; choose one of {', '.join(METHODS)}")
@@ -392,11 +548,12 @@ def prune_model(
     if nm and method.allocation != "uniform":
         raise PruningError(f"N:M structure applies to uniform allocations, not {method.name} (its sparsity varies by layer)")
     target = nm[0] / nm[1] if nm else sparsity
-    base = BASES[method.base]
+    base = BASES[method.base](**(base_options or {}))
     _, layers = _find_decoder_layers(model)
     weights = layer_weights(model, layout)
     device = weights[0][0].device
     inputs = inputs or AllocationInputs(layout.n_layers, (0.0, 0.99))
+    inputs.weights = weights
     if method.calibrated:
         if calibration is None or len(calibration) == 0:
             raise PruningError(f"{method.name} needs calibration windows")
@@ -411,6 +568,7 @@ def prune_model(
     expected, actual, zeros_after = np.zeros(n_layers), np.zeros(n_layers), np.zeros(n_layers)
     sizes = np.asarray([r * c for r, c in layout.shapes], dtype=np.float64)
     packed: list[list[np.ndarray]] = []
+    changed: list[list[np.ndarray]] = [[] for _ in range(n_layers)]
     for i in range(n_layers):
         statistics = [None] * len(layout.matrices)
         if method.calibrated:
@@ -424,7 +582,9 @@ def prune_model(
                 masked[j] = mask.sum().item()
                 zeros_after[i] += (w == 0).sum().item()
                 packed[i].append(np.packbits(mask.cpu().numpy(), axis=1, bitorder="little"))
-        shares = [expected_share(s, ratios[i], nm, base.per_row) for s in layout.shapes]
+                if base.changes_weights:
+                    changed[i].append(w.detach().float().cpu().numpy())
+        shares = [base.expected_share(s, ratios[i], nm) for s in layout.shapes]
         expected[i] = float(np.dot(shares, sizes) / sizes.sum())
         actual[i] = masked.sum() / sizes.sum()
         zeros_after[i] /= sizes.sum()
@@ -433,7 +593,7 @@ def prune_model(
         if progress:
             progress(i)
     check_sparsity(ratios, actual, expected, layout)
-    return PruneResult(ratios, actual, expected, zeros_after, details, packed)
+    return PruneResult(ratios, actual, expected, zeros_after, details, packed, changed if base.changes_weights else None)
 
 
 def apply_mask(model: nn.Module, layout: WeightLayout, mask) -> float:
@@ -511,8 +671,11 @@ def prune_checkpoint(job, model_dir, model_name: str, calibration_store, density
     report = {"model": model_name, "run": run.key, "method": run.method, "structure": run.structure,
               "target_sparsity": run.sparsity, "checkpoint_sha256": checkpoint["checkpoint_sha256"],
               "code_version": code_version(), "device": device}
-    inputs = AllocationInputs(layout.n_layers, tuple(job.bounds), ratios=job.ratios, owl=job.owl,
+    inputs = AllocationInputs(layout.n_layers, tuple(job.bounds), ratios=job.ratios, owl=job.owl, alpha=job.alpha,
                               density=open_reduction(Path(density_store)) if density_store else None)
+    base_options = dict(job.base_options or {})
+    if base_options:
+        report["base_options"] = base_options
     calibration = None
     if calibration_store:
         cal = open_samples(Path(calibration_store))
@@ -524,7 +687,7 @@ def prune_checkpoint(job, model_dir, model_name: str, calibration_store, density
         + (f", {len(calibration)} calibration windows of {calibration.shape[1]} tokens" if calibration is not None else ""))
     bar = tqdm(total=layout.n_layers, desc="pruning", unit="layer", file=sys.stderr, mininterval=5, ascii=True)
     result = prune_model(model, layout, run.method, run.sparsity, run.structure, calibration, inputs,
-                         progress=lambda i: bar.update(1))
+                         progress=lambda i: bar.update(1), base_options=base_options)
     bar.close()
     if "density" in result.allocation:
         result.allocation["density"]["store"] = str(density_store)
@@ -541,7 +704,7 @@ def prune_checkpoint(job, model_dir, model_name: str, calibration_store, density
                {k: report[k] for k in ("model", "run", "method", "structure", "target_sparsity", "code_version")}
                | {"checkpoint_sha256": json.dumps(checkpoint["checkpoint_sha256"], sort_keys=True),
                   "overall_sparsity": report["overall_sparsity"], "calibration_sample_ids": json.dumps(
-                      report.get("calibration", {}).get("sample_ids", []))})
+                      report.get("calibration", {}).get("sample_ids", []))}, weights=result.weights)
     write_json(report, Path(report_path))
     log(f"done in {time.time() - t0:.1f}s -> {report_path}")
     return report

@@ -62,17 +62,29 @@ def validation1_table(runs: list[dict], dense: dict, general: str, n_boot: int, 
     d_ci = ci(d)
     rows.append({"method": "dense", "structure": "-", "sparsity": 0.0, "actual_sparsity": 0.0, "perplexity": d["perplexity"],
                  "ci_low": d_ci[0], "ci_high": d_ci[1], "vs_wanda": np.nan, "vs_wanda_low": np.nan,
-                 "vs_wanda_high": np.nan, "calibration": "-", "n_windows": d["n_windows"], "seq_len": d["seq_len"],
+                 "vs_wanda_high": np.nan, "uniform": "-", "vs_uniform": np.nan, "vs_uniform_low": np.nan, "vs_uniform_high": np.nan,
+                 "calibration": "-", "n_windows": d["n_windows"], "seq_len": d["seq_len"],
                  "tokens": d["tokens_predicted"]})
-    wanda = {(r["structure"], r["sparsity"]): r for r in runs if r["method"] == "wanda"}
+    from actpat.methods import uniform_of
+
+    by_key = {(r["method"], r["structure"], r["sparsity"]): r for r in runs}
+
+    def versus(r: dict, method: str) -> tuple[float, list[float]]:
+        ref = by_key.get((method, r["structure"], r["sparsity"]))
+        if ref is None or ref is r:
+            return np.nan, [np.nan, np.nan]
+        return paired_ratio(r["sets"][general], ref["sets"][general], n_boot, seed)
+
     for r in sorted(runs, key=lambda r: (r["structure"] != "unstructured", r["structure"], r["sparsity"], r["method"])):
         s = r["sets"][general]
-        ref = wanda.get((r["structure"], r["sparsity"]))
-        ratio, rci = paired_ratio(s, ref["sets"][general], n_boot, seed) if ref and r is not ref else (np.nan, [np.nan, np.nan])
+        ratio, rci = versus(r, "wanda")
+        uniform = uniform_of(r["method"])
+        u_ratio, u_ci = versus(r, uniform)
         s_ci = ci(s)
         rows.append({"method": r["method"], "structure": r["structure"], "sparsity": r["sparsity"],
                      "actual_sparsity": r["pruning"]["overall_sparsity"], "perplexity": s["perplexity"], "ci_low": s_ci[0],
                      "ci_high": s_ci[1], "vs_wanda": ratio, "vs_wanda_low": rci[0], "vs_wanda_high": rci[1],
+                     "uniform": uniform, "vs_uniform": u_ratio, "vs_uniform_low": u_ci[0], "vs_uniform_high": u_ci[1],
                      "calibration": r["calibration"] or "-", "n_windows": s["n_windows"], "seq_len": s["seq_len"],
                      "tokens": s["tokens_predicted"]})
     return pd.DataFrame(rows)
@@ -175,7 +187,8 @@ def write_pruning_report(job, run_dirs: list[Path], dense: Path, out_dir: Path, 
                "code_version": code_version(), "code_versions_of_runs": sorted(used)}
     md = [f"# Pruning report: {model}", "",
           f"## Validation 1: perplexity on `{general}` by method and target sparsity", "",
-          "`vs_wanda`: perplexity ratio to uniform Wanda at the same sparsity and structure (paired bootstrap over windows, 95%).", "",
+          "`vs_wanda`: perplexity ratio to uniform Wanda at the same sparsity and structure (paired bootstrap over windows, 95%); "
+          "`vs_uniform`: the same against the uniform allocation of the method's own base (`uniform`).", "",
           _markdown(v1), ""]
     if r2:
         matrix, stats = validation2(r2, dense_ppl, n_boot, seed)

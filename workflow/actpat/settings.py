@@ -229,6 +229,18 @@ class Owl:
 
 
 @dataclass(frozen=True)
+class AlphaPruning:
+    epsilon: float  # layer sparsities within target x [1 - epsilon, 1 + epsilon] before clipping
+    xmin: str  # "peak" | "mid": how the tail of each weight spectrum is chosen
+
+
+@dataclass(frozen=True)
+class SparseGPTOptions:
+    block: int  # columns whose mask is chosen together
+    damp: float  # dampening of XᵀX: damp x its mean diagonal
+
+
+@dataclass(frozen=True)
 class Validation2:
     method: str
     sparsity: float
@@ -271,6 +283,8 @@ class Pruning:
     evaluation: Evaluation
     ratios: Ratios
     owl: Owl
+    alpha: AlphaPruning
+    sparsegpt: SparseGPTOptions
     validation2: Validation2
     mem_mb: int
 
@@ -283,6 +297,8 @@ class PruneJob:
     ratios: Ratios | None
     owl: Owl | None
     bounds: tuple[float, float]
+    alpha: AlphaPruning | None
+    base_options: dict | None  # the base's settings (SparseGPT's block and damp)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -435,6 +451,8 @@ class Settings:
             ratios=ratios,
             owl=self.pruning.owl if method.allocation == "owl" else None,
             bounds=self.pruning.ratios.bounds,
+            alpha=self.pruning.alpha if method.allocation == "alpha" else None,
+            base_options=dataclasses.asdict(self.pruning.sparsegpt) if method.base == "sparsegpt" else None,
         )
 
     def method(self, run: PruningRun) -> PruningMethod:
@@ -509,6 +527,8 @@ def from_config(cfg: dict) -> Settings:
                                   sets=texts(pr["evaluation"]["sets"])),
             ratios=decode(Ratios, pr["ratios"]),
             owl=Owl(float(pr["owl"]["lambda"]), float(pr["owl"]["M"])),
+            alpha=decode(AlphaPruning, pr["alpha"]),
+            sparsegpt=decode(SparseGPTOptions, pr["sparsegpt"]),
             validation2=decode(Validation2, pr["validation2"]),
             mem_mb=pr["mem_mb"],
         ),
@@ -525,7 +545,7 @@ def load_settings(config: dict) -> Settings:
 
 
 __all__ = [
-    "Analysis", "Calibration", "Evaluation", "ModelSpec", "NM_BASES", "Owl", "PairSetSpec", "PruneJob", "Pruning",
+    "AlphaPruning", "Analysis", "Calibration", "Evaluation", "ModelSpec", "NM_BASES", "Owl", "SparseGPTOptions", "PairSetSpec", "PruneJob", "Pruning",
     "PruningRun", "Ratios", "Resources", "Runtime", "Samples", "Scoring", "Settings", "TextSource", "Validation2",
     "decode", "encode", "from_config", "load_settings", "n_shards",
 ]

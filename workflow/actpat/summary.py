@@ -183,11 +183,14 @@ PAPER_V1_REFERENCE = {
     "density-abs": "; ".join(f"{m} {o:.2f}/{u:.2f} = {o / u:.3f}" for m, (u, o) in PAPER_V1.items()),
     "density-rel": "not in the paper (scale-free density)",
     "owl": "not in the paper (OWL baseline)",
+    "alpha": "not in the paper (AlphaPruning baseline)",
 }
+BASE_NAMES = {"magnitude": "magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT"}
 
 
 def _validation1_rows(pruning: dict) -> list[tuple[str, str, str, str]]:
-    """One row per layer-wise method and configured sparsity: its perplexity ratio to uniform Wanda."""
+    """One row per layer-wise method and configured sparsity: its perplexity ratio to the uniform
+    allocation of its own base (uniform Wanda for the paper's method)."""
     from actpat.methods import METHODS
     from actpat.stats import undefined_because
 
@@ -197,15 +200,17 @@ def _validation1_rows(pruning: dict) -> list[tuple[str, str, str, str]]:
         m = METHODS.get(method)
         if structure != "unstructured" or m is None or m.allocation == "uniform":
             continue
-        wanda = v1.get(("wanda", "unstructured", sparsity))
-        why = "no uniform Wanda run at this sparsity" if wanda is None else undefined_because(windows=r["n_windows"])
-        holds = None if why else bool(r["vs_wanda_high"] is not None and r["vs_wanda_high"] < 1)
-        rows.append((f"Validation 1: {method} beats uniform Wanda at {sparsity:g} unstructured (perplexity ratio's interval below 1)",
+        base = BASE_NAMES.get(m.base, m.base)
+        uniform = v1.get((m.base, "unstructured", sparsity))
+        why = f"no uniform {base} run at this sparsity" if uniform is None else undefined_because(windows=r["n_windows"])
+        high = r.get("vs_uniform_high", r["vs_wanda_high"])
+        holds = None if why else bool(high is not None and high < 1)
+        rows.append((f"Validation 1: {method} beats uniform {base} at {sparsity:g} unstructured (perplexity ratio's interval below 1)",
                      f"perplexity on `{pruning['general_set']}` {_fmt(r['perplexity'], 2)} vs "
-                     f"{_fmt(wanda['perplexity'], 2) if wanda else 'undefined'}; ratio {_fmt(r['vs_wanda'])} "
-                     f"{_ci([r['vs_wanda_low'], r['vs_wanda_high']])}; {r['n_windows']} windows",
+                     f"{_fmt(uniform['perplexity'], 2) if uniform else 'undefined'}; ratio {_fmt(r.get('vs_uniform', r['vs_wanda']))} "
+                     f"{_ci([r.get('vs_uniform_low', r['vs_wanda_low']), high])}; {r['n_windows']} windows",
                      _verdict(holds, why),
-                     PAPER_V1_REFERENCE.get(m.allocation, "not in the paper") if sparsity == 0.5 else "the paper reports 50% only"))
+                     (PAPER_V1_REFERENCE.get(m.allocation, "not in the paper") if m.base == "wanda" else "not in the paper") if sparsity == 0.5 else "the paper reports 50% only"))
     return rows
 
 
