@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", default="/tmp/actpat-pruning-bench")
     ap.add_argument("--scaling-only", action="store_true", help="only Wanda with 4, 16 and 64 calibration windows")
+    ap.add_argument("--sparsity", type=float, default=0.5, help="target sparsity of the unstructured runs")
+    ap.add_argument("--methods", nargs="+", help="only these methods with the default calibration (no N:M, no scaling)")
     args = ap.parse_args()
     import dataclasses
 
@@ -81,8 +83,9 @@ def main() -> None:
     evalset = text("evaluation", args.eval_windows)
     rows = []
 
-    def configuration(method: str, n_cal: int, structure: str = "unstructured", sparsity: float = 0.5) -> None:
-        tag = f"{method}-{structure.replace(':', 'of')}-{n_cal}"
+    def configuration(method: str, n_cal: int, structure: str = "unstructured", sparsity: float | None = None) -> None:
+        sparsity = args.sparsity if sparsity is None else sparsity
+        tag = f"{method}-{structure.replace(':', 'of')}-{n_cal}-{sparsity:g}"
         from actpat.methods import METHODS
 
         job = S.prune_job(PruningRun(method, structure, sparsity, args.domain if METHODS[method].calibrated else None))
@@ -104,6 +107,10 @@ def main() -> None:
     print(f"SmolLM2 checkpoint {args.model_dir}, calibration/evaluation windows of {args.seq_len} tokens, "
           f"{args.eval_windows} evaluation windows, {args.threads} threads, CPU")
     print(f"{'method':18s} {'structure':12s} {'calib':>5s} {'prune_s':>9s} {'prune_MiB':>9s} {'eval_s':>9s} {'eval_MiB':>9s} {'ppl':>9s}")
+    if args.methods:
+        for method in args.methods:
+            configuration(method, 16)
+        return
     if not args.scaling_only:
         for method in ("magnitude", "wanda", "wanda-density", "wanda-density-rel", "wanda-owl", "wanda-alpha",
                        "sparsegpt", "sparsegpt-density"):
