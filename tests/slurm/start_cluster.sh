@@ -30,6 +30,7 @@ else
   ACCT="AccountingStorageType=accounting_storage/none"
 fi
 $SUDO tee /etc/slurm/slurm.conf >/dev/null <<EOF
+# written by actpat's tests/slurm/start_cluster.sh; stop_cluster.sh removes it
 ClusterName=ci
 SlurmctldHost=${HN}(127.0.0.1)
 SlurmUser=root
@@ -93,6 +94,7 @@ if [ "$WITH_DBD" = 1 ]; then
   $SUDO mariadb -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurmpw';
                     GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
   $SUDO tee /etc/slurm/slurmdbd.conf >/dev/null <<EOF
+# written by actpat's tests/slurm/start_cluster.sh; stop_cluster.sh removes it
 AuthType=auth/munge
 DbdHost=localhost
 DbdAddr=127.0.0.1
