@@ -60,7 +60,7 @@ def write_perplexity(model_dir: Path, mask: Path | None, windows_store: Path, ou
     from tqdm import tqdm
 
     from actpat.models import load_checkpoint, pick_device, weight_layout
-    from actpat.provenance import code_version
+    from actpat.provenance import checkpoint_id, code_version
     from actpat.store import open_mask, open_samples, write_json
 
     torch.set_num_threads(threads)
@@ -72,7 +72,7 @@ def write_perplexity(model_dir: Path, mask: Path | None, windows_store: Path, ou
         from actpat.pruning import apply_mask
 
         masks = open_mask(mask)
-        if masks.attrs["checkpoint_sha256"] != _json(checkpoint["checkpoint_sha256"]):
+        if masks.attrs["checkpoint_sha256"] != checkpoint_id(checkpoint):
             raise EvaluationError(f"{mask}: made for another checkpoint than {model_dir}")
         share = apply_mask(model, weight_layout(model), masks)
         run = masks.attrs["run"]
@@ -94,8 +94,3 @@ def write_perplexity(model_dir: Path, mask: Path | None, windows_store: Path, ou
     log(f"{run or 'dense'} on {name}: perplexity {ppl:.3f} over {len(tokens)} windows of {tokens.shape[1]} tokens "
         f"in {time.time() - t0:.1f}s")
 
-
-def _json(obj) -> str:
-    import json
-
-    return json.dumps(obj, sort_keys=True)

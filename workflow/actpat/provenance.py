@@ -82,7 +82,7 @@ def scores_attrs(model_name: str, checkpoint: dict, samples_attrs: dict, shard: 
         "model": model_name,
         "model_source": checkpoint["source"],
         "revision": checkpoint.get("revision"),
-        "checkpoint_sha256": _json(checkpoint["checkpoint_sha256"]),
+        "checkpoint_sha256": checkpoint_id(checkpoint),
         "architecture": checkpoint["architecture"],
         "domain": samples_attrs["domain"],
         "source": samples_attrs["source"],
@@ -103,7 +103,19 @@ def scores_attrs(model_name: str, checkpoint: dict, samples_attrs: dict, shard: 
     }
 
 
-def _json(obj) -> str:
+def checkpoint_id(checkpoint: dict) -> str:
+    """The prepared checkpoint's file hashes as one attribute string (stores of one checkpoint
+    carry the same string; a mask is refused on another checkpoint)."""
     import json
 
-    return json.dumps(obj, sort_keys=True)
+    return json.dumps(checkpoint["checkpoint_sha256"], sort_keys=True)
+
+
+def mask_attrs(report: dict, checkpoint: dict) -> dict:
+    """Attributes of a mask store (a pruned model): the run, the checkpoint it applies to, the
+    calibration windows it saw, and the code that made it."""
+    import json
+
+    return {**{k: report[k] for k in ("model", "run", "method", "structure", "target_sparsity", "code_version")},
+            "checkpoint_sha256": checkpoint_id(checkpoint), "overall_sparsity": report["overall_sparsity"],
+            "calibration_sample_ids": json.dumps(report.get("calibration", {}).get("sample_ids", []))}

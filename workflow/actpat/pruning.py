@@ -327,17 +327,24 @@ class InputNorms:
         self.sums += (x * x).sum(0)
 
 
-class Magnitude:
-    """The smallest |W| of the whole matrix (N:M: of each block)."""
+class Base:
+    """What the loop asks of a base: which weights it compares (``per_row``, or ``block`` columns
+    at a time, else the whole matrix), whether its prune step changes the kept weights, its
+    per-module calibration statistic (None: needs no data) and its prune step."""
 
     per_row = False
+    block: int | None = None
     changes_weights = False
 
     def expected_share(self, shape, ratio: float, nm) -> float:
-        return expected_share(shape, ratio, nm, self.per_row)
+        return expected_share(shape, ratio, nm, self.per_row, self.block)
 
     def statistic(self, module: nn.Module):
         return None
+
+
+class Magnitude(Base):
+    """The smallest |W| of the whole matrix (N:M: of each block)."""
 
     def prune(self, weight: torch.Tensor, statistic, ratio: float, nm: tuple[int, int] | None) -> torch.Tensor:
         metric = weight.detach().abs().float()
@@ -346,14 +353,10 @@ class Magnitude:
         return mask
 
 
-class Wanda:
+class Wanda(Base):
     """Per output row, the smallest |W_ij|·‖X_j‖₂ (N:M: of each block of a row)."""
 
     per_row = True
-    changes_weights = False
-
-    def expected_share(self, shape, ratio: float, nm) -> float:
-        return expected_share(shape, ratio, nm, self.per_row)
 
     def statistic(self, module: nn.Module) -> InputNorms:
         return InputNorms(module)
@@ -378,7 +381,7 @@ class InputGram:
         self.gram.addmm_(x.T, x)
 
 
-class SparseGPT:
+class SparseGPT(Base):
     """SparseGPT (Frantar & Alistarh 2023): columns are processed left to right; the weights to
     prune in each block of ``block`` columns are the smallest w²/[H⁻¹]_jj over the block (N:M: over
     each group of M columns of a row), with H⁻¹ the inverse Hessian of the columns not yet processed
@@ -388,14 +391,10 @@ class SparseGPT:
     zeroed, as in the authors' code. The kept weights change, so a pruned model is the dense
     checkpoint plus its mask plus these weights. Computed in float64."""
 
-    per_row = False
     changes_weights = True
 
     def __init__(self, block: int = 128, damp: float = 0.01):
         self.block, self.damp = block, damp
-
-    def expected_share(self, shape, ratio: float, nm) -> float:
-        return expected_share(shape, ratio, nm, False, self.block)
 
     def statistic(self, module: nn.Module) -> InputGram:
         return InputGram(module)
@@ -429,8 +428,7 @@ class SparseGPT:
                 w1[:, c] = q
             w[:, c1:c2] = w1
             w[:, c2:] -= err @ u[c1:c2, c2:]
-        weight.copy_(w.to(weight.dtype))
-        weight[mask] = 0
+        weight.copy_(w.to(weight.dtype))  # the pruned weights are exact zeros in w
         return mask
 
 
@@ -651,7 +649,6 @@ def prune_checkpoint(job, model_dir, model_name: str, calibration_store, density
     """The prune job (``job``: ``actpat.settings.PruneJob``): prune a prepared checkpoint with the
     run's method; write the pruned model as a mask store (the dense checkpoint plus the mask is the
     pruned model) and a report of per-layer targets and sparsities."""
-    import json
     import sys
     import time
     from pathlib import Path
@@ -659,7 +656,7 @@ def prune_checkpoint(job, model_dir, model_name: str, calibration_store, density
     from tqdm import tqdm
 
     from actpat.models import load_checkpoint, pick_device, weight_layout
-    from actpat.provenance import code_version
+    from actpat.provenance import code_version, mask_attrs
     from actpat.store import open_reduction, open_samples, write_json, write_mask
 
     run = job.run
@@ -700,11 +697,7 @@ def prune_checkpoint(job, model_dir, model_name: str, calibration_store, density
     if device == "cuda":
         report["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     log(f"overall sparsity {report['overall_sparsity']:.4f}; per layer {result.actual.min():.4f}..{result.actual.max():.4f}")
-    write_mask(Path(mask_path), layout, result.masks,
-               {k: report[k] for k in ("model", "run", "method", "structure", "target_sparsity", "code_version")}
-               | {"checkpoint_sha256": json.dumps(checkpoint["checkpoint_sha256"], sort_keys=True),
-                  "overall_sparsity": report["overall_sparsity"], "calibration_sample_ids": json.dumps(
-                      report.get("calibration", {}).get("sample_ids", []))}, weights=result.weights)
+    write_mask(Path(mask_path), layout, result.masks, mask_attrs(report, checkpoint), weights=result.weights)
     write_json(report, Path(report_path))
     log(f"done in {time.time() - t0:.1f}s -> {report_path}")
     return report

@@ -79,7 +79,7 @@ def validation1_table(runs: list[dict], dense: dict, general: str, n_boot: int, 
         s = r["sets"][general]
         ratio, rci = versus(r, "wanda")
         uniform = uniform_of(r["method"])
-        u_ratio, u_ci = versus(r, uniform)
+        u_ratio, u_ci = (ratio, rci) if uniform == "wanda" else versus(r, uniform)
         s_ci = ci(s)
         rows.append({"method": r["method"], "structure": r["structure"], "sparsity": r["sparsity"],
                      "actual_sparsity": r["pruning"]["overall_sparsity"], "perplexity": s["perplexity"], "ci_low": s_ci[0],

@@ -203,12 +203,12 @@ def _validation1_rows(pruning: dict) -> list[tuple[str, str, str, str]]:
         base = BASE_NAMES.get(m.base, m.base)
         uniform = v1.get((m.base, "unstructured", sparsity))
         why = f"no uniform {base} run at this sparsity" if uniform is None else undefined_because(windows=r["n_windows"])
-        high = r.get("vs_uniform_high", r["vs_wanda_high"])
+        high = r["vs_uniform_high"]
         holds = None if why else bool(high is not None and high < 1)
         rows.append((f"Validation 1: {method} beats uniform {base} at {sparsity:g} unstructured (perplexity ratio's interval below 1)",
                      f"perplexity on `{pruning['general_set']}` {_fmt(r['perplexity'], 2)} vs "
-                     f"{_fmt(uniform['perplexity'], 2) if uniform else 'undefined'}; ratio {_fmt(r.get('vs_uniform', r['vs_wanda']))} "
-                     f"{_ci([r.get('vs_uniform_low', r['vs_wanda_low']), high])}; {r['n_windows']} windows",
+                     f"{_fmt(uniform['perplexity'], 2) if uniform else 'undefined'}; ratio {_fmt(r['vs_uniform'])} "
+                     f"{_ci([r['vs_uniform_low'], high])}; {r['n_windows']} windows",
                      _verdict(holds, why),
                      (PAPER_V1_REFERENCE.get(m.allocation, "not in the paper") if m.base == "wanda" else "not in the paper") if sparsity == 0.5 else "the paper reports 50% only"))
     return rows
