@@ -105,3 +105,22 @@ def test_embedded_model_maximum_positions_known_to_the_start_up_checks(smol_chec
 
     config = json.loads((smol_checkpoint / "config.json").read_text())
     assert config["max_position_embeddings"] == EMBEDDED_MAX_POSITIONS["smollm2"]
+
+
+def test_a_job_given_gpus_that_torch_cannot_use_says_so_and_runs_on_the_cpu(monkeypatch):
+    """A SLURM job allocated GPUs (CUDA_VISIBLE_DEVICES set) on a node where torch sees none:
+    device auto falls back to the CPU with one log line naming the devices; device cuda fails."""
+    import torch
+
+    from actpat.models import ModelError, pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    lines: list[str] = []
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert pick_device("auto", lines.append) == "cpu"
+    assert len(lines) == 1 and "CUDA_VISIBLE_DEVICES=0,1" in lines[0] and "running on the CPU" in lines[0]
+    with pytest.raises(ModelError, match="CUDA_VISIBLE_DEVICES='0,1'"):
+        pick_device("cuda", lines.append)
+    assert pick_device("cpu", lines.append) == "cpu" and len(lines) == 2  # asked for the CPU, given GPUs: said too
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert pick_device("auto", lines.append) == "cpu" and len(lines) == 2  # no GPUs given: nothing to say

@@ -64,7 +64,7 @@ def write_perplexity(model_dir: Path, mask: Path | None, windows_store: Path, ou
     from actpat.store import open_mask, open_samples, write_json
 
     torch.set_num_threads(threads)
-    device = pick_device(device)
+    device = pick_device(device, log)
     t0 = time.time()
     model, _, checkpoint = load_checkpoint(model_dir, "float32", device)
     run = None

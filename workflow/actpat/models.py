@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -332,11 +333,18 @@ def check_window_length(field: str, length: int, max_positions: int | None, mode
         raise ConfigError(f"config error at {field}: {length} tokens exceed the maximum of {max_positions} positions{of}")
 
 
-def pick_device(requested: str) -> str:
+def pick_device(requested: str, log: Callable[[str], None] | None = None) -> str:
+    """The device a job runs on. `auto` takes CUDA when torch sees it, else the CPU, and says so in
+    the log when the scheduler gave the job GPUs that torch cannot use (CUDA_VISIBLE_DEVICES set: a
+    CPU-only torch, no driver, or a test cluster whose "GPUs" are only device names)."""
     import torch
 
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+    given = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise ModelError("device: cuda was requested but no CUDA device is visible")
-    return requested
+        raise ModelError(f"device: cuda was requested but torch sees no CUDA device (CUDA_VISIBLE_DEVICES={given!r}, "
+                         f"torch {torch.__version__}); use device: auto to fall back to the CPU")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if requested == "auto" else requested
+    if log is not None and device == "cpu" and given not in ("", "-1") and not torch.cuda.is_available():
+        log(f"this job was given GPU(s) CUDA_VISIBLE_DEVICES={given} but torch {torch.__version__} sees no CUDA "
+            f"device: running on the CPU")
+    return device

@@ -661,7 +661,7 @@ def prune_checkpoint(job, model_dir, model_name: str, calibration_store, density
 
     run = job.run
     torch.set_num_threads(threads)
-    device = pick_device(device)
+    device = pick_device(device, log)
     t0 = time.time()
     model, _, checkpoint = load_checkpoint(Path(model_dir), "float32", device)
     layout = weight_layout(model)

@@ -294,7 +294,7 @@ def _score_shard(job, samples_path, shard, model_dir, model_name, device, thread
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    device = pick_device(device)
+    device = pick_device(device, log)
     dtype = compute_dtype(job.scoring.compute_dtype, device)
     samples = open_samples(samples_path)
     slices = shard_slices(samples.sizes["sample"], job.shard_size or 0, job.n_shards or 0)

@@ -192,6 +192,7 @@ class Resources:
     score_runtime: int
     score_gpus: int
     score_batch_size: int | None
+    gpu_partition: str | None
 
 
 @dataclass(frozen=True)

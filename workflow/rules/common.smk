@@ -78,18 +78,30 @@ def visible_gpus():
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
+# Whether this Snakemake submits its jobs elsewhere (SLURM). It has not chosen its executor when it
+# reads this file (workflow.local_exec is True here even under --executor slurm), but `--jobs`
+# reaches it as a node count only for executors that submit jobs (the local executor turns it into
+# --cores), and a job started by such an executor runs in another mode than the main process.
+SUBMITS_JOBS = workflow.nodes is not None and workflow.is_main_process
+
+
 # Local runs: at most as many concurrent GPU jobs as there are visible GPUs (`--resources gpu=N`
 # overrides). Not on a cluster, where the scheduler hands out GPUs.
-if workflow.local_exec and "gpu" not in workflow.global_resources:
+if not SUBMITS_JOBS and "gpu" not in workflow.global_resources:
     workflow.register_resource("gpu", visible_gpus())
 
 
-def scoring_gpus():
+def gpu_resources():
+    """Resources of the jobs that use a GPU when there is one (scoring, pruning, perplexity): no GPU
+    with device cpu; on a cluster (the jobs run elsewhere) `score_gpus` GPUs, in `gpu_partition`
+    when set, unless device is cpu; locally, `score_gpus` when the device is cuda or this machine
+    shows a GPU. A job given GPUs that torch cannot use runs on the CPU and says so (device auto)."""
     if S.runtime.device == "cpu":
-        return 0
-    if S.runtime.device == "cuda" or visible_gpus() > 0:
-        return S.resources.score_gpus
-    return 0
+        return {"gpu": 0}
+    if S.runtime.device == "cuda" or SUBMITS_JOBS or visible_gpus() > 0:
+        partition = {"slurm_partition": S.resources.gpu_partition} if S.resources.gpu_partition else {}
+        return {"gpu": S.resources.score_gpus, **partition}
+    return {"gpu": 0}
 
 
 def model_dir(model):

@@ -76,7 +76,7 @@ rule prune:
     resources:
         mem_mb=lambda w, attempt: S.pruning.mem_mb * attempt,
         runtime=60,
-        gpu=scoring_gpus(),
+        **gpu_resources(),
     retries: 1
     conda:
         "../../envs/torch.yaml"
@@ -106,7 +106,7 @@ rule perplexity:
     resources:
         mem_mb=lambda w, attempt: S.pruning.mem_mb * attempt,
         runtime=60,
-        gpu=scoring_gpus(),
+        **gpu_resources(),
     retries: 1
     conda:
         "../../envs/torch.yaml"

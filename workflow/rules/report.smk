@@ -1,5 +1,10 @@
 # SUMMARY.md: every finding and validation against the paper (the HTML report: snakemake --report).
 
+# a page of text from a few JSON files: on a cluster it runs in the main Snakemake process, not as a
+# SLURM job of its own (a submission, a scheduler round trip and a Snakemake start for 0.2 s of work)
+localrules:
+    summary,
+
 
 rule summary:
     """One page: each finding and validation, its statistic and interval, whether it holds here,

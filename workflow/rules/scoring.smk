@@ -18,7 +18,7 @@ rule score_shard:
     resources:
         mem_mb=lambda w, attempt: S.resources.score_mem_mb * attempt,
         runtime=S.resources.score_runtime,
-        gpu=scoring_gpus(),
+        **gpu_resources(),
     retries: 1
     conda:
         "../../envs/torch.yaml"
