@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [str(ROOT / ".venv/bin/python"), "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 # the same cluster arguments as tests/test_slurm.py
 SLURM = ["--workflow-profile", str(ROOT / "workflow/profiles/slurm"), "--slurm-init-seconds-before-status-checks", "5",
-         "--latency-wait", "5"]
+         "--latency-wait", "5", "--cores", "2"]
 
 
 def smoke_config(where: Path, cluster: bool) -> Path:

@@ -4,6 +4,7 @@
 # the settings the job depends on, as one quoted JSON argument (`--settings {params.settings:q}`):
 # no config value is pasted into a shell string, and a job reruns when (and only when) its own
 # settings change. Paths are quoted with `:q` too.
+import functools
 import os
 import shlex
 import shutil
@@ -64,6 +65,7 @@ wildcard_constraints:
     run=_alternatives(RUNS),
 
 
+@functools.cache
 def visible_gpus():
     """GPUs this machine shows (0 without nvidia-smi); a cluster profile overrides resources."""
     if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
@@ -78,30 +80,41 @@ def visible_gpus():
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
-# Whether this Snakemake submits its jobs elsewhere (SLURM). It has not chosen its executor when it
-# reads this file (workflow.local_exec is True here even under --executor slurm), but `--jobs`
-# reaches it as a node count only for executors that submit jobs (the local executor turns it into
-# --cores), and a job started by such an executor runs in another mode than the main process.
-SUBMITS_JOBS = workflow.nodes is not None and workflow.is_main_process
-
-
-# Local runs: at most as many concurrent GPU jobs as there are visible GPUs (`--resources gpu=N`
-# overrides). Not on a cluster, where the scheduler hands out GPUs.
-if not SUBMITS_JOBS and "gpu" not in workflow.global_resources:
+# At most as many concurrent GPU jobs as this machine shows GPUs (`--resources gpu=N` overrides). A
+# cluster profile states its own limit (the SLURM profile: `resources: {gpu: 100}`): the scheduler
+# hands out the GPUs there, and this machine's count would cap every job's request.
+if "gpu" not in workflow.global_resources:
     workflow.register_resource("gpu", visible_gpus())
 
 
+def job_gpus():
+    """GPUs a scoring, pruning or perplexity job asks for. Decided when the job is planned, once
+    Snakemake knows its executor (not while it reads this file): none with device cpu; on a cluster
+    (or a dry run with --jobs) `score_gpus` whatever this machine shows; locally `score_gpus` when
+    the device is cuda or this machine shows a GPU."""
+    if S.runtime.device == "cpu":
+        return 0
+    # the Snakemake a SLURM job starts for itself (another mode) runs its job where it is, like a local run
+    submits = workflow.is_main_process and not workflow.local_exec
+    on_cluster = submits or (workflow.is_main_process and workflow.dryrun and workflow.nodes is not None)
+    if not (S.runtime.device == "cuda" or on_cluster or visible_gpus() > 0):
+        return 0
+    cap = workflow.global_resources.get("gpu")
+    if submits and cap is not None and cap.value < S.resources.score_gpus:
+        raise WorkflowError(f"jobs ask for {S.resources.score_gpus} GPU(s) (resources.score_gpus) but this run allows "
+                            f"{cap.value}: on a cluster, state how many GPUs may be in use at once in the profile "
+                            "(`resources: {gpu: 100}`, as workflow/profiles/slurm does) or pass --resources gpu=N")
+    return S.resources.score_gpus
+
+
 def gpu_resources():
-    """Resources of the jobs that use a GPU when there is one (scoring, pruning, perplexity): no GPU
-    with device cpu; on a cluster (the jobs run elsewhere) `score_gpus` GPUs, in `gpu_partition`
-    when set, unless device is cpu; locally, `score_gpus` when the device is cuda or this machine
-    shows a GPU. A job given GPUs that torch cannot use runs on the CPU and says so (device auto)."""
+    """The GPU resources of the jobs that use a GPU when there is one: their count (job_gpus) and,
+    on a cluster, the partition `resources.gpu_partition` (when set and the device is not cpu). A
+    job given GPUs that torch cannot use runs on the CPU and says so (device auto)."""
     if S.runtime.device == "cpu":
         return {"gpu": 0}
-    if S.runtime.device == "cuda" or SUBMITS_JOBS or visible_gpus() > 0:
-        partition = {"slurm_partition": S.resources.gpu_partition} if S.resources.gpu_partition else {}
-        return {"gpu": S.resources.score_gpus, **partition}
-    return {"gpu": 0}
+    partition = {"slurm_partition": S.resources.gpu_partition} if S.resources.gpu_partition else {}
+    return {"gpu": lambda w: job_gpus(), **partition}
 
 
 def model_dir(model):
