@@ -90,11 +90,12 @@ def cluster(tmp_path_factory):
     subprocess.run(["bash", str(ROOT / "tests/slurm/stop_cluster.sh")], env=env, timeout=120)
 
 
-def _sacct(since: str) -> list[dict[str, str]]:
-    fields = ["JobID", "Partition", "AllocTRES", "State", "Comment"]
-    out = subprocess.run(["sacct", "-X", "-a", "-n", "-P", "-S", since, "-o", ",".join(fields)],
+def sacct_jobs(since: str, fields=("JobID", "Partition", "AllocTRES", "State", "Comment")) -> list[dict[str, str]]:
+    """The SLURM jobs started since `since`, but the cluster's own `srun hostname` checks."""
+    out = subprocess.run(["sacct", "-X", "-a", "-n", "-P", "-S", since, "-o", ",".join(("JobName", *fields))],
                          capture_output=True, text=True, check=True).stdout
-    return [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line]
+    rows = [line.split("|") for line in out.splitlines() if line]
+    return [dict(zip(fields, values)) for name, *values in rows if name != "hostname"]
 
 
 def _squeue() -> list[list[str]]:
@@ -149,7 +150,7 @@ def test_smoke_run_on_the_cluster_resumes_after_its_scoring_job_is_cancelled(clu
         assert (tmp_path / rel).read_text() == (local_dir / rel).read_text(), rel
 
     time.sleep(2)  # the last job's accounting record
-    jobs = [j for j in _sacct(since) if j["Comment"].startswith(("rule_", "group_"))]
+    jobs = [j for j in sacct_jobs(since) if j["Comment"].startswith(("rule_", "group_"))]
     cancelled = [j for j in jobs if j["JobID"] == job]
     assert cancelled and cancelled[0]["State"].startswith("CANCELLED"), cancelled
     scoring = [j for j in jobs if "score_shard" in j["Comment"]]

@@ -340,11 +340,12 @@ def pick_device(requested: str, log: Callable[[str], None] | None = None) -> str
     import torch
 
     given = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    if requested == "cuda" and not torch.cuda.is_available():
+    if torch.cuda.is_available():
+        return "cuda" if requested == "auto" else requested
+    if requested == "cuda":
         raise ModelError(f"device: cuda was requested but torch sees no CUDA device (CUDA_VISIBLE_DEVICES={given!r}, "
                          f"torch {torch.__version__}); use device: auto to fall back to the CPU")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if requested == "auto" else requested
-    if log is not None and device == "cpu" and given not in ("", "-1") and not torch.cuda.is_available():
+    if log is not None and given not in ("", "-1"):
         log(f"this job was given GPU(s) CUDA_VISIBLE_DEVICES={given} but torch {torch.__version__} sees no CUDA "
             f"device: running on the CPU")
-    return device
+    return "cpu"

@@ -111,10 +111,8 @@ def gpu_resources():
     """The GPU resources of the jobs that use a GPU when there is one: their count (job_gpus) and,
     on a cluster, the partition `resources.gpu_partition` (when set and the device is not cpu). A
     job given GPUs that torch cannot use runs on the CPU and says so (device auto)."""
-    if S.runtime.device == "cpu":
-        return {"gpu": 0}
-    partition = {"slurm_partition": S.resources.gpu_partition} if S.resources.gpu_partition else {}
-    return {"gpu": lambda w: job_gpus(), **partition}
+    on_gpu = S.resources.gpu_partition and S.runtime.device != "cpu"
+    return {"gpu": lambda w: job_gpus(), **({"slurm_partition": S.resources.gpu_partition} if on_gpu else {})}
 
 
 def model_dir(model):
