@@ -91,6 +91,10 @@ def test_smoke_workflow_end_to_end(smoke_run):
     v1 = pd.read_csv(pr / "validation1.csv")
     assert set(v1["method"]) == {"dense", "magnitude", "wanda", "wanda-density", "wanda-owl", "sparsegpt-alpha"}
     assert (v1["n_windows"] == 4).all() and (v1["seq_len"] == 32).all() and np.isfinite(v1["perplexity"]).all()
+    # last-word accuracy (lm-evaluation-harness) beside perplexity, on items cut from the same windows
+    assert (v1["accuracy_items"] >= 4).all() and v1["accuracy"].between(0, 1).all() and (v1["accuracy_se"] > 0).all()
+    layerwise = v1[v1["method"].isin(["wanda-density", "wanda-owl", "sparsegpt-alpha"])]
+    assert layerwise["acc_vs_uniform"].notna().all() and (layerwise["acc_vs_uniform_low"] <= layerwise["acc_vs_uniform_high"]).all()
     dense_ppl = v1.loc[v1["method"] == "dense", "perplexity"].item()
     assert (v1.loc[v1["method"] != "dense", "perplexity"] > dense_ppl).all()  # pruning half the weights costs perplexity
     run_dir = pr / "runs/code/wanda-owl/unstructured/0.5"
@@ -108,6 +112,9 @@ def test_smoke_workflow_end_to_end(smoke_run):
     assert nm["layer_sparsity_actual"] == [0.5] * 30
     summary = json.loads((pr / "summary.json").read_text())
     assert summary["validation2"]["n_columns"] == 2 and summary["validation2"]["calibration_domains"] == ["code", "medical"]
+    v2_acc = summary["validation2"]["accuracy"]
+    assert v2_acc["n_columns"] == 2 and set(v2_acc["matrix"]) == {"code", "medical"}
+    assert "lm-eval" in (tmp_path / "logs/smollm2-135m/perplexity/dense/medical.log").read_text()
     v2 = pd.read_csv(pr / "validation2.csv", index_col=0)
     assert list(v2.index) == list(v2.columns[: len(v2.index)]) == ["code", "medical"]  # the diagonal is the matching pair
     assert "perplexity medical: 100%|" in (tmp_path / "logs/smollm2-135m/perplexity/dense/medical.log").read_text()
@@ -152,6 +159,12 @@ def test_smoke_workflow_end_to_end(smoke_run):
     windows = plan_with(**{"pruning.evaluation.max_windows": 3})
     assert windows == {"eval_windows": 2, "perplexity": 9, "perplexity_dense": 2, "pruning_report": 1, "summary": 1,
                        "all": 1, "total": 16}
+    # accuracy settings: every evaluation again (one job per model and set), nothing pruned again
+    assert plan_with(**{"pruning.evaluation.accuracy.context_words": 6}) == {
+        "perplexity": 9, "perplexity_dense": 2, "pruning_report": 1, "summary": 1, "all": 1, "total": 14}
+    # named harness tasks: one zero-shot job per model (7 pruned, 1 dense), nothing else but the report
+    assert plan_with(**{"pruning.evaluation.accuracy.tasks": ["piqa"]}) == {
+        "zero_shot": 7, "zero_shot_dense": 1, "pruning_report": 1, "summary": 1, "all": 1, "total": 11}
     # a method's own settings reach its runs only: AlphaPruning's epsilon, SparseGPT's dampening
     only_alpha = {"prune": 1, "perplexity": 1, "pruning_report": 1, "summary": 1, "all": 1, "total": 5}
     assert plan_with(**{"pruning.alpha.epsilon": 0.3}) == only_alpha == plan_with(**{"pruning.sparsegpt.damp": 0.05})

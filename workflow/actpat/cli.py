@@ -99,8 +99,15 @@ def cmd_prune(a) -> None:
 def cmd_perplexity(a) -> None:
     from actpat.evaluate import write_perplexity
 
-    write_perplexity(Path(a.model_dir), Path(a.mask) if a.mask else None, Path(a.windows), Path(a.out),
+    write_perplexity(a.settings, Path(a.model_dir), Path(a.mask) if a.mask else None, Path(a.windows), Path(a.out),
                      a.device, a.threads, log=log.info)
+
+
+def cmd_zero_shot(a) -> None:
+    from actpat.evaluate import write_zero_shot
+
+    write_zero_shot(a.settings, Path(a.model_dir), Path(a.mask) if a.mask else None, Path(a.out), a.device, a.threads,
+                    log=log.info)
 
 
 def cmd_pruning_report(a) -> None:
@@ -158,9 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     command("prune", cmd_prune, "PruneJob", "validations 1-2: prune the scored matrices of a model",
             ("--model-dir", one), ("--model", one), ("--calibration", opt), ("--density", opt), *runtime,
             ("--mask", {**one, "help": "the mask store (the pruned model)"}), ("--report", one))
-    command("perplexity", cmd_perplexity, None, "validations 1-2: perplexity of a model on an evaluation set",
-            ("--model-dir", one), ("--mask", {**opt, "help": "a pruning run's mask store (none: the dense model)"}),
-            ("--windows", {**one, "help": "the evaluation windows store"}), *runtime, ("--out", one))
+    mask = ("--mask", {**opt, "help": "a pruning run's mask store (none: the dense model)"})
+    command("perplexity", cmd_perplexity, "EvaluateJob",
+            "validations 1-2: perplexity (and last-word accuracy) of a model on an evaluation set",
+            ("--model-dir", one), mask, ("--windows", {**one, "help": "the evaluation windows store"}), *runtime,
+            ("--out", one))
+    command("zero-shot", cmd_zero_shot, "ZeroShotJob", "validations 1-2: accuracy on lm-evaluation-harness tasks",
+            ("--model-dir", one), mask, *runtime, ("--out", one))
     command("pruning-report", cmd_pruning_report, "PruningReportJob", "validations 1-2: tables and figures",
             ("--runs", {**many, "help": "run directories (pruning.json, perplexity/<set>.json)"}),
             ("--dense", {**one, "help": "the dense model's directory (perplexity/<set>.json)"}), ("--out-dir", one))
@@ -174,7 +185,8 @@ OOM_HINTS = {
     "score-shard": "lower resources.score_batch_size or samples.seq_len, use scoring.compute_dtype: bfloat16, lower "
                    "scoring.sketch_size, or raise resources.score_mem_mb (samples.shard_size only shortens the job)",
     "prune": "lower pruning.calibration.windows or pruning.calibration.seq_len, or raise pruning.mem_mb",
-    "perplexity": "lower pruning.evaluation.seq_len, or raise pruning.mem_mb",
+    "perplexity": "lower pruning.evaluation.seq_len or pruning.evaluation.accuracy.batch_size, or raise pruning.mem_mb",
+    "zero-shot": "lower pruning.evaluation.accuracy.batch_size, or raise pruning.mem_mb",
 }
 OOM_EXIT = 3
 

@@ -49,48 +49,100 @@ def bootstrap_perplexity(nll: np.ndarray, count: np.ndarray, n_boot: int, seed: 
     return interval(np.exp(nll[idx].sum(1) / count[idx].sum(1)))
 
 
-def write_perplexity(model_dir: Path, mask: Path | None, windows_store: Path, out: Path, device: str, threads: int,
+def load_evaluated_model(model_dir: Path, mask: Path | None, device: str, log=print):
+    """The model an evaluation job measures: the dense checkpoint, or it with a pruning run's mask
+    applied (checked to be made for this checkpoint). Returns (model, tokenizer, checkpoint
+    provenance, run key or None)."""
+    from actpat.models import load_checkpoint, weight_layout
+    from actpat.provenance import checkpoint_id
+    from actpat.store import open_mask
+
+    model, tokenizer, checkpoint = load_checkpoint(model_dir, "float32", device)
+    if mask is None:
+        return model, tokenizer, checkpoint, None
+    from actpat.pruning import apply_mask
+
+    masks = open_mask(mask)
+    if masks.attrs["checkpoint_sha256"] != checkpoint_id(checkpoint):
+        raise EvaluationError(f"{mask}: made for another checkpoint than {model_dir}")
+    share = apply_mask(model, weight_layout(model), masks)
+    log(f"applied {mask}: {100 * share:.2f}% of the scored weights pruned")
+    return model, tokenizer, checkpoint, masks.attrs["run"]
+
+
+def write_perplexity(job, model_dir: Path, mask: Path | None, windows_store: Path, out: Path, device: str, threads: int,
                      log=print) -> None:
-    """The perplexity job: one model (the dense checkpoint, or it with a pruning run's mask
-    applied) on one evaluation set, with the NLL of every window, so that models evaluated on the
-    same windows compare pair by pair. It depends on no setting: intervals are the report's."""
+    """The perplexity job (``job``: ``actpat.settings.EvaluateJob``): one model (the dense
+    checkpoint, or it with a pruning run's mask applied) on one evaluation set, with the NLL of
+    every window, so that models evaluated on the same windows compare pair by pair; and, unless
+    ``job.lastword`` is 0, last-word accuracy on items cut from the same windows
+    (``actpat.accuracy``), with every item's result. Intervals are the report's."""
     import sys
     import time
 
     from tqdm import tqdm
 
-    from actpat.models import load_checkpoint, pick_device, weight_layout
-    from actpat.provenance import checkpoint_id, code_version
-    from actpat.store import open_mask, open_samples, write_json
+    from actpat.models import pick_device
+    from actpat.provenance import code_version
+    from actpat.store import open_samples, write_json
 
     torch.set_num_threads(threads)
     device = pick_device(device, log)
     t0 = time.time()
-    model, _, checkpoint = load_checkpoint(model_dir, "float32", device)
-    run = None
-    if mask is not None:
-        from actpat.pruning import apply_mask
-
-        masks = open_mask(mask)
-        if masks.attrs["checkpoint_sha256"] != checkpoint_id(checkpoint):
-            raise EvaluationError(f"{mask}: made for another checkpoint than {model_dir}")
-        share = apply_mask(model, weight_layout(model), masks)
-        run = masks.attrs["run"]
-        log(f"applied {mask}: {100 * share:.2f}% of the scored weights pruned")
+    model, tokenizer, checkpoint, run = load_evaluated_model(model_dir, mask, device, log)
     windows = open_samples(windows_store)
     name = windows.attrs["domain"]
     tokens = windows["token_ids"].values
+    window_ids = windows["sample"].values.tolist()
     bar = tqdm(total=len(tokens), desc=f"perplexity {name}", unit="window", file=sys.stderr, mininterval=5, ascii=True)
     nll, count = window_nll(model, tokens, device, progress=lambda j: bar.update(1))
     bar.close()
     ppl = perplexity(nll, count)
+    log(f"{run or 'dense'} on {name}: perplexity {ppl:.3f} over {len(tokens)} windows of {tokens.shape[1]} tokens "
+        f"in {time.time() - t0:.1f}s")
+    accuracy = None
+    if job.lastword:
+        from actpat.accuracy import lastword_accuracy
+
+        t1 = time.time()
+        accuracy = lastword_accuracy(model, tokenizer, tokens, window_ids, job.lastword, job.context_words,
+                                     job.batch_size, device)
+        if accuracy["value"] is None:
+            log(f"last-word accuracy undefined: {accuracy['undefined']}")
+        else:
+            log(f"{run or 'dense'} on {name}: last-word accuracy {accuracy['value']:.4f} ± {accuracy['stderr']:.4f} "
+                f"over {accuracy['n_items']} items ({accuracy['harness']}) in {time.time() - t1:.1f}s")
     write_json({
         "run": run or "dense", "set": name, "perplexity": ppl, "seq_len": int(tokens.shape[1]),
         "n_windows": int(len(tokens)), "tokens_predicted": int(count.sum()), "window_nll": nll, "window_tokens": count,
         "source": windows.attrs["source"], "held_out_only": windows.attrs.get("held_out_only"),
-        "window_ids": windows["sample"].values.tolist(), "checkpoint_sha256": checkpoint["checkpoint_sha256"],
+        "window_ids": window_ids, "accuracy": accuracy, "checkpoint_sha256": checkpoint["checkpoint_sha256"],
         "code_version": code_version(), "device": device, "seconds": time.time() - t0,
     }, out)
-    log(f"{run or 'dense'} on {name}: perplexity {ppl:.3f} over {len(tokens)} windows of {tokens.shape[1]} tokens "
-        f"in {time.time() - t0:.1f}s")
 
+
+def write_zero_shot(job, model_dir: Path, mask: Path | None, out: Path, device: str, threads: int, log=print) -> None:
+    """The zero-shot job (``job``: ``actpat.settings.ZeroShotJob``): one model on the named
+    lm-evaluation-harness tasks, each with its metric, standard error and every item's result."""
+    import time
+
+    from actpat.accuracy import harness_version, run_tasks
+    from actpat.models import pick_device
+    from actpat.provenance import code_version
+    from actpat.store import write_json
+
+    torch.set_num_threads(threads)
+    device = pick_device(device, log)
+    t0 = time.time()
+    model, tokenizer, checkpoint, run = load_evaluated_model(model_dir, mask, device, log)
+    results = run_tasks(model, tokenizer, list(job.tasks), job.batch_size, device, job.include_path, job.limit)
+    missing = [t for t in job.tasks if t not in results]
+    if missing and not results:
+        raise EvaluationError(f"the harness reported no accuracy for {missing}")
+    for task, r in results.items():
+        log(f"{run or 'dense'} {task}: {r['metric']} {r['value']:.4f} ± {r['stderr'] or float('nan'):.4f} ({r['n_items']} items)")
+    write_json({
+        "run": run or "dense", "tasks": list(job.tasks), "limit": job.limit, "include_path": job.include_path,
+        "harness": harness_version(), "results": results, "checkpoint_sha256": checkpoint["checkpoint_sha256"],
+        "code_version": code_version(), "device": device, "seconds": time.time() - t0,
+    }, out)

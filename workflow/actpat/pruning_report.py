@@ -1,7 +1,8 @@
-"""Validations 1 and 2: perplexity tables, statistics and figures from the pruning runs.
+"""Validations 1 and 2: perplexity and accuracy tables, statistics and figures from the pruning runs.
 
-A run directory holds ``pruning.json`` (method, targets, measured per-layer sparsity, calibration)
-and ``perplexity.json`` (per-window NLL on each evaluation set). All methods are evaluated on the
+A run directory holds ``pruning.json`` (method, targets, measured per-layer sparsity, calibration),
+``perplexity/<set>.json`` (per-window NLL and last-word accuracy per item on each evaluation set)
+and, when named harness tasks are configured, ``zeroshot.json``. All methods are evaluated on the
 same windows, so differences between methods are estimated with a paired bootstrap over windows.
 """
 
@@ -51,11 +52,65 @@ def paired_ratio(a: dict, b: dict, n_boot: int, seed: int) -> tuple[float, list[
     return float(np.exp(_mean_nll(a) - _mean_nll(b))), interval(boot)
 
 
+def _accuracy(s: dict) -> dict | None:
+    """A model's last-word accuracy on a set (``None`` when it was not measured or is undefined)."""
+    acc = s.get("accuracy")
+    return acc if acc and acc.get("value") is not None else None
+
+
+def _window_sums(acc: dict, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    correct = np.asarray(acc["item_correct"], dtype=float)
+    item_window = np.asarray(acc["item_windows"])
+    index = np.searchsorted(windows, item_window)
+    return np.bincount(index, correct, len(windows)), np.bincount(index, minlength=len(windows)).astype(float)
+
+
+def paired_accuracy_difference(a: dict, b: dict, n_boot: int, seed: int) -> tuple[float, list[float]]:
+    """Accuracy a − b on the same items, with a paired bootstrap interval that resamples evaluation
+    windows (items cut from one window are not independent)."""
+    if a["item_ids"] != b["item_ids"]:
+        raise ValueError("accuracies compared on different items")
+    windows = np.unique(a["item_windows"])
+    sa, n = _window_sums(a, windows)
+    sb, _ = _window_sums(b, windows)
+    idx = resample(len(windows), n_boot, np.random.default_rng(seed))
+    boot = (sa[idx].sum(1) - sb[idx].sum(1)) / np.maximum(n[idx].sum(1), 1)
+    return float((sa.sum() - sb.sum()) / n.sum()), interval(boot)
+
+
 def validation1_table(runs: list[dict], dense: dict, general: str, n_boot: int, seed: int) -> pd.DataFrame:
     from actpat.evaluate import bootstrap_perplexity
 
     def ci(s: dict) -> list[float]:
         return bootstrap_perplexity(np.asarray(s["window_nll"]), np.asarray(s["window_tokens"]), n_boot, seed)
+
+    from actpat.methods import uniform_of
+
+    by_key = {(r["method"], r["structure"], r["sparsity"]): r for r in runs}
+
+    def reference(r: dict, method: str) -> dict | None:
+        ref = by_key.get((method, r["structure"], r["sparsity"]))
+        return None if ref is None or ref is r else ref["sets"][general]
+
+    def versus(r: dict, method: str) -> tuple[float, list[float]]:
+        ref = reference(r, method)
+        if ref is None:
+            return np.nan, [np.nan, np.nan]
+        return paired_ratio(r["sets"][general], ref, n_boot, seed)
+
+    def accuracy_columns(s: dict, ref: dict | None) -> dict:
+        """Last-word accuracy (the harness's standard error) and the paired difference to ``ref``."""
+        acc = _accuracy(s)
+        cols = {"accuracy": np.nan, "accuracy_se": np.nan, "accuracy_items": 0, "acc_vs_uniform": np.nan,
+                "acc_vs_uniform_low": np.nan, "acc_vs_uniform_high": np.nan}
+        if acc is None:
+            return cols
+        cols.update(accuracy=acc["value"], accuracy_se=acc["stderr"], accuracy_items=acc["n_items"])
+        ref_acc = _accuracy(ref) if ref else None
+        if ref_acc is not None:
+            diff, ci = paired_accuracy_difference(acc, ref_acc, n_boot, seed)
+            cols.update(acc_vs_uniform=diff, acc_vs_uniform_low=ci[0], acc_vs_uniform_high=ci[1])
+        return cols
 
     rows = []
     d = dense["sets"][general]
@@ -64,17 +119,7 @@ def validation1_table(runs: list[dict], dense: dict, general: str, n_boot: int, 
                  "ci_low": d_ci[0], "ci_high": d_ci[1], "vs_wanda": np.nan, "vs_wanda_low": np.nan,
                  "vs_wanda_high": np.nan, "uniform": "-", "vs_uniform": np.nan, "vs_uniform_low": np.nan, "vs_uniform_high": np.nan,
                  "calibration": "-", "n_windows": d["n_windows"], "seq_len": d["seq_len"],
-                 "tokens": d["tokens_predicted"]})
-    from actpat.methods import uniform_of
-
-    by_key = {(r["method"], r["structure"], r["sparsity"]): r for r in runs}
-
-    def versus(r: dict, method: str) -> tuple[float, list[float]]:
-        ref = by_key.get((method, r["structure"], r["sparsity"]))
-        if ref is None or ref is r:
-            return np.nan, [np.nan, np.nan]
-        return paired_ratio(r["sets"][general], ref["sets"][general], n_boot, seed)
-
+                 "tokens": d["tokens_predicted"], **accuracy_columns(d, None)})
     for r in sorted(runs, key=lambda r: (r["structure"] != "unstructured", r["structure"], r["sparsity"], r["method"])):
         s = r["sets"][general]
         ratio, rci = versus(r, "wanda")
@@ -86,7 +131,7 @@ def validation1_table(runs: list[dict], dense: dict, general: str, n_boot: int, 
                      "ci_high": s_ci[1], "vs_wanda": ratio, "vs_wanda_low": rci[0], "vs_wanda_high": rci[1],
                      "uniform": uniform, "vs_uniform": u_ratio, "vs_uniform_low": u_ci[0], "vs_uniform_high": u_ci[1],
                      "calibration": r["calibration"] or "-", "n_windows": s["n_windows"], "seq_len": s["seq_len"],
-                     "tokens": s["tokens_predicted"]})
+                     "tokens": s["tokens_predicted"], **accuracy_columns(s, reference(r, uniform))})
     return pd.DataFrame(rows)
 
 
@@ -145,6 +190,53 @@ def validation2(runs: list[dict], dense: dict, n_boot: int, seed: int) -> tuple[
     return matrix, stats
 
 
+def validation2_accuracy(runs: list[dict], n_boot: int, seed: int) -> tuple[pd.DataFrame | None, dict]:
+    """Calibration × evaluation last-word accuracy, and the paper's form of validation 2 (its Table
+    2 is accuracy by calibration set): the matching calibration's mean accuracy advantage over the
+    other calibrations, per column with a diagonal, with an interval that resamples each set's windows."""
+    calibs = list(dict.fromkeys(r["calibration"] for r in runs))
+    by_cal = {r["calibration"]: r for r in runs}
+    evals = [e for e in calibs if all(e in by_cal[c]["sets"] and _accuracy(by_cal[c]["sets"][e]) for c in calibs)]
+    rule = "holds when the matching calibration's mean accuracy advantage has its 95% interval above 0"
+    if len(evals) < 2:
+        why = "needs last-word accuracy of at least two calibration domains on each other's held-out text"
+        return None, {"rule": rule, "holds": None, "undefined": why}
+    acc = {(c, e): _accuracy(by_cal[c]["sets"][e]) for c in calibs for e in evals}
+    matrix = pd.DataFrame([[acc[c, e]["value"] for e in evals] for c in calibs], index=calibs, columns=evals)
+    rng = np.random.default_rng(seed)
+    point, boot = [], []
+    for e in evals:
+        windows = np.unique(acc[e, e]["item_windows"])
+        sums = {c: _window_sums(acc[c, e], windows) for c in calibs}
+        idx = resample(len(windows), n_boot, rng)
+        rate = {c: (sc.sum() / n.sum(), sc[idx].sum(1) / np.maximum(n[idx].sum(1), 1)) for c, (sc, n) in sums.items()}
+        others = [c for c in calibs if c != e]
+        point.append(rate[e][0] - np.mean([rate[c][0] for c in others]))
+        boot.append(rate[e][1] - np.mean([rate[c][1] for c in others], axis=0))
+    from actpat.stats import undefined_because
+
+    ci = interval(np.mean(boot, axis=0))
+    why = undefined_because(items_per_set=min(acc[e, e]["n_items"] for e in evals))
+    return matrix, {"rule": rule, "evaluation_sets": evals, "mean_accuracy_advantage": float(np.mean(point)),
+                    "mean_accuracy_advantage_ci95": ci, "diagonal_best_count": int(sum(matrix[e].idxmax() == e for e in evals)),
+                    "n_columns": len(evals), "n_items": {e: acc[e, e]["n_items"] for e in evals},
+                    "holds": None if why else bool(ci[0] > 0), "undefined": why}
+
+
+def zero_shot_table(runs: list[dict], dense_dir: Path) -> pd.DataFrame:
+    """Accuracy of every model on the named harness tasks (``zeroshot.json``), with the harness's
+    standard error."""
+    rows = []
+    for label, path in [({"method": "dense", "structure": "-", "sparsity": 0.0, "calibration": "-"}, Path(dense_dir))] + [
+            ({"method": r["method"], "structure": r["structure"], "sparsity": r["sparsity"], "calibration": r["calibration"] or "-"},
+             Path(r["dir"])) for r in runs]:
+        z = _load(path / "zeroshot.json")
+        for task, res in z["results"].items():
+            rows.append({**label, "task": task, "metric": res["metric"], "value": res["value"], "stderr": res["stderr"],
+                         "n_items": res["n_items"], "harness": z["harness"]})
+    return pd.DataFrame(rows)
+
+
 def _markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=floatfmt, missingval="")
 
@@ -188,7 +280,9 @@ def write_pruning_report(job, run_dirs: list[Path], dense: Path, out_dir: Path, 
     md = [f"# Pruning report: {model}", "",
           f"## Validation 1: perplexity on `{general}` by method and target sparsity", "",
           "`vs_wanda`: perplexity ratio to uniform Wanda at the same sparsity and structure (paired bootstrap over windows, 95%); "
-          "`vs_uniform`: the same against the uniform allocation of the method's own base (`uniform`).", "",
+          "`vs_uniform`: the same against the uniform allocation of the method's own base (`uniform`). "
+          "`accuracy`: last-word accuracy (lm-evaluation-harness, items cut from the same windows; `accuracy_se` the "
+          "harness's standard error); `acc_vs_uniform`: its difference to the uniform allocation (paired bootstrap over windows).", "",
           _markdown(v1), ""]
     if r2:
         matrix, stats = validation2(r2, dense_ppl, n_boot, seed)
@@ -204,9 +298,24 @@ def write_pruning_report(job, run_dirs: list[Path], dense: Path, out_dir: Path, 
                    f"[{stats['mean_log_ppl_advantage_ci95'][0]:.4f}, {stats['mean_log_ppl_advantage_ci95'][1]:.4f}] "
                    "(negative = the matching calibration is better).", ""]
         plots.calibration_heatmap(matrix, out_dir / "figures" / "validation2_matrix", f"{v2_method} at {v2_sparsity}")
+        acc_matrix, acc_stats = validation2_accuracy(r2, n_boot, seed)
+        summary["validation2"]["accuracy"] = {**acc_stats, "matrix": None if acc_matrix is None else json.loads(acc_matrix.to_json())}
+        if acc_matrix is not None:
+            acc_matrix.to_csv(out_dir / "validation2_accuracy.csv", index_label="calibration")
+            lo, hi = acc_stats["mean_accuracy_advantage_ci95"]
+            md += ["Last-word accuracy (lm-evaluation-harness), calibration domain (rows) × evaluation set (columns):", "",
+                   acc_matrix.reset_index(names="calibration").pipe(_markdown), "",
+                   f"The matching calibration is best in **{acc_stats['diagonal_best_count']} of {acc_stats['n_columns']}** "
+                   f"columns; its mean accuracy advantage over the other calibrations is "
+                   f"{acc_stats['mean_accuracy_advantage']:+.4f} [{lo:+.4f}, {hi:+.4f}] (windows resampled).", ""]
     else:
         pd.DataFrame().to_csv(out_dir / "validation2.csv")
         plots.empty_figure(out_dir / "figures" / "validation2_matrix", "Validation 2: no calibration domains configured")
+    if job.zero_shot:
+        zs = zero_shot_table(list({r["key"]: r for r in r1 + r2}.values()), Path(dense))
+        zs.to_csv(out_dir / "zeroshot.csv", index=False)
+        summary["zero_shot"] = json.loads(zs.to_json(orient="records"))
+        md += ["## Zero-shot accuracy (lm-evaluation-harness tasks)", "", _markdown(zs), ""]
     plots.layer_sparsity(layers, out_dir / "figures" / "layer_sparsity")
     plots.perplexity_by_sparsity(v1, out_dir / "figures" / "validation1_perplexity", general)
     (out_dir / "report.md").write_text("\n".join(md))

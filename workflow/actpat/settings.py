@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass
@@ -203,12 +204,49 @@ class Calibration:
 
 
 @dataclass(frozen=True)
+class Accuracy:
+    """Zero-shot accuracy through lm-evaluation-harness (``actpat.accuracy``)."""
+
+    lastword: int  # last-word items per perplexity window (0: off)
+    context_words: int
+    tasks: tuple[str, ...]  # harness tasks by name
+    include_path: str | None  # harness task YAML files
+    limit: int | None  # items per named task
+    batch_size: int
+
+    @property
+    def zero_shot(self) -> bool:
+        """Whether named harness tasks run (one job per model)."""
+        return bool(self.tasks)
+
+
+@dataclass(frozen=True)
 class Evaluation:
     general: str
     seq_len: int
     max_windows: int
     bootstrap: int
+    accuracy: Accuracy
     sets: dict[str, TextSource]
+
+
+@dataclass(frozen=True)
+class EvaluateJob:
+    """What an evaluation job (one model on one set) depends on: its last-word accuracy settings."""
+
+    lastword: int
+    context_words: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class ZeroShotJob:
+    """The named harness tasks run on one model."""
+
+    tasks: tuple[str, ...]
+    include_path: str | None
+    limit: int | None
+    batch_size: int
 
 
 @dataclass(frozen=True)
@@ -358,6 +396,7 @@ class PruningReportJob:
     v2_sparsity: float
     bootstrap: int
     seed: int
+    zero_shot: bool  # each model has a zeroshot.json of named harness tasks
 
     def sets_of(self, run: PruningRun) -> list[str]:
         names = [self.general, *self.extra_sets] + (list(self.domains) if run in self.validation2 else [])
@@ -489,7 +528,16 @@ class Settings:
         pr = self.pruning
         return PruningReportJob(pr.evaluation.general, tuple(pr.evaluation.sets), tuple(self.domains),
                                 tuple(self.validation1_runs()), tuple(self.validation2_runs()), pr.validation2.method,
-                                pr.validation2.sparsity, pr.evaluation.bootstrap, self.seed)
+                                pr.validation2.sparsity, pr.evaluation.bootstrap, self.seed,
+                                pr.evaluation.accuracy.zero_shot)
+
+    def evaluate_job(self) -> EvaluateJob:
+        a = self.pruning.evaluation.accuracy
+        return EvaluateJob(a.lastword, a.context_words, a.batch_size)
+
+    def zero_shot_job(self) -> ZeroShotJob:
+        a = self.pruning.evaluation.accuracy
+        return ZeroShotJob(a.tasks, a.include_path, a.limit, a.batch_size)
 
     def summary_job(self, model: str) -> SummaryJob:
         pr = self.pruning
@@ -524,7 +572,8 @@ def from_config(cfg: dict) -> Settings:
             nm=tuple(pr["nm"]),
             nm_methods=tuple(pr["nm_methods"]),
             calibration=decode(Calibration, pr["calibration"]),
-            evaluation=Evaluation(**{k: v for k, v in pr["evaluation"].items() if k != "sets"},
+            evaluation=Evaluation(**{k: v for k, v in pr["evaluation"].items() if k not in ("sets", "accuracy")},
+                                  accuracy=_accuracy(pr["evaluation"]["accuracy"]),
                                   sets=texts(pr["evaluation"]["sets"])),
             ratios=decode(Ratios, pr["ratios"]),
             owl=Owl(float(pr["owl"]["lambda"]), float(pr["owl"]["M"])),
@@ -538,6 +587,11 @@ def from_config(cfg: dict) -> Settings:
     )
 
 
+def _accuracy(cfg: dict) -> Accuracy:
+    include = cfg["include_path"]
+    return decode(Accuracy, {**cfg, "include_path": os.path.abspath(os.path.expanduser(include)) if include else None})
+
+
 def load_settings(config: dict) -> Settings:
     """Validate ``config`` (raises ConfigError) and build its settings."""
     from actpat.config import validate_config
@@ -546,7 +600,7 @@ def load_settings(config: dict) -> Settings:
 
 
 __all__ = [
-    "AlphaPruning", "Analysis", "Calibration", "Evaluation", "ModelSpec", "NM_BASES", "Owl", "SparseGPTOptions", "PairSetSpec", "PruneJob", "Pruning",
+    "Accuracy", "AlphaPruning", "Analysis", "Calibration", "Evaluation", "ModelSpec", "NM_BASES", "Owl", "SparseGPTOptions", "PairSetSpec", "PruneJob", "Pruning",
     "PruningRun", "Ratios", "Resources", "Runtime", "Samples", "Scoring", "Settings", "TextSource", "Validation2",
-    "decode", "encode", "from_config", "load_settings", "n_shards",
+    "EvaluateJob", "ZeroShotJob", "decode", "encode", "from_config", "load_settings", "n_shards",
 ]

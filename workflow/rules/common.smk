@@ -179,6 +179,9 @@ def pruning_report_inputs(w):
     files = [f"{run_dir(w.model, r)}/pruning.json" for r in runs]
     files += [f"{run_dir(w.model, r)}/perplexity/{s}.json" for r in runs for s in job.sets_of(r)]
     files += [f"results/{w.model}/pruning/dense/perplexity/{s}.json" for s in job.dense_sets]
+    if job.zero_shot:
+        files += [f"{run_dir(w.model, r)}/zeroshot.json" for r in runs]
+        files.append(f"results/{w.model}/pruning/dense/zeroshot.json")
     return files
 
 

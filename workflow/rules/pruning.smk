@@ -96,6 +96,7 @@ rule perplexity:
     output:
         "results/{model}/pruning/runs/{run}/perplexity/{evalset}.json",
     params:
+        settings=encode(S.evaluate_job()),
         mask=lambda w, input: optional("--mask", input, "mask"),
         device=S.runtime.device,
     threads: S.runtime.threads
@@ -111,7 +112,7 @@ rule perplexity:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m actpat perplexity --model-dir {input.model:q} {params.mask} "
+        "python -m actpat perplexity --settings {params.settings:q} --model-dir {input.model:q} {params.mask} "
         "--windows {input.windows:q} --device {params.device:q} --threads {threads} --out {output:q} 2> {log:q}"
 
 
@@ -125,6 +126,46 @@ use rule perplexity as perplexity_dense with:
         "logs/{model}/perplexity/dense/{evalset}.log",
     benchmark:
         "logs/{model}/perplexity/dense/{evalset}.bench.tsv"
+
+
+rule zero_shot:
+    """Accuracy of one pruned model on the named lm-evaluation-harness tasks
+    (pruning.evaluation.accuracy.tasks; none by default: they need a network or local task files)."""
+    input:
+        model=lambda w: model_dir(w.model),
+        mask="results/{model}/pruning/runs/{run}/mask.zarr",
+    output:
+        "results/{model}/pruning/runs/{run}/zeroshot.json",
+    params:
+        settings=encode(S.zero_shot_job()),
+        mask=lambda w, input: optional("--mask", input, "mask"),
+        device=S.runtime.device,
+    threads: S.runtime.threads
+    log:
+        "logs/{model}/zero_shot/{run}.log",
+    benchmark:
+        "logs/{model}/zero_shot/{run}.bench.tsv"
+    resources:
+        mem_mb=lambda w, attempt: S.pruning.mem_mb * attempt,
+        runtime=240,
+        **gpu_resources(),
+    retries: 1
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python -m actpat zero-shot --settings {params.settings:q} --model-dir {input.model:q} {params.mask} "
+        "--device {params.device:q} --threads {threads} --out {output:q} 2> {log:q}"
+
+
+use rule zero_shot as zero_shot_dense with:
+    input:
+        model=lambda w: model_dir(w.model),
+    output:
+        "results/{model}/pruning/dense/zeroshot.json",
+    log:
+        "logs/{model}/zero_shot/dense.log",
+    benchmark:
+        "logs/{model}/zero_shot/dense.bench.tsv"
 
 
 rule pruning_report:

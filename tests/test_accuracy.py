@@ -1,0 +1,155 @@
+"""Zero-shot accuracy through lm-evaluation-harness: last-word items, the harness on the in-memory
+model against an independent greedy check, named custom tasks on local files, paired differences."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from actpat.accuracy import AccuracyError, lastword_accuracy, lastword_items, run_tasks
+
+TEXT = ("half-word the quick brown fox jumps over the lazy dog and then the fox sleeps under a tree while "
+        "the dog barks at 3 cats, which run away quickly. End")
+
+
+def test_lastword_items_are_whole_words_with_their_context():
+    items = lastword_items([TEXT, "too short"], ["w0", "w1"], per_window=3, context_words=5)
+    assert 1 <= len(items) <= 3 and all(it.window == 0 for it in items)
+    words = TEXT.split()
+    for it in items:
+        # the item is the text itself: the context ends with the whitespace before the target
+        assert (it.context + it.target) in TEXT and it.context[-1].isspace()
+        assert re.fullmatch(r"[A-Za-z]{2,}", it.target)
+        assert len(it.context.split()) == 5
+        # never the first word (it may be cut) nor the last one
+        start = TEXT.index(it.context + it.target) + len(it.context)
+        assert start > TEXT.index(words[1]) and start < TEXT.rindex(words[-1])
+    assert len({it.id for it in items}) == len(items)
+    # "3" and "cats," are not targets as such: digits never, and a word is taken without its comma
+    assert all(it.target not in {"3"} for it in items)
+    many = lastword_items([TEXT], ["w0"], per_window=100, context_words=2)
+    assert "cats" in {it.target for it in many} and "half" not in {it.target for it in many}
+    assert "End" not in {it.target for it in many}
+    with pytest.raises(AccuracyError):
+        lastword_items([TEXT], ["w0"], per_window=0, context_words=2)
+
+
+def _greedy_correct(model, tokenizer, context: str, target: str) -> bool:
+    """LAMBADA's accuracy written out: greedy decoding reproduces the target's tokens after the
+    context (the whitespace before the target belongs to the continuation, as in the harness)."""
+    stripped = context.rstrip()
+    full = tokenizer(stripped + context[len(stripped):] + target)["input_ids"]
+    ctx = tokenizer(stripped)["input_ids"]
+    cont = full[len(ctx):]
+    with torch.no_grad():
+        logits = model(torch.tensor([full])).logits[0]
+    predicted = logits[len(ctx) - 1:len(full) - 1].argmax(-1).tolist()
+    return predicted == cont
+
+
+@pytest.mark.slow
+def test_lastword_accuracy_matches_an_independent_greedy_check(smol_checkpoint):
+    from actpat.models import load_checkpoint
+    from actpat.sources import PACKAGED
+
+    model, tokenizer, _ = load_checkpoint(smol_checkpoint)
+    docs = [d.text for _, d in zip(range(6), PACKAGED["enwiki-excerpt"][0]())]
+    ids = tokenizer("\n\n".join(docs))["input_ids"]
+    windows = np.asarray([ids[i * 96:(i + 1) * 96] for i in range(4)])
+    window_ids = [f"w{i}" for i in range(4)]
+    result = lastword_accuracy(model, tokenizer, windows, window_ids, per_window=3, context_words=20, batch_size=4, device="cpu")
+    texts = [tokenizer.decode(row.tolist(), skip_special_tokens=True) for row in windows]
+    items = lastword_items(texts, window_ids, 3, 20)
+    assert result["item_ids"] == [it.id for it in items] and result["n_items"] == len(items) >= 8
+    expected = [float(_greedy_correct(model, tokenizer, it.context, it.target)) for it in items]
+    assert result["item_correct"] == expected
+    assert result["value"] == pytest.approx(np.mean(expected))
+    n = len(expected)
+    assert result["stderr"] == pytest.approx(np.std(expected, ddof=1) / np.sqrt(n))  # the harness's standard error
+    assert result["harness"].startswith("lm-eval ")
+
+
+@pytest.mark.slow
+def test_named_custom_task_from_local_files(smol_checkpoint, tmp_path):
+    """A user's own harness task (YAML over a local JSON file, through include_path), scored like a
+    multiple-choice benchmark: the chosen answer is the one of highest log-likelihood."""
+    from actpat.models import load_checkpoint
+
+    model, tokenizer, _ = load_checkpoint(smol_checkpoint)
+    rows = [{"question": "The capital of France is", "choices": [" Paris", " banana", " seven"], "label": 0},
+            {"question": "Two plus two equals", "choices": [" purple", " four", " chair"], "label": 1},
+            {"question": "The sky on a clear day is", "choices": [" loud", " heavy", " blue"], "label": 2},
+            {"question": "Water freezes at zero degrees", "choices": [" Celsius", " metres", " apples"], "label": 0}]
+    data = tmp_path / "mc.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "tiny_mc.yaml").write_text(
+        "task: tiny_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: " + str(data) + "\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{question}}'\ndoc_to_choice: '{{choices}}'\n"
+        "doc_to_target: label\ntarget_delimiter: ''\nmetric_list:\n  - metric: acc\n    aggregation: mean\n"
+        "    higher_is_better: true\n")
+    result = run_tasks(model, tokenizer, ["tiny_mc"], batch_size=4, device="cpu", include_path=str(tmp_path / "tasks"))
+    r = result["tiny_mc"]
+
+    def loglik(context: str, choice: str) -> float:
+        ctx, full = tokenizer(context)["input_ids"], tokenizer(context + choice)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([full])).logits[0].float(), -1)
+        return float(sum(logp[i - 1, full[i]] for i in range(len(ctx), len(full))))
+
+    expected = [float(np.argmax([loglik(q["question"], c) for c in q["choices"]]) == q["label"]) for q in rows]
+    assert r["metric"] == "acc" and r["n_items"] == 4
+    assert sorted(zip(r["item_ids"], r["item_correct"])) == sorted(zip(map(str, range(4)), expected))
+    with pytest.raises(AccuracyError, match="cannot build"):
+        run_tasks(model, tokenizer, ["no_such_task_here"], batch_size=4, device="cpu", include_path=str(tmp_path / "tasks"))
+
+
+def test_paired_accuracy_difference_resamples_windows():
+    from actpat.pruning_report import paired_accuracy_difference
+
+    windows = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]
+    a = {"item_ids": [str(i) for i in range(16)], "item_windows": windows, "item_correct": [1.0] * 8 + [0.0] * 8}
+    b = {**a, "item_correct": [0.0] * 16}
+    diff, ci = paired_accuracy_difference(a, b, 2000, 0)
+    assert diff == 0.5
+    # resampling four windows (two all right, two all wrong) is much wider than resampling 16 items
+    assert ci[0] < 0.2 and ci[1] > 0.8
+    same, same_ci = paired_accuracy_difference(a, a, 200, 0)
+    assert same == 0.0 and same_ci == [0.0, 0.0]
+    with pytest.raises(ValueError):
+        paired_accuracy_difference(a, {**b, "item_ids": list("abcdefghijklmnop")}, 10, 0)
+
+
+@pytest.mark.slow
+def test_zero_shot_job_and_its_table(smol_checkpoint, tmp_path):
+    """The zero-shot command on the dense model with a local custom task, read back by the report."""
+    from actpat.cli import main
+    from actpat.pruning_report import zero_shot_table
+    from actpat.settings import ZeroShotJob, encode
+
+    rows = [{"id": f"q{i}", "context": f"Item {i}: the colour of snow is", "target": " white"} for i in range(5)]
+    data = tmp_path / "snow.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "snow.yaml").write_text(
+        f"task: snow\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\n"
+        "output_type: loglikelihood\ndoc_to_text: context\ndoc_to_target: target\ntarget_delimiter: ''\n"
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")
+    dense = tmp_path / "dense"
+    dense.mkdir()
+    job = ZeroShotJob(("snow",), str(tasks), 3, 2)
+    assert main(["zero-shot", "--settings", encode(job), "--model-dir", str(smol_checkpoint), "--device", "cpu",
+                 "--threads", "2", "--out", str(dense / "zeroshot.json")]) in (0, None)
+    z = json.loads((dense / "zeroshot.json").read_text())
+    assert z["run"] == "dense" and z["limit"] == 3 and z["harness"].startswith("lm-eval")
+    snow = z["results"]["snow"]
+    assert snow["n_items"] == 3 and snow["item_ids"] == ["q0", "q1", "q2"]  # limit: the first items
+    table = zero_shot_table([], dense)
+    assert table.to_dict("records") == [{"method": "dense", "structure": "-", "sparsity": 0.0, "calibration": "-",
+                                          "task": "snow", "metric": "acc", "value": snow["value"],
+                                          "stderr": snow["stderr"], "n_items": 3, "harness": z["harness"]}]
