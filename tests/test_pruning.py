@@ -408,3 +408,109 @@ def test_alpha_allocation_on_a_model(method):
     np.testing.assert_allclose(result.allocation["alpha"]["layer_alpha_sum"], expected_metric)
     assert abs(result.ratios.mean() - 0.5) < 1e-12 and np.argmax(result.ratios) == np.argmax(expected_metric)
     np.testing.assert_allclose(result.ratios.max() / result.ratios.min(), 1.2 / 0.8)
+
+
+# ----------------------------------------------------------------------------------------------
+# DLP (Chen et al., ICML 2025)
+
+
+def test_dlp_ratios_follow_the_papers_equations():
+    """Written out from the paper: I^l = 1 − S^l/Σ S, d_l = (I_l − I_min)/(I_max − I_min)·2α,
+    R_l = p + mean(d) − d_l: the mean is p, the spread 2α, a larger median score is pruned more."""
+    from actpat.pruning import dlp_ratios
+
+    s = np.array([2.0, 1.0, 4.0, 3.0])  # layer un-importances (median scores), Σ = 10
+    importance = [1 - 2 / 10, 1 - 1 / 10, 1 - 4 / 10, 1 - 3 / 10]  # 0.8, 0.9, 0.6, 0.7
+    d = [(i - 0.6) / (0.9 - 0.6) * 2 * 0.1 for i in importance]  # 2/15, 0.2, 0, 1/15; mean 0.1
+    expected = [0.6 + sum(d) / 4 - x for x in d]
+    got = dlp_ratios(s, 0.6, alpha=0.1)
+    np.testing.assert_allclose(got.ratios, expected, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(got.ratios, [17 / 30, 0.5, 0.7, 19 / 30], rtol=0, atol=1e-15)
+    assert got.ratios.mean() == pytest.approx(0.6, abs=1e-15) and not got.clipped
+    assert got.ratios.min() >= 0.6 - 0.1 - 1e-15 and got.ratios.max() <= 0.6 + 0.1 + 1e-15
+    # the range [p − α, p + α] is exact only when mean(d) = α; in general the spread is 2α and one
+    # lone important layer goes to p − 1.5α (d = 0, 0, 0, 2α)
+    lone = dlp_ratios(np.array([5.0, 5.0, 5.0, 1.0]), 0.5, alpha=0.1)
+    np.testing.assert_allclose(lone.ratios, [0.55, 0.55, 0.55, 0.35], rtol=0, atol=1e-15)
+    # scale-free: a common factor of S changes nothing; equal layers give the uniform allocation
+    np.testing.assert_allclose(dlp_ratios(7 * s, 0.6, alpha=0.1).ratios, got.ratios, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(dlp_ratios(np.full(3, 2.5), 0.7).ratios, 0.7)
+    np.testing.assert_allclose(dlp_ratios(np.zeros(3), 0.7).ratios, 0.7)
+    # the allocation keeps the bounds: clipped, the mean restored
+    high = dlp_ratios(np.array([1.0, 2.0, 3.0]), 0.9, alpha=0.15, bounds=(0.0, 0.99))
+    assert high.ratios.max() <= 0.99 + 1e-12 and abs(high.ratios.mean() - 0.9) < 1e-12 and high.clipped == [2]
+    with pytest.raises(PruningError, match="non-negative"):
+        dlp_ratios(np.array([1.0, -1.0]), 0.5)
+
+
+def _dense_layer_scores_by_hooks(model, layout, windows):
+    """Independently of the pruning loop: each scored matrix's inputs captured with plain forward
+    hooks on a full dense forward pass, its Wanda scores |W_ij|·‖X_j‖₂ in float64."""
+    captured = {}
+    hooks = []
+    for i, layer in enumerate(model.model.layers):
+        for name in layout.matrices:
+            mod = layer.get_submodule(name)
+            hooks.append(mod.register_forward_hook(
+                lambda m, args, out, key=(i, name): captured.setdefault(key, []).append(args[0].detach().reshape(-1, args[0].shape[-1]))))
+    with torch.no_grad():
+        for w in windows:
+            model(w[None])
+    for h in hooks:
+        h.remove()
+    scores = []
+    for i, layer in enumerate(model.model.layers):
+        per_layer = []
+        for name in layout.matrices:
+            x = torch.cat(captured[(i, name)]).double()
+            w = layer.get_submodule(name).weight.detach().double()
+            per_layer.append((w.abs() * x.pow(2).sum(0).sqrt()[None]).numpy().ravel())
+        scores.append(np.concatenate(per_layer))
+    return scores
+
+
+@pytest.mark.parametrize("method", ["wanda-dlp", "sparsegpt-dlp"])
+def test_dlp_allocation_on_a_model(method):
+    """The layer statistic is the median of the dense model's Wanda scores of all the layer's
+    matrices (checked against hooks on the dense model); the allocation reaches its per-layer
+    targets, with mean = target, and the layers with the smaller median (more important) are
+    pruned less."""
+    from actpat.pruning import dlp_ratios
+    from actpat.settings import Dlp
+
+    model = tiny_llama()
+    layout = weight_layout(model)
+    windows = _windows(64)
+    scores = _dense_layer_scores_by_hooks(copy.deepcopy(model), layout, windows)
+    expected_median = np.array([np.median(s) for s in scores])
+    inputs = AllocationInputs(layout.n_layers, (0.0, 0.99), dlp=Dlp(0.15, "median"))
+    result = prune_model(model, layout, method, 0.5, calibration=windows, inputs=inputs)
+    details = result.allocation["dlp"]
+    np.testing.assert_allclose(details["layer_unimportance"], expected_median, rtol=1e-5)
+    np.testing.assert_allclose(details["layer_importance"], 1 - expected_median / expected_median.sum(), rtol=1e-5)
+    np.testing.assert_allclose(result.ratios, dlp_ratios(expected_median, 0.5, 0.15).ratios, atol=1e-6)
+    assert abs(result.ratios.mean() - 0.5) < 1e-12 and details["alpha"] == 0.15 and details["statistic"] == "median"
+    assert np.all(np.abs(result.actual - result.ratios) <= 0.5 / 32 + 1e-9)
+    assert abs(result.actual.mean() - 0.5) <= 0.5 / 32 + 1e-9
+    assert result.ratios.max() - result.ratios.min() == pytest.approx(0.3, abs=1e-9)
+    # higher importance (smaller median score), lower sparsity: the same order, strictly
+    assert list(np.argsort(result.ratios)) == list(np.argsort(expected_median))
+    assert len(set(np.round(expected_median, 8))) == layout.n_layers
+
+
+def test_dlp_mean_statistic_and_missing_settings():
+    """``statistic: mean`` (the authors' released code) uses the layer mean of the same scores;
+    without its settings or calibration the allocation refuses; magnitude has no DLP variant."""
+    from actpat.methods import METHODS
+    from actpat.settings import Dlp
+
+    model = tiny_llama()
+    layout = weight_layout(model)
+    windows = _windows(64)
+    scores = _dense_layer_scores_by_hooks(copy.deepcopy(model), layout, windows)
+    inputs = AllocationInputs(layout.n_layers, (0.0, 0.99), dlp=Dlp(0.1, "mean"))
+    result = prune_model(model, layout, "wanda-dlp", 0.6, calibration=windows, inputs=inputs)
+    np.testing.assert_allclose(result.allocation["dlp"]["layer_unimportance"], [s.mean() for s in scores], rtol=1e-5)
+    with pytest.raises(PruningError, match="DLP allocation needs calibration windows and its settings"):
+        prune_model(tiny_llama(), layout, "wanda-dlp", 0.5, calibration=windows)
+    assert "magnitude-dlp" not in METHODS and "magnitude-owl" not in METHODS

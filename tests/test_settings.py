@@ -18,6 +18,7 @@ from actpat.settings import (
     AnalysisJob,
     PairTextsJob,
     PruneJob,
+    PruningRun,
     PruningReportJob,
     ScoringJob,
     SummaryJob,
@@ -106,6 +107,11 @@ def test_a_job_depends_only_on_its_own_settings():
     assert encode(base.prune_job(run["wanda-density"])) == encode(other.prune_job(run["wanda-density"]))
     assert encode(base.prune_job(run["wanda-owl"])) != encode(other.prune_job(run["wanda-owl"]))
     assert encode(base.prune_job(run["wanda-density-rel"])) != encode(other.prune_job(run["wanda-density-rel"]))
+    dlp = PruningRun("wanda-dlp", "unstructured", 0.5, run["wanda-owl"].calibration)  # not in the default methods
+    assert encode(base.prune_job(dlp)) == encode(other.prune_job(dlp))
+    changed = default_settings(**{"pruning.dlp.alpha": 0.1})
+    assert encode(base.prune_job(dlp)) != encode(changed.prune_job(dlp)) and changed.prune_job(dlp).dlp.alpha == 0.1
+    assert encode(base.prune_job(run["wanda-owl"])) == encode(changed.prune_job(run["wanda-owl"]))
     assert encode(base.scoring_job("code")) == encode(other.scoring_job("code"))
     assert encode(base.window_job("samples", "code")) == encode(other.window_job("samples", "code"))
     assert encode(base.density_job()) == encode(other.density_job())

@@ -11,8 +11,9 @@ A method (``actpat.methods``) is a *base* and an *allocation*:
 * allocations (``ALLOCATIONS``), how the target sparsity is spread over layers: ``uniform``, the
   paper's formula from a domain's activation density (``density-abs``: the absolute threshold γ;
   ``density-rel``: scale-free, above a multiple of the model-mean score), OWL's (Yin et al.
-  2024) from the share of outlier Wanda scores of each layer, and AlphaPruning's (``alpha``; Lu et
-  al. 2024) from the heavy-tailed spectra of the weights (no data).
+  2024) from the share of outlier Wanda scores of each layer, AlphaPruning's (``alpha``; Lu et
+  al. 2024) from the heavy-tailed spectra of the weights (no data), and DLP's (``dlp``; Chen et al.
+  2025) from the median Wanda score of each layer.
 
 ``structure`` is ``unstructured`` or N:M (N of every M consecutive input weights of a row are
 zeroed; the sparsity is then N/M). Calibration runs layer by layer: the inputs of the current layer
@@ -106,6 +107,43 @@ def owl_ratios(outlier_share: np.ndarray, target: float, lam: float = 0.08, boun
     span = d.max() - d.min()
     scaled = (d - d.min()) / span * 2 * lam if span > 0 else np.zeros_like(d)
     raw = target - (scaled - scaled.mean())
+    return clip_to_mean(raw, target, bounds)
+
+
+def dlp_importance(unimportance: np.ndarray) -> np.ndarray:
+    """DLP's relative importance distribution: I^l = 1 − S^l / Σ_i S^i (all ones when every S is 0)."""
+    s = np.asarray(unimportance, dtype=np.float64)
+    if s.ndim != 1 or len(s) < 1 or not np.isfinite(s).all() or (s < 0).any():
+        raise PruningError("DLP: the layer un-importances must be one finite, non-negative value per layer")
+    total = s.sum()
+    return 1.0 - s / total if total > 0 else np.ones_like(s)
+
+
+def dlp_ratios(unimportance: np.ndarray, target: float, alpha: float = 0.15,
+               bounds: tuple[float, float] = (0.0, 0.99)) -> LayerRatios:
+    """DLP (Chen et al., ICML 2025, arXiv 2505.23807, the method section's equations): from each
+    layer's un-importance S^l (the median of its Wanda scores, ``_dlp``), the relative importance
+    I^l = 1 − S^l / Σ_i S^i; min-max scaled onto [0, 2α], d_l = (I_l − I_min) / (I_max − I_min) · 2α;
+    and the layer sparsity R_l = p + mean(d) − d_l. A more important layer (smaller median score)
+    is pruned less; the mean is p and max − min is 2α; values outside ``bounds`` are clipped with
+    the mean restored.
+
+    Where this knowingly differs or the paper is loose:
+
+    * the stated range of every R_l, [p − α, p + α], holds only when mean(d) = α. What the formula
+      guarantees is the spread max − min = 2α, so a layer can reach p − 2α or p + 2α (d = (0, 0, 0,
+      2α) gives p − 1.5α); it is implemented as written, not forced into [p − α, p + α] (OWL's
+      mapping, ``owl_ratios``, behaves the same);
+    * I is affine in S, so after the min-max scaling only S's ordering and relative gaps matter: the
+      normalisation by Σ S, and any common factor of S, change nothing (hence the paper's ablation
+      finds the layer sum and the layer mean of the scores identical);
+    * all layers equal (I_max = I_min, or every S zero) leave d undefined (0/0): uniform here;
+    * the authors' code floors a layer's sparsity at 0.01 and has no upper limit; here every
+      allocation keeps ``bounds`` (actpat's ``pruning.ratios.bounds``)."""
+    importance = dlp_importance(unimportance)
+    span = importance.max() - importance.min()
+    d = (importance - importance.min()) / span * 2 * alpha if span > 0 else np.zeros_like(importance)
+    raw = target + d.mean() - d
     return clip_to_mean(raw, target, bounds)
 
 
@@ -442,16 +480,20 @@ BASES = {"magnitude": Magnitude, "wanda": Wanda, "sparsegpt": SparseGPT}
 
 @dataclass
 class AllocationInputs:
-    """What an allocation may use: the job's settings of it (``actpat.settings.Ratios`` or
-    ``Owl``), the density dataset of a domain, and a pass over the dense model's calibration."""
+    """What an allocation may use: the job's settings of it (``actpat.settings.Ratios``, ``Owl``,
+    ``AlphaPruning``, ``Dlp``), the density dataset of a domain, and a pass over the dense model's
+    calibration: ``layer_scores(statistic)`` is one value per layer, ``statistic`` applied to the
+    Wanda scores |W|·‖X‖ of the layer's matrices (``_dense_layer_scores``; set by prune_model for
+    calibrated methods)."""
 
     n_layers: int
     bounds: tuple[float, float]
     ratios: object | None = None
     owl: object | None = None
     density: object | None = None  # xarray Dataset of actpat.reduce.density
-    outlier_shares: Callable[[float], np.ndarray] | None = None
+    layer_scores: Callable[[Callable[[list[torch.Tensor]], float]], np.ndarray] | None = None
     alpha: object | None = None  # actpat.settings.AlphaPruning
+    dlp: object | None = None  # actpat.settings.Dlp
     weights: list | None = None  # [layer][matrix] the dense weights (set by prune_model)
 
 
@@ -479,9 +521,10 @@ def _density(measure: str) -> Callable:
 
 
 def _owl(target: float, inputs: AllocationInputs) -> tuple[LayerRatios, dict]:
-    if inputs.outlier_shares is None or inputs.owl is None:
+    if inputs.layer_scores is None or inputs.owl is None:
         raise PruningError("the OWL allocation needs calibration windows and its settings")
-    shares = inputs.outlier_shares(inputs.owl.outlier_factor)
+    factor = inputs.owl.outlier_factor
+    shares = inputs.layer_scores(lambda metrics: outlier_share(metrics, factor))
     info = owl_ratios(shares, target, inputs.owl.spread, inputs.bounds)
     return info, {"owl": {"lambda": inputs.owl.spread, "M": inputs.owl.outlier_factor, "outlier_share": shares}}
 
@@ -496,6 +539,30 @@ def _alpha(target: float, inputs: AllocationInputs) -> tuple[LayerRatios, dict]:
                             "matrix_alpha": per_matrix, "raw_ratios": info.raw, "clipped_layers": info.clipped}}
 
 
+def _dlp(target: float, inputs: AllocationInputs) -> tuple[LayerRatios, dict]:
+    """DLP: a layer's un-importance S^l is the median of the Wanda scores |W_ij|·‖X_j‖₂ of all the
+    layer's matrices together, on the dense model, each layer fed the dense previous layer's
+    output (as OWL's outlier shares, and as the authors' code does); see ``dlp_ratios``.
+
+    * The paper writes S^l = Σ_i Σ_j Median(A^l_ij), which read literally is a sum of scalars; the
+      authors' code (``get_dlp_structure_ratios``, strategy "median") takes one median over the
+      concatenated scores of all the block's linear layers, which is what is done here.
+    * ``statistic: mean`` gives the layer mean instead: what the authors' released
+      ``get_dlp_ratios`` (the function their ``run.py`` calls) computes despite the paper's
+      median; the paper's ablation reports the median as better.
+    * One sparsity per decoder layer (Transformer block) for all its matrices, as in the authors'
+      code; an appendix of the paper compares allocating per block with allocating per layer, and
+      which granularity its main results use is ambiguous (finer allocation is not done here)."""
+    if inputs.layer_scores is None or inputs.dlp is None:
+        raise PruningError("the DLP allocation needs calibration windows and its settings")
+    statistic = {"median": score_median, "mean": score_mean}[inputs.dlp.statistic]
+    unimportance = inputs.layer_scores(statistic)
+    info = dlp_ratios(unimportance, target, inputs.dlp.alpha, inputs.bounds)
+    return info, {"dlp": {"alpha": inputs.dlp.alpha, "statistic": inputs.dlp.statistic,
+                          "layer_unimportance": unimportance, "layer_importance": dlp_importance(unimportance),
+                          "raw_ratios": info.raw, "clipped_layers": info.clipped}}
+
+
 # the allocations of actpat.methods.ALLOCATIONS (tested to agree)
 ALLOCATIONS: dict[str, Callable[[float, AllocationInputs], tuple[LayerRatios, dict]]] = {
     "uniform": _uniform,
@@ -503,6 +570,7 @@ ALLOCATIONS: dict[str, Callable[[float, AllocationInputs], tuple[LayerRatios, di
     "density-rel": _density("rel"),
     "owl": _owl,
     "alpha": _alpha,
+    "dlp": _dlp,
 }
 
 
@@ -557,7 +625,7 @@ def prune_model(
             raise PruningError(f"{method.name} needs calibration windows")
         modules = [_linear_modules(layer, layout) for layer in layers]
         hidden, call = _first_layer_inputs(model, layers, calibration, device)
-        inputs.outlier_shares = lambda factor: _outlier_shares(layers, modules, hidden, call, factor)
+        inputs.layer_scores = lambda statistic: _dense_layer_scores(layers, modules, hidden, call, statistic)
     allocation, details = ALLOCATIONS[method.allocation](target, inputs)
     ratios = allocation.ratios
     if len(ratios) != layout.n_layers:
@@ -619,18 +687,35 @@ def apply_mask(model: nn.Module, layout: WeightLayout, mask) -> float:
     return share
 
 
-def _outlier_shares(layers, modules, hidden, call, m_factor: float) -> np.ndarray:
-    """OWL's layer outlier distribution on the dense model: the share of a layer's Wanda scores
-    above ``m_factor`` × their mean over the layer."""
-    shares = []
+def _dense_layer_scores(layers, modules, hidden, call, statistic: Callable[[list[torch.Tensor]], float]) -> np.ndarray:
+    """One value per layer from the dense model: ``statistic`` of the Wanda scores of the layer's
+    matrices, each layer's inputs the dense previous layer's outputs (OWL's and DLP's signal)."""
+    values = []
     for layer, mods in zip(layers, modules):
         norms = [InputNorms(mod) for mod in mods]
         hidden = _collect(layer, mods, norms, hidden, call)
-        metrics = [wanda_metric(mod.weight, n.sums) for mod, n in zip(mods, norms)]
-        total = sum(x.numel() for x in metrics)
-        mean = sum(float(x.double().sum()) for x in metrics) / total
-        shares.append(sum(int((x > m_factor * mean).sum()) for x in metrics) / total)
-    return np.asarray(shares)
+        values.append(statistic([wanda_metric(mod.weight, n.sums) for mod, n in zip(mods, norms)]))
+    return np.asarray(values, dtype=np.float64)
+
+
+def score_mean(metrics: list[torch.Tensor]) -> float:
+    """The mean of all the scores of a layer's matrices (summed in float64)."""
+    return sum(float(x.double().sum()) for x in metrics) / sum(x.numel() for x in metrics)
+
+
+def outlier_share(metrics: list[torch.Tensor], m_factor: float) -> float:
+    """OWL's layer outlier share: the share of a layer's scores above ``m_factor`` × their mean."""
+    mean = score_mean(metrics)
+    return sum(int((x > m_factor * mean).sum()) for x in metrics) / sum(x.numel() for x in metrics)
+
+
+def score_median(metrics: list[torch.Tensor]) -> float:
+    """The median of all the scores of a layer's matrices together (for an even count the mean of
+    the two middle values; torch.median would take the lower one)."""
+    flat = torch.cat([x.flatten() for x in metrics])
+    n = flat.numel()
+    upper = float(torch.kthvalue(flat, n // 2 + 1).values)
+    return upper if n % 2 else (float(torch.kthvalue(flat, n // 2).values) + upper) / 2
 
 
 def check_sparsity(ratios: np.ndarray, actual: np.ndarray, expected: np.ndarray, layout: WeightLayout) -> None:
@@ -668,7 +753,7 @@ def prune_checkpoint(job, model_dir, model_name: str, calibration_store, density
     report = {"model": model_name, "run": run.key, "method": run.method, "structure": run.structure,
               "target_sparsity": run.sparsity, "checkpoint_sha256": checkpoint["checkpoint_sha256"],
               "code_version": code_version(), "device": device}
-    inputs = AllocationInputs(layout.n_layers, tuple(job.bounds), ratios=job.ratios, owl=job.owl, alpha=job.alpha,
+    inputs = AllocationInputs(layout.n_layers, tuple(job.bounds), ratios=job.ratios, owl=job.owl, alpha=job.alpha, dlp=job.dlp,
                               density=open_reduction(Path(density_store)) if density_store else None)
     base_options = dict(job.base_options or {})
     if base_options:

@@ -274,6 +274,12 @@ class AlphaPruning:
 
 
 @dataclass(frozen=True)
+class Dlp:
+    alpha: float  # DLP's spread: layer sparsities span 2 alpha around the target
+    statistic: str  # "median" (the paper) | "mean" (the authors' released ratio code): a layer's un-importance
+
+
+@dataclass(frozen=True)
 class SparseGPTOptions:
     block: int  # columns whose mask is chosen together
     damp: float  # dampening of XᵀX: damp x its mean diagonal
@@ -323,6 +329,7 @@ class Pruning:
     ratios: Ratios
     owl: Owl
     alpha: AlphaPruning
+    dlp: Dlp
     sparsegpt: SparseGPTOptions
     validation2: Validation2
     mem_mb: int
@@ -337,6 +344,7 @@ class PruneJob:
     owl: Owl | None
     bounds: tuple[float, float]
     alpha: AlphaPruning | None
+    dlp: Dlp | None
     base_options: dict | None  # the base's settings (SparseGPT's block and damp)
 
 
@@ -492,6 +500,7 @@ class Settings:
             owl=self.pruning.owl if method.allocation == "owl" else None,
             bounds=self.pruning.ratios.bounds,
             alpha=self.pruning.alpha if method.allocation == "alpha" else None,
+            dlp=self.pruning.dlp if method.allocation == "dlp" else None,
             base_options=dataclasses.asdict(self.pruning.sparsegpt) if method.base == "sparsegpt" else None,
         )
 
@@ -578,6 +587,7 @@ def from_config(cfg: dict) -> Settings:
             ratios=decode(Ratios, pr["ratios"]),
             owl=Owl(float(pr["owl"]["lambda"]), float(pr["owl"]["M"])),
             alpha=decode(AlphaPruning, pr["alpha"]),
+            dlp=decode(Dlp, pr["dlp"]),
             sparsegpt=decode(SparseGPTOptions, pr["sparsegpt"]),
             validation2=decode(Validation2, pr["validation2"]),
             mem_mb=pr["mem_mb"],
@@ -600,7 +610,8 @@ def load_settings(config: dict) -> Settings:
 
 
 __all__ = [
-    "Accuracy", "AlphaPruning", "Analysis", "Calibration", "Evaluation", "ModelSpec", "NM_BASES", "Owl", "SparseGPTOptions", "PairSetSpec", "PruneJob", "Pruning",
+    "Accuracy", "AlphaPruning", "Analysis", "Calibration", "Dlp", "Evaluation", "ModelSpec", "NM_BASES", "Owl",
+    "SparseGPTOptions", "PairSetSpec", "PruneJob", "Pruning",
     "PruningRun", "Ratios", "Resources", "Runtime", "Samples", "Scoring", "Settings", "TextSource", "Validation2",
     "EvaluateJob", "ZeroShotJob", "decode", "encode", "from_config", "load_settings", "n_shards",
 ]

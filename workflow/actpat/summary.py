@@ -193,6 +193,7 @@ PAPER_V1_REFERENCE = {
     "density-rel": "not in the paper (scale-free density)",
     "owl": "not in the paper (OWL baseline)",
     "alpha": "not in the paper (AlphaPruning baseline)",
+    "dlp": "not in the paper (DLP baseline)",
 }
 BASE_NAMES = {"magnitude": "magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT"}
 
