@@ -53,6 +53,7 @@ def test_schema_enums_equal_the_registries():
     text = s["$defs"]["text_source"]
     assert text["properties"]["source"]["enum"] == list(sources.SOURCES)
     assert _branch(text, "packaged")["properties"]["name"]["enum"] == list(sources.PACKAGED)
+    assert _branch(text, "task")["properties"]["name"]["enum"] == list(sources.TASKS)
     pair = props["pairs"]["additionalProperties"]
     assert pair["properties"]["source"]["enum"] == list(pairs.SOURCES)
     assert _branch(pair, "packaged")["properties"]["name"]["enum"] == list(pairs.PACKAGED)

@@ -21,6 +21,12 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schem
 PACK_BY_DEFAULT = {"hpo-definitions"}
 
 
+def _packed_by_default(spec: dict) -> bool:
+    """A packaged corpus of short texts, or task prompts (most are shorter than a window; without
+    ``pack`` a prompt shorter than ``samples.seq_len`` would be skipped)."""
+    return spec["source"] == "task" or spec["source"] == "packaged" and spec["name"] in PACK_BY_DEFAULT
+
+
 class ConfigError(ActpatError):
     """The configuration does not match the schema."""
 
@@ -89,7 +95,7 @@ def validate_config(config: dict) -> dict:
         if name.startswith("pairs-"):
             raise ConfigError(f"config error at domains.{name}: names starting with 'pairs-' are reserved for pair sets")
     for name, spec in cfg["domains"].items():
-        spec.setdefault("pack", spec["source"] == "packaged" and spec["name"] in PACK_BY_DEFAULT)
+        spec.setdefault("pack", _packed_by_default(spec))
         spec.setdefault("samples", cfg["samples"]["per_domain"])
     _check_pruning(cfg)
     return cfg

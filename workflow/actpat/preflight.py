@@ -2,8 +2,8 @@
 input is refused in one line before hours are spent.
 
 * duplicate keys in a config file (YAML keeps the last one silently);
-* local text files: a domain's globs match files that hold text; a pair file loads and every pair
-  has a score;
+* local text files: a domain's globs match files that hold text; a task's ``path`` matches files of
+  a kind ``datasets`` reads; a pair file loads and every pair has a score;
 * a local model directory holds a causal language model, and no window is longer than its maximum
   number of positions (also for the embedded model). Hub ids are checked by ``prepare_model``.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from actpat.config import ConfigError
-from actpat.sources import SourceError, local_files
+from actpat.sources import SourceError, local_files, task_files
 from actpat.models import EMBEDDED_MAX_POSITIONS, POSITION_KEYS, check_window_length, has_lm_head
 
 
@@ -63,6 +63,14 @@ def _check_files(where: str, spec: dict, needs_holdout: bool) -> None:
                           "perplexity on held-out documents, so a domain needs at least two (or set pruning.enabled: false)")
 
 
+def _check_task_file(where: str, spec: dict) -> None:
+    """A task source's ``path`` matches files of a readable kind, and comes without dataset keys."""
+    try:
+        task_files(spec)
+    except SourceError as exc:
+        raise ConfigError(f"config error at {where}.path: {exc}") from None
+
+
 def _window_lengths(cfg: dict) -> dict[str, int]:
     out = {"samples.seq_len": cfg["samples"]["seq_len"]}
     if cfg["pruning"]["enabled"]:
@@ -107,6 +115,8 @@ def preflight(cfg: dict, config_files: list[Path]) -> None:
     for where, spec in texts.items():
         if spec["source"] == "files":
             _check_files(where, spec, needs_holdout=cfg["pruning"]["enabled"] and where.startswith("domains."))
+        elif spec["source"] == "task" and spec.get("path"):
+            _check_task_file(where, spec)
     for name, spec in cfg["pairs"].items():
         if spec["source"] == "files":
             try:

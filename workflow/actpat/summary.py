@@ -64,10 +64,12 @@ def _verdict(holds, undefined: str | None = None) -> str:
 
 
 def _describe_source(spec: dict) -> str:
-    from actpat.sources import PACKAGED, describe
+    from actpat.sources import PACKAGED, TASKS, describe
 
     if spec.get("source") == "packaged" and spec.get("name") in PACKAGED:
         return PACKAGED[spec["name"]][1]
+    if spec.get("source") == "task":
+        return f"{TASKS[spec['name']].title} as zero-shot prompts without answers ({describe(spec)})"
     return describe(spec) if "paths" in spec or spec.get("source") == "datasets" else str(spec.get("name") or spec.get("path"))
 
 

@@ -121,10 +121,12 @@ def model_dir(model):
 
 def source_files(name):
     """The local files a domain or an evaluation set reads (a changed file reruns its jobs)."""
-    from actpat.sources import local_files
+    from actpat.sources import local_files, task_files
 
     spec = S.text_source(name).spec
-    return [str(p) for p in local_files(spec["paths"])] if spec["source"] == "files" else []
+    if spec["source"] == "files":
+        return [str(p) for p in local_files(spec["paths"])]
+    return task_files(spec) if spec["source"] == "task" and spec.get("path") else []
 
 
 def pair_files(pairset):
