@@ -140,21 +140,33 @@ def layer_sparsity(layers, stem: Path) -> list[Path]:
 
 
 def perplexity_by_sparsity(table, stem: Path, general: str) -> list[Path]:
-    """Validation 1: perplexity (95% bootstrap interval) against target sparsity, per method."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    """Validation 1: perplexity (95% bootstrap interval) against target sparsity, per method; and,
+    when measured, last-word accuracy (± the harness's standard error) beside it."""
+    with_accuracy = "accuracy" in table and table["accuracy"].notna().any()
+    fig, axes = plt.subplots(1, 2 if with_accuracy else 1, figsize=(11 if with_accuracy else 6, 4), squeeze=False)
+    ax = axes[0, 0]
     sub = table[table["structure"] == "unstructured"]
+    dense = table[table["method"] == "dense"]
     for method, g in sub.groupby("method"):
         g = g.sort_values("sparsity")
         err = np.vstack([g["perplexity"] - g["ci_low"], g["ci_high"] - g["perplexity"]])
         ax.errorbar(g["sparsity"], g["perplexity"], yerr=err, marker="o", capsize=3, label=method)
-    dense = table[table["method"] == "dense"]
+        if with_accuracy:
+            axes[0, 1].errorbar(g["sparsity"], g["accuracy"], yerr=g["accuracy_se"], marker="o", capsize=3, label=method)
     if len(dense):
         ax.axhline(float(dense["perplexity"].iloc[0]), color="grey", ls=":", label="dense")
     ax.set_yscale("log")
     ax.set_xlabel("target sparsity (unstructured)")
     ax.set_ylabel(f"perplexity on {general}")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     ax.set_title("Validation 1: perplexity after pruning")
+    if with_accuracy:
+        acc = axes[0, 1]
+        if len(dense):
+            acc.axhline(float(dense["accuracy"].iloc[0]), color="grey", ls=":", label="dense")
+        acc.set_xlabel("target sparsity (unstructured)")
+        acc.set_ylabel(f"last-word accuracy on {general}")
+        acc.set_title("last-word accuracy (lm-evaluation-harness, ± s.e.)")
     fig.tight_layout()
     return save(fig, stem)
 
