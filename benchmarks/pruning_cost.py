@@ -3,7 +3,8 @@
 Each configuration runs the workflow's own commands (``python -m actpat prune``, which writes the
 mask, then ``python -m actpat perplexity`` on the dense checkpoint with the mask) in a fresh
 process, so its peak RSS is its own:
-  * every method at one sparsity with the default calibration (16 windows of 256 tokens);
+  * every method at one sparsity with the default calibration (16 windows of 256 tokens); the
+    evaluation includes the last-word accuracy of the config's ``pruning.evaluation.accuracy``;
   * Wanda with 4, 16, 64 calibration windows: peak memory should grow only by the layer inputs
     kept for all windows (n x seq_len x hidden x 4 bytes, twice: inputs and outputs).
 
@@ -97,23 +98,26 @@ def main() -> None:
         if S.method(job.run).uses_density:
             prune += ["--density", args.density]
         t_prune, m_prune = run(prune)
-        t_eval, m_eval = run(["perplexity", "--model-dir", args.model_dir, "--mask", str(work / tag / "mask.zarr"),
+        t_eval, m_eval = run(["perplexity", "--settings", encode(S.evaluate_job()), "--model-dir", args.model_dir,
+                              "--mask", str(work / tag / "mask.zarr"),
                               "--windows", str(evalset), "--threads", str(args.threads), "--device", "cpu",
                               "--out", str(work / tag / "perplexity.json")])
-        ppl = json.loads((work / tag / "perplexity.json").read_text())["perplexity"]
-        rows.append((method, structure, n_cal, t_prune, m_prune, t_eval, m_eval, ppl))
-        print(f"{method:18s} {structure:12s} {n_cal:5d} {t_prune:9.1f} {m_prune:9.0f} {t_eval:9.1f} {m_eval:9.0f} {ppl:9.2f}", flush=True)
+        result = json.loads((work / tag / "perplexity.json").read_text())
+        ppl, acc = result["perplexity"], (result["accuracy"] or {}).get("value")
+        rows.append((method, structure, n_cal, t_prune, m_prune, t_eval, m_eval, ppl, acc))
+        print(f"{method:18s} {structure:12s} {n_cal:5d} {t_prune:9.1f} {m_prune:9.0f} {t_eval:9.1f} {m_eval:9.0f} {ppl:9.2f} "
+              f"{acc if acc is not None else float('nan'):9.3f}", flush=True)
 
     print(f"SmolLM2 checkpoint {args.model_dir}, calibration/evaluation windows of {args.seq_len} tokens, "
           f"{args.eval_windows} evaluation windows, {args.threads} threads, CPU")
-    print(f"{'method':18s} {'structure':12s} {'calib':>5s} {'prune_s':>9s} {'prune_MiB':>9s} {'eval_s':>9s} {'eval_MiB':>9s} {'ppl':>9s}")
+    print(f"{'method':18s} {'structure':12s} {'calib':>5s} {'prune_s':>9s} {'prune_MiB':>9s} {'eval_s':>9s} {'eval_MiB':>9s} {'ppl':>9s} {'accuracy':>9s}")
     if args.methods:
         for method in args.methods:
             configuration(method, 16)
         return
     if not args.scaling_only:
-        for method in ("magnitude", "wanda", "wanda-density", "wanda-density-rel", "wanda-owl", "wanda-alpha",
-                       "sparsegpt", "sparsegpt-density"):
+        for method in ("magnitude", "wanda", "wanda-density", "wanda-density-rel", "wanda-owl", "wanda-alpha", "wanda-dlp",
+                       "sparsegpt", "sparsegpt-density", "sparsegpt-dlp"):
             configuration(method, 16)
         configuration("wanda", 16, "2:4")
     for n in (4, 64) if not args.scaling_only else (4, 16, 64):
