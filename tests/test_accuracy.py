@@ -87,12 +87,21 @@ def test_named_custom_task_from_local_files(smol_checkpoint, tmp_path):
     data = tmp_path / "mc.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "tiny_mc.yaml").write_text(
-        "task: tiny_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: " + str(data) + "\n"
-        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{question}}'\ndoc_to_choice: '{{choices}}'\n"
-        "doc_to_target: label\ntarget_delimiter: ''\nmetric_list:\n  - metric: acc\n    aggregation: mean\n"
-        "    higher_is_better: true\n")
-    result = run_tasks(model, tokenizer, ["tiny_mc"], batch_size=4, device="cpu", include_path=str(tmp_path / "tasks"))
+    task = ("dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: " + str(data) + "\n"
+            "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{question}}'\ndoc_to_choice: '{{choices}}'\n"
+            "doc_to_target: label\ntarget_delimiter: ''\nmetric_list:\n  - metric: acc\n    aggregation: mean\n"
+            "    higher_is_better: true\n")
+    # a task that asks for 3 examples in its prompt is run zero-shot all the same
+    (tmp_path / "tasks" / "tiny_mc.yaml").write_text("task: tiny_mc\nnum_fewshot: 3\nfewshot_split: test\n" + task)
+    (tmp_path / "tasks" / "tiny_mc2.yaml").write_text("task: tiny_mc2\n" + task)
+    (tmp_path / "tasks" / "tiny_group.yaml").write_text(
+        "group: tiny_group\ntask:\n  - tiny_mc\n  - tiny_mc2\naggregate_metric_list:\n  - metric: acc\n"
+        "    aggregation: mean\n    weight_by_size: true\n")
+    result = run_tasks(model, tokenizer, ["tiny_group"], batch_size=4, device="cpu", include_path=str(tmp_path / "tasks"))
+    assert set(result) == {"tiny_group", "tiny_mc", "tiny_mc2"}
+    group = result["tiny_group"]
+    assert sorted(group["subtasks"]) == ["tiny_mc", "tiny_mc2"] and group["n_items"] == 8 and group["item_ids"] == []
+    assert result["tiny_mc"]["n_shot"] == 0
     r = result["tiny_mc"]
 
     def loglik(context: str, choice: str) -> float:
@@ -104,6 +113,10 @@ def test_named_custom_task_from_local_files(smol_checkpoint, tmp_path):
     expected = [float(np.argmax([loglik(q["question"], c) for c in q["choices"]]) == q["label"]) for q in rows]
     assert r["metric"] == "acc" and r["n_items"] == 4
     assert sorted(zip(r["item_ids"], r["item_correct"])) == sorted(zip(map(str, range(4)), expected))
+    assert result["tiny_mc2"]["item_correct"] == r["item_correct"]  # the same items, the same prompts: zero-shot both
+    assert group["value"] == pytest.approx(np.mean(expected))
+    one = run_tasks(model, tokenizer, ["tiny_mc"], batch_size=4, device="cpu", include_path=str(tmp_path / "tasks"), limit=1)
+    assert one["tiny_mc"]["n_items"] == 1 and one["tiny_mc"]["stderr"] is None  # no standard error of one item
     with pytest.raises(AccuracyError, match="cannot build"):
         run_tasks(model, tokenizer, ["no_such_task_here"], batch_size=4, device="cpu", include_path=str(tmp_path / "tasks"))
 
@@ -151,5 +164,5 @@ def test_zero_shot_job_and_its_table(smol_checkpoint, tmp_path):
     assert snow["n_items"] == 3 and snow["item_ids"] == ["q0", "q1", "q2"]  # limit: the first items
     table = zero_shot_table([], dense)
     assert table.to_dict("records") == [{"method": "dense", "structure": "-", "sparsity": 0.0, "calibration": "-",
-                                          "task": "snow", "metric": "acc", "value": snow["value"],
+                                          "task": "snow", "kind": "task", "metric": "acc", "value": snow["value"],
                                           "stderr": snow["stderr"], "n_items": 3, "harness": z["harness"]}]

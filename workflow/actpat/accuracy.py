@@ -33,8 +33,9 @@ class AccuracyError(ActpatError):
     """A task that cannot be built or run."""
 
 
-# a target word: letters only, after whitespace, not followed by more of a word
-TARGET_WORD = re.compile(r"(?<=\s)([^\W\d_]{2,})(?![\w'’-])")
+# a target word: letters only, after a single space that follows a non-space (not after a line
+# break or an indent, which the model would have to predict too), not followed by more of a word
+TARGET_WORD = re.compile(r"(?<=\S )([^\W\d_]{2,})(?![\w'’-])")
 WORD = re.compile(r"\S+")
 # metrics reported, in order of preference, when a task has them
 METRICS = ("acc", "acc_norm", "exact_match")
@@ -76,12 +77,13 @@ def lastword_items(texts: list[str], window_ids: list[str], per_window: int, con
     return items
 
 
-def lastword_task(name: str, items_file: Path) -> dict:
-    """The harness task config of a last-word item file (JSON lines of ``Item``)."""
+def lastword_task(name: str, items_file: Path, cache_dir: Path) -> dict:
+    """The harness task config of a last-word item file (JSON lines of ``Item``); ``datasets``
+    caches it under ``cache_dir`` (a job's temporary directory, not the user's cache)."""
     return {
         "task": name,
         "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"test": str(items_file)}},
+        "dataset_kwargs": {"data_files": {"test": str(items_file)}, "cache_dir": str(cache_dir)},
         "test_split": "test",
         "output_type": "loglikelihood",
         "doc_to_text": "context",
@@ -103,42 +105,74 @@ def harness_version() -> str:
     return f"lm-eval {version('lm_eval')}"
 
 
+def _metric(values: dict) -> tuple[str, str] | None:
+    """The reported metric of a task's results, and the harness's key for it: the first of
+    ``METRICS`` present, under the ``none`` filter if it has one, else under its first filter
+    (e.g. gsm8k's ``exact_match,strict-match``)."""
+    for metric in METRICS:
+        keys = [k for k in values if k.startswith(f"{metric},") and "_stderr" not in k]
+        if keys:
+            return metric, f"{metric},none" if f"{metric},none" in keys else sorted(keys)[0]
+    return None
+
+
 def run_tasks(model, tokenizer, tasks: list, batch_size: int, device: str, include_path: str | None = None,
-              limit: int | None = None) -> dict[str, dict]:
-    """Run harness tasks (names or config dicts) on an in-memory Hugging Face model. Returns, per
-    task with a reported metric: the metric's name and value, the harness's standard error, the
-    number of items, and every item's id and score (for paired comparisons)."""
+              limit: int | None = None, seed: int = 1234) -> dict[str, dict]:
+    """Run harness tasks (names or config dicts) zero-shot on an in-memory Hugging Face model (a
+    task's own few-shot setting is overridden: 0 examples; the few-shot sampler is seeded anyway).
+    Returns, per task or group with a reported metric: the metric's name and value, the harness's
+    standard error (None where the harness gives none, e.g. one item), the number of items, every
+    item's id and score (leaf tasks), and for a group its subtasks. A requested task without a
+    reported metric is an error."""
     import logging
 
     from lm_eval.evaluator import evaluate
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     try:
         # indexing the harness's own task files takes seconds: only when a task is named
         named = any(isinstance(t, str) for t in tasks)
         manager = TaskManager(verbosity="ERROR", include_path=include_path, include_defaults=named)
-        task_dict = get_task_dict(tasks, manager)
+        loaded = manager.load(tasks)
     except Exception as exc:  # the harness raises bare KeyError/ValueError for unknown tasks
         raise AccuracyError(f"lm-evaluation-harness cannot build the tasks {tasks}: {exc!r}") from exc
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
-    out = evaluate(lm=lm, task_dict=task_dict, limit=limit, log_samples=True, bootstrap_iters=1000, verbosity="ERROR")
+    for task in loaded["tasks"].values():
+        task.set_config(key="num_fewshot", value=0)
+        task.set_fewshot_seed(seed=seed)
+    try:
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+        out = evaluate(lm=lm, task_dict=loaded, limit=limit, log_samples=True, bootstrap_iters=1000, verbosity="ERROR")
+    except Exception as exc:
+        raise AccuracyError(f"lm-evaluation-harness failed on the tasks {tasks}: {exc!r}") from exc
+    groups = {str(getattr(g, "group_name", g)): [str(getattr(t, "group_name", t)) for t in subs]
+              for g, subs in (out.get("group_subtasks") or {}).items() if subs}
     results: dict[str, dict] = {}
     for task, values in out["results"].items():
-        metric = next((m for m in METRICS if f"{m},none" in values), None)
-        if metric is None:
+        found = _metric(values)
+        if found is None:
             continue
+        metric, key = found
+        stderr = values.get(key.replace(",", "_stderr,", 1))
         samples = out.get("samples", {}).get(task, [])
-        stderr = values.get(f"{metric}_stderr,none")
-        results[task] = {
-            "metric": metric, "value": float(values[f"{metric},none"]),
-            "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
-            "n_items": int(out.get("n-samples", {}).get(task, {}).get("effective", len(samples))),
-            "item_ids": [str(s["doc"].get("id", s["doc_id"])) for s in samples],
-            "item_windows": [s["doc"].get("window") for s in samples],
-            "item_correct": [float(s[metric]) for s in samples],
-        }
+        entry = {"metric": metric, "metric_key": key, "value": float(values[key]),
+                 "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
+                 "n_items": int(out.get("n-samples", {}).get(task, {}).get("effective", len(samples))),
+                 "n_shot": (out.get("n-shot") or {}).get(task, 0),
+                 "item_ids": [str(s["doc"].get("id", s["doc_id"])) for s in samples],
+                 "item_windows": [s["doc"].get("window") for s in samples],
+                 "item_correct": [float(s[metric]) for s in samples]}
+        if task in groups:
+            entry.update(subtasks=groups[task], n_items=int(values.get("sample_len") or 0))
+        results[task] = entry
+    for task, entry in results.items():
+        if "subtasks" in entry and not entry["n_items"]:
+            entry["n_items"] = sum(results[t]["n_items"] for t in entry["subtasks"] if t in results)
+    missing = [t if isinstance(t, str) else t.get("task") for t in tasks]
+    missing = [t for t in missing if t not in results]
+    if missing:
+        raise AccuracyError(f"lm-evaluation-harness reported no accuracy-like metric ({', '.join(METRICS)}) for {missing}")
     return results
 
 
@@ -154,7 +188,7 @@ def lastword_accuracy(model, tokenizer, token_ids: np.ndarray, window_ids: list[
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "lastword.jsonl"
         write_items(items, path)
-        result = run_tasks(model, tokenizer, [lastword_task("actpat_lastword", path)], batch_size, device)
+        result = run_tasks(model, tokenizer, [lastword_task("actpat_lastword", path, Path(tmp) / "cache")], batch_size, device)
     result = result["actpat_lastword"]
     # the harness returns items in its own order: put them back in ours
     order = {it.id: i for i, it in enumerate(items)}

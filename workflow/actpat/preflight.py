@@ -3,7 +3,8 @@ input is refused in one line before hours are spent.
 
 * duplicate keys in a config file (YAML keeps the last one silently);
 * local text files: a domain's globs match files that hold text; a task's ``path`` matches files of
-  a kind ``datasets`` reads; a pair file loads and every pair has a score;
+  a kind ``datasets`` reads; a pair file loads and every pair has a score; the harness task
+  directory (``accuracy.include_path``) exists;
 * a local model directory holds a causal language model, and no window is longer than its maximum
   number of positions (also for the embedded model). Hub ids are checked by ``prepare_model``.
 """
@@ -117,6 +118,10 @@ def preflight(cfg: dict, config_files: list[Path]) -> None:
             _check_files(where, spec, needs_holdout=cfg["pruning"]["enabled"] and where.startswith("domains."))
         elif spec["source"] == "task" and spec.get("path"):
             _check_task_file(where, spec)
+    include = cfg["pruning"]["evaluation"]["accuracy"]["include_path"]
+    if cfg["pruning"]["enabled"] and include and not Path(include).expanduser().is_dir():
+        raise ConfigError(f"config error at pruning.evaluation.accuracy.include_path: {include!r} is not a directory "
+                          "(of lm-evaluation-harness task YAML files)")
     for name, spec in cfg["pairs"].items():
         if spec["source"] == "files":
             try:

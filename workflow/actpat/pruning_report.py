@@ -197,11 +197,15 @@ def validation2_accuracy(runs: list[dict], n_boot: int, seed: int) -> tuple[pd.D
     calibs = list(dict.fromkeys(r["calibration"] for r in runs))
     by_cal = {r["calibration"]: r for r in runs}
     evals = [e for e in calibs if all(e in by_cal[c]["sets"] and _accuracy(by_cal[c]["sets"][e]) for c in calibs)]
-    rule = "holds when the matching calibration's mean accuracy advantage has its 95% interval above 0"
+    rule = ("holds when the matching calibration's mean accuracy advantage over the other calibrations has its 95% "
+            "interval above 0 (windows resampled)")
     if len(evals) < 2:
         why = "needs last-word accuracy of at least two calibration domains on each other's held-out text"
         return None, {"rule": rule, "holds": None, "undefined": why}
     acc = {(c, e): _accuracy(by_cal[c]["sets"][e]) for c in calibs for e in evals}
+    for c, e in acc:
+        if acc[c, e]["item_ids"] != acc[e, e]["item_ids"]:
+            raise ValueError(f"last-word accuracy of calibrations {c} and {e} on {e} was measured on different items")
     matrix = pd.DataFrame([[acc[c, e]["value"] for e in evals] for c in calibs], index=calibs, columns=evals)
     rng = np.random.default_rng(seed)
     point, boot = [], []
@@ -216,7 +220,8 @@ def validation2_accuracy(runs: list[dict], n_boot: int, seed: int) -> tuple[pd.D
     from actpat.stats import undefined_because
 
     ci = interval(np.mean(boot, axis=0))
-    why = undefined_because(items_per_set=min(acc[e, e]["n_items"] for e in evals))
+    # the bootstrap resamples windows: the windows that gave items are the sample size
+    why = undefined_because(windows_with_items_per_set=min(len(set(acc[e, e]["item_windows"])) for e in evals))
     return matrix, {"rule": rule, "evaluation_sets": evals, "mean_accuracy_advantage": float(np.mean(point)),
                     "mean_accuracy_advantage_ci95": ci, "diagonal_best_count": int(sum(matrix[e].idxmax() == e for e in evals)),
                     "n_columns": len(evals), "n_items": {e: acc[e, e]["n_items"] for e in evals},
@@ -232,7 +237,8 @@ def zero_shot_table(runs: list[dict], dense_dir: Path) -> pd.DataFrame:
              Path(r["dir"])) for r in runs]:
         z = _load(path / "zeroshot.json")
         for task, res in z["results"].items():
-            rows.append({**label, "task": task, "metric": res["metric"], "value": res["value"], "stderr": res["stderr"],
+            rows.append({**label, "task": task, "kind": "group" if "subtasks" in res else "task", "metric": res["metric"],
+                         "value": res["value"], "stderr": res["stderr"],
                          "n_items": res["n_items"], "harness": z["harness"]})
     return pd.DataFrame(rows)
 
@@ -300,6 +306,7 @@ def write_pruning_report(job, run_dirs: list[Path], dense: Path, out_dir: Path, 
         plots.calibration_heatmap(matrix, out_dir / "figures" / "validation2_matrix", f"{v2_method} at {v2_sparsity}")
         acc_matrix, acc_stats = validation2_accuracy(r2, n_boot, seed)
         summary["validation2"]["accuracy"] = {**acc_stats, "matrix": None if acc_matrix is None else json.loads(acc_matrix.to_json())}
+        (out_dir / "validation2_accuracy.csv").unlink(missing_ok=True)  # none of an earlier configuration
         if acc_matrix is not None:
             acc_matrix.to_csv(out_dir / "validation2_accuracy.csv", index_label="calibration")
             lo, hi = acc_stats["mean_accuracy_advantage_ci95"]
@@ -311,6 +318,7 @@ def write_pruning_report(job, run_dirs: list[Path], dense: Path, out_dir: Path, 
     else:
         pd.DataFrame().to_csv(out_dir / "validation2.csv")
         plots.empty_figure(out_dir / "figures" / "validation2_matrix", "Validation 2: no calibration domains configured")
+    (out_dir / "zeroshot.csv").unlink(missing_ok=True)  # none of an earlier configuration
     if job.zero_shot:
         zs = zero_shot_table(list({r["key"]: r for r in r1 + r2}.values()), Path(dense))
         zs.to_csv(out_dir / "zeroshot.csv", index=False)

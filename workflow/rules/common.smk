@@ -175,6 +175,15 @@ def optional(flag, input, name):
     return f"{flag} {shlex.quote(str(input[name]))}" if name in input.keys() else ""
 
 
+def harness_task_files() -> list[str]:
+    """The task YAML files under pruning.evaluation.accuracy.include_path: an edit reruns the
+    zero-shot jobs (the data files a task points to are the user's to keep unchanged)."""
+    include = S.pruning.evaluation.accuracy.include_path
+    if not include:
+        return []
+    return sorted(str(p) for pattern in ("*.yaml", "*.yml") for p in Path(include).rglob(pattern))
+
+
 def pruning_report_inputs(w):
     job = S.pruning_report_job()
     runs = list(dict.fromkeys(job.validation1 + job.validation2))

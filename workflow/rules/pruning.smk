@@ -134,6 +134,7 @@ rule zero_shot:
     input:
         model=lambda w: model_dir(w.model),
         mask="results/{model}/pruning/runs/{run}/mask.zarr",
+        tasks=harness_task_files(),
     output:
         "results/{model}/pruning/runs/{run}/zeroshot.json",
     params:
@@ -147,7 +148,7 @@ rule zero_shot:
         "logs/{model}/zero_shot/{run}.bench.tsv"
     resources:
         mem_mb=lambda w, attempt: S.pruning.mem_mb * attempt,
-        runtime=240,
+        runtime=720,
         **gpu_resources(),
     retries: 1
     conda:
@@ -160,6 +161,7 @@ rule zero_shot:
 use rule zero_shot as zero_shot_dense with:
     input:
         model=lambda w: model_dir(w.model),
+        tasks=harness_task_files(),
     output:
         "results/{model}/pruning/dense/zeroshot.json",
     log:
