@@ -7,13 +7,14 @@ import copy
 import csv
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from actpat.config import ConfigError, validate_config
 from actpat.preflight import preflight
-from actpat.samples import SamplingError, make_samples
+from actpat.samples import PAD, SamplingError, document_samples, make_samples
 from actpat.sources import SourceError, describe, load_documents
 
 MINIMAL = {"models": {"m": {"source": "smollm2"}}, "domains": {"code": {"source": "packaged", "name": "python-stdlib"}}}
@@ -174,9 +175,18 @@ def test_a_row_without_a_needed_field_is_named(tmp_path):
         load_documents({"source": "task", "name": "hellaswag", "path": str(hellaswag)})
 
 
-def test_schema_accepts_task_domains_and_packs_them_by_default(tmp_path):
-    cfg = validate_config({**MINIMAL, "domains": {"piqa": {"source": "task", "name": "piqa", "path": str(tmp_path / "p.jsonl")}}})
-    assert cfg["domains"]["piqa"] == {"source": "task", "name": "piqa", "path": str(tmp_path / "p.jsonl"), "pack": True, "samples": 64}
+def test_schema_accepts_task_domains_and_scores_each_prompt_by_default(tmp_path):
+    path = str(tmp_path / "p.jsonl")
+    cfg = validate_config({**MINIMAL, "domains": {"piqa": {"source": "task", "name": "piqa", "path": path}}})
+    assert cfg["domains"]["piqa"] == {"source": "task", "name": "piqa", "path": path, "per_document": True, "pack": False,
+                                      "samples": 64}
+    # other sources' settings (and so their rerun trigger) are as before
+    assert validate_config(MINIMAL)["domains"]["code"] == {"source": "packaged", "name": "python-stdlib", "pack": False,
+                                                          "samples": 64}
+    packed = validate_config({**MINIMAL, "domains": {"piqa": {"source": "task", "name": "piqa", "path": path, "pack": True}}})
+    assert packed["domains"]["piqa"]["pack"] is True and not packed["domains"]["piqa"].get("per_document")
+    with pytest.raises(ConfigError, match=r"domains\.piqa: pack and per_document exclude each other"):
+        validate_config({**MINIMAL, "domains": {"piqa": {"source": "task", "name": "piqa", "pack": True, "per_document": True}}})
     with pytest.raises(ConfigError, match=r"domains\.piqa\.name: 'pica' is not allowed; choose one of 'boolq', 'mmlu'"):
         validate_config({**MINIMAL, "domains": {"piqa": {"source": "task", "name": "pica"}}})
     with pytest.raises(ConfigError, match=r"domains\.piqa: unknown key\(s\) 'field'"):
@@ -200,8 +210,8 @@ def test_start_up_check_of_a_task_file(tmp_path):
 
 
 def test_short_prompts_become_windows_when_packed(tmp_path, smol_tokenizer):
-    """PIQA prompts are shorter than a window: alone they give none; packed (a task's default)
-    they are joined with blank lines into one stream and tiled."""
+    """PIQA prompts are shorter than a window: alone they give none; packed (``pack: true``, and a
+    task domain's calibration windows) they are joined with blank lines into one stream and tiled."""
     path = tmp_path / "piqa.jsonl"
     _jsonl(path, PIQA * 8)
     docs = load_documents({"source": "task", "name": "piqa", "path": str(path)})
@@ -210,3 +220,128 @@ def test_short_prompts_become_windows_when_packed(tmp_path, smol_tokenizer):
         make_samples("piqa", docs, smol_tokenizer, seq_len=64, n=4, seed=1, holdout_fraction=0.0)
     s = make_samples("piqa", docs, smol_tokenizer, seq_len=64, n=4, seed=1, holdout_fraction=0.0, pack=True)
     assert s.token_ids.shape == (4, 64) and set(s.doc_ids) <= {d.id for d in docs}
+
+
+# ----------------------------------------------------------------------------------------------
+# One prompt, one sample (per_document, a task domain's default)
+
+
+class WithBos:
+    """SmolLM2's tokenizer (which adds no special tokens) with a Llama-style BOS, id 1, before
+    every text by default."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, text, add_special_tokens=True):
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if add_special_tokens:
+            ids = [1] + ids if isinstance(text, str) else [[1] + row for row in ids]
+        return {"input_ids": ids}
+
+
+def _prompts(tmp_path, task, rows, copies=8):
+    path = tmp_path / f"{task}.jsonl"
+    _jsonl(path, rows * copies)
+    return {d.id: d for d in load_documents({"source": "task", "name": task, "path": str(path)})}
+
+
+@pytest.mark.parametrize("bos", [False, True], ids=["smollm2", "with-bos"])
+def test_each_drawn_prompt_is_one_sample_ending_at_its_answer(tmp_path, smol_tokenizer, bos):
+    tokenizer = WithBos(smol_tokenizer) if bos else smol_tokenizer
+    docs = _prompts(tmp_path, "piqa", PIQA)
+    s = document_samples("piqa", list(docs.values()), tokenizer, seq_len=64, n=6, seed=1, holdout_fraction=0.0)
+    assert len(s.doc_ids) == len(set(s.doc_ids)) == 6 and s.offsets == [0] * 6
+    assert s.token_ids.shape == (6, max(s.lengths)) and s.stats["n_truncated"] == 0
+    assert len(set(s.lengths.tolist())) > 1  # prompts of different lengths, padded to the longest
+    for row, n, doc in zip(s.token_ids, s.lengths, s.doc_ids):
+        assert list(row[:n]) == tokenizer(docs[doc].text)["input_ids"]  # the whole prompt, BOS as the tokenizer puts it
+        assert (row[n:] == PAD).all()
+        assert smol_tokenizer.decode(row[n - 2 : n]) == "Answer:"  # the last real token ends "Answer:"
+    again = document_samples("piqa", list(docs.values()), tokenizer, seq_len=64, n=6, seed=1, holdout_fraction=0.0)
+    assert again.doc_ids == s.doc_ids
+
+
+@pytest.mark.parametrize("bos", [False, True], ids=["smollm2", "with-bos"])
+def test_a_prompt_longer_than_seq_len_keeps_its_end_and_is_counted(tmp_path, smol_tokenizer, bos):
+    tokenizer = WithBos(smol_tokenizer) if bos else smol_tokenizer
+    docs = _prompts(tmp_path, "boolq", BOOLQ, copies=2)
+    lines = []
+    s = document_samples("boolq", list(docs.values()), tokenizer, seq_len=16, n=4, seed=1, holdout_fraction=0.0,
+                         log=lines.append)
+    assert s.stats["n_truncated"] == 4 and "4 longer than 16 tokens kept their last" in lines[0]
+    assert s.token_ids.shape == (4, 16) and (s.lengths == 16).all()
+    for row, doc, offset in zip(s.token_ids, s.doc_ids, s.offsets):
+        full = tokenizer(docs[doc].text, add_special_tokens=False)["input_ids"]
+        body = 16 - bos
+        assert list(row) == [1] * bos + full[-body:] and offset == len(full) - body > 0
+        assert smol_tokenizer.decode(row[-2:]) == "Answer:"
+    with pytest.raises(SamplingError, match=r"domain boolq: only 4 non-empty documents to score, one sample each"):
+        document_samples("boolq", list(docs.values()), tokenizer, seq_len=16, n=5, seed=1, holdout_fraction=0.0)
+
+
+def test_token_relevance_counts_the_prompts_tokens_not_the_padding(tmp_path, smol_tokenizer):
+    """Stores of padded prompts: the relevance equals 1 − JS distance of unigram counts taken
+    from each drawn prompt's own encoding, and the scorer's readers see the same tokens."""
+    from scipy.spatial.distance import jensenshannon
+
+    from actpat.reduce import token_relevance
+    from actpat.store import StoreError, open_samples, sample_lengths, sample_tokens, window_tokens, write_samples
+
+    domains = {"piqa": _prompts(tmp_path, "piqa", PIQA), "boolq": _prompts(tmp_path, "boolq", BOOLQ)}
+    paths, counts = {}, {}
+    for name, docs in domains.items():
+        s = document_samples(name, list(docs.values()), smol_tokenizer, 64, 5, seed=1, holdout_fraction=0.0)
+        assert (s.token_ids == PAD).any()
+        paths[name] = tmp_path / f"{name}.zarr"
+        write_samples(paths[name], s, {"domain": name})
+        encoded = [smol_tokenizer(docs[d].text)["input_ids"] for d in s.doc_ids]
+        counts[name] = np.bincount(np.concatenate(encoded), minlength=len(smol_tokenizer))
+        ds = open_samples(paths[name])
+        assert [list(t) for t in sample_tokens(ds)] == encoded and list(sample_lengths(ds)) == [len(e) for e in encoded]
+        with pytest.raises(StoreError, match="padded samples of different lengths, not of equal-length windows"):
+            window_tokens(ds)  # what calibration and perplexity read
+    domains_out, rel = token_relevance(paths)
+    p, q = (counts[d] / counts[d].sum() for d in domains_out)
+    assert rel[0, 1] == pytest.approx(1 - jensenshannon(p, q, base=2), abs=1e-12)
+
+
+def test_the_job_scores_each_prompt_as_its_unpadded_self(tmp_path, tiny_checkpoint):
+    """The sample_domain job of a task domain (per_document, the default) writes padded prompts
+    with their lengths and truncation count; its calibration windows still tile the joined
+    prompts; score_shard scores each padded prompt, in batches of mixed lengths, as it scores the
+    prompt alone: D is the largest logit right after "Answer:"."""
+    import torch
+
+    from actpat.models import load_checkpoint, weight_layout
+    from actpat.samples import write_windows
+    from actpat.scoring import ShardScorer, score_shard
+    from actpat.settings import ScoringJob, TextSource, WindowJob
+    from actpat.store import open_samples, open_scores, sample_tokens
+    from conftest import scoring
+
+    path = tmp_path / "piqa.jsonl"
+    _jsonl(path, PIQA * 6)
+    spec = validate_config({**MINIMAL, "domains": {"piqa": {"source": "task", "name": "piqa", "path": str(path)}}})["domains"]["piqa"]
+    text = TextSource("piqa", spec)
+    write_windows(WindowJob("samples", text, 5, 64, 1, 0.2), tiny_checkpoint, tmp_path / "s.zarr", log=lambda m: None)
+    write_windows(WindowJob("calibration", text, 2, 32, 1, 0.2), tiny_checkpoint, tmp_path / "c.zarr", log=lambda m: None)
+    samples, calibration = open_samples(tmp_path / "s.zarr"), open_samples(tmp_path / "c.zarr")
+    assert "length" in samples and samples.attrs["n_truncated"] == 0 and samples.sizes["sample"] == 5
+    assert "length" not in calibration and calibration.sizes["position"] == 32
+
+    settings = scoring(sketch_size=64)
+    score_shard(ScoringJob(settings, 5, None), tmp_path / "s.zarr", 0, tiny_checkpoint, "tiny", "cpu", 1,
+                tmp_path / "scores.zarr", batch_size=3, log=lambda m: None)
+    scores = open_scores(tmp_path / "scores.zarr")
+    model, _, _ = load_checkpoint(tiny_checkpoint)
+    alone = ShardScorer(model, weight_layout(model), settings)
+    for k, tokens in enumerate(sample_tokens(samples)):
+        ids = torch.as_tensor(tokens.astype(np.int64))[None]
+        ref = alone.score(ids)
+        with torch.no_grad():
+            last = model(input_ids=ids).logits[0, -1]
+        assert float(scores["target_value"][k]) == pytest.approx(last.max().item(), rel=1e-5)
+        assert float(scores["target_value"][k]) == pytest.approx(ref.target_value, rel=1e-6)
+        assert int(scores["target_token"][k]) == ref.target_token == int(last.argmax())
+        np.testing.assert_allclose(scores["l1"].values[k], ref.l1, rtol=1e-5)

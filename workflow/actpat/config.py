@@ -22,9 +22,13 @@ PACK_BY_DEFAULT = {"hpo-definitions"}
 
 
 def _packed_by_default(spec: dict) -> bool:
-    """A packaged corpus of short texts, or task prompts (most are shorter than a window; without
-    ``pack`` a prompt shorter than ``samples.seq_len`` would be skipped)."""
-    return spec["source"] == "task" or spec["source"] == "packaged" and spec["name"] in PACK_BY_DEFAULT
+    """A packaged corpus of short texts."""
+    return spec["source"] == "packaged" and spec["name"] in PACK_BY_DEFAULT
+
+
+def _per_document_by_default(spec: dict) -> bool:
+    """Task prompts, unless packed: the paper scores each prompt as one input, read at its end."""
+    return spec["source"] == "task" and not spec.get("pack")
 
 
 class ConfigError(ActpatError):
@@ -95,6 +99,12 @@ def validate_config(config: dict) -> dict:
         if name.startswith("pairs-"):
             raise ConfigError(f"config error at domains.{name}: names starting with 'pairs-' are reserved for pair sets")
     for name, spec in cfg["domains"].items():
+        if spec.get("pack") and spec.get("per_document"):
+            raise ConfigError(f"config error at domains.{name}: pack and per_document exclude each other (windows cut "
+                              "from the joined documents, or each document one sample); set one")
+        # filled in only where on, so that other domains' settings (and their rerun trigger) stay as they were
+        if _per_document_by_default(spec):
+            spec.setdefault("per_document", True)
         spec.setdefault("pack", _packed_by_default(spec))
         spec.setdefault("samples", cfg["samples"]["per_domain"])
     _check_pruning(cfg)

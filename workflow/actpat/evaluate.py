@@ -84,7 +84,7 @@ def write_perplexity(job, model_dir: Path, mask: Path | None, windows_store: Pat
 
     from actpat.models import pick_device
     from actpat.provenance import code_version
-    from actpat.store import open_samples, write_json
+    from actpat.store import open_samples, window_tokens, write_json
 
     torch.set_num_threads(threads)
     device = pick_device(device, log)
@@ -92,7 +92,7 @@ def write_perplexity(job, model_dir: Path, mask: Path | None, windows_store: Pat
     model, tokenizer, checkpoint, run = load_evaluated_model(model_dir, mask, device, log)
     windows = open_samples(windows_store)
     name = windows.attrs["domain"]
-    tokens = windows["token_ids"].values
+    tokens = window_tokens(windows)
     window_ids = windows["sample"].values.tolist()
     bar = tqdm(total=len(tokens), desc=f"perplexity {name}", unit="window", file=sys.stderr, mininterval=5, ascii=True)
     nll, count = window_nll(model, tokens, device, progress=lambda j: bar.update(1))

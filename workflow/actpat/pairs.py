@@ -184,7 +184,7 @@ def write_pair_texts(job, model_dir: Path, out: Path, log=print) -> None:
 
     from actpat.models import check_window_length, load_tokenizer
     from actpat.provenance import code_version
-    from actpat.samples import SampleSet, prefix_tokens
+    from actpat.samples import SampleSet, padded, prefix_tokens
     from actpat.store import write_samples
 
     spec, name = job.pairs.spec, job.pairs.domain
@@ -196,13 +196,11 @@ def write_pair_texts(job, model_dir: Path, out: Path, log=print) -> None:
     full = tokenizer(pairs.texts, add_special_tokens=False)["input_ids"]
     encoded = [prefix + ids[:room] for ids in full]
     truncated = sum(len(ids) > room for ids in full)
-    tokens = np.full((len(encoded), max(len(e) for e in encoded)), -1, dtype=np.int32)
-    for i, e in enumerate(encoded):
-        tokens[i, : len(e)] = e
+    tokens, lengths = padded(encoded)
     sample_set = SampleSet(name, tokens, pairs.text_ids, [0] * len(encoded),
-                           stats={"n_texts": len(encoded), "n_pairs": int(len(pairs.score)), "n_truncated": int(truncated)})
+                           stats={"n_texts": len(encoded), "n_pairs": int(len(pairs.score)), "n_truncated": int(truncated)},
+                           lengths=lengths)
     extra = {
-        "length": xr.DataArray(np.asarray([len(e) for e in encoded], dtype=np.int64), dims="sample"),
         "text": xr.DataArray(np.asarray(pairs.texts, dtype=object), dims="sample"),
         "pair_first": xr.DataArray(pairs.first.astype(np.int64), dims="pair"),
         "pair_second": xr.DataArray(pairs.second.astype(np.int64), dims="pair"),

@@ -11,7 +11,7 @@ from actpat.pairs import bag_of_tokens, cosine_rows, layer_ranges
 from actpat.stats import spearman_with_ci
 from actpat.reduce import layer_sketches, open_domain, sample_norms
 from actpat.sketch import llmdcos as sketch_llmdcos
-from actpat.store import StoreError, open_samples, write_json
+from actpat.store import StoreError, open_samples, sample_tokens, write_json
 
 
 def pair_measures(texts_path: Path, store_paths: list[Path]) -> dict:
@@ -32,7 +32,7 @@ def pair_measures(texts_path: Path, store_paths: list[Path]) -> dict:
         llmdcos[i] = sketch_llmdcos(layer_sketches(stores, i)[order], norms[:, i], (first, second))
     hidden = np.concatenate([ds["hidden_mean"].values for ds in stores])[order]  # (text, layer + 1, dim)
     hidden_cos = cosine_rows(hidden[:, 1:], first, second)  # layer outputs, (layer, pair)
-    tokens = [list(row[: n]) for row, n in zip(texts["token_ids"].values, texts["length"].values)]
+    tokens = [list(t) for t in sample_tokens(texts)]
     return {
         "llmdcos": llmdcos,
         "hidden_cos": hidden_cos,

@@ -742,7 +742,7 @@ def prune_checkpoint(job, model_dir, model_name: str, calibration_store, density
 
     from actpat.models import load_checkpoint, pick_device, weight_layout
     from actpat.provenance import code_version, mask_attrs
-    from actpat.store import open_reduction, open_samples, write_json, write_mask
+    from actpat.store import open_reduction, open_samples, window_tokens, write_json, write_mask
 
     run = job.run
     torch.set_num_threads(threads)
@@ -761,7 +761,7 @@ def prune_checkpoint(job, model_dir, model_name: str, calibration_store, density
     calibration = None
     if calibration_store:
         cal = open_samples(Path(calibration_store))
-        calibration = torch.as_tensor(cal["token_ids"].values.astype(np.int64))
+        calibration = torch.as_tensor(window_tokens(cal).astype(np.int64))
         report["calibration"] = {"store": str(calibration_store), "domain": cal.attrs["domain"],
                                  "windows": int(calibration.shape[0]), "seq_len": int(calibration.shape[1]),
                                  "seed": cal.attrs["seed"], "sample_ids": cal["sample"].values.tolist()}

@@ -15,7 +15,7 @@ import xarray as xr
 
 from actpat.errors import ActpatError
 from actpat.sketch import llmdcos
-from actpat.store import StoreError, check_compatible, open_samples, open_scores
+from actpat.store import StoreError, check_compatible, open_samples, open_scores, sample_tokens
 
 # log10 histogram of mean scores, for the mass-share density (streamed one matrix at a time)
 HIST_LO, HIST_HI, HIST_PER_DECADE = -16.0, 4.0, 256
@@ -270,12 +270,12 @@ def paper_pairs(ia: np.ndarray, ib: np.ndarray, same: bool) -> tuple[np.ndarray,
 
 def token_relevance(samples_paths: dict[str, Path]) -> tuple[list[str], np.ndarray]:
     """Relevance of two domains from their own text: 1 − Jensen–Shannon distance (base 2) of
-    their token unigram distributions over the scored windows."""
+    their token unigram distributions over the scored samples (their real tokens, no padding)."""
     from scipy.spatial.distance import jensenshannon
 
     counts = {}
     for d, p in samples_paths.items():
-        counts[d] = np.bincount(open_samples(p)["token_ids"].values.ravel())
+        counts[d] = np.bincount(np.concatenate(sample_tokens(open_samples(p))))
     width = max(len(c) for c in counts.values())
     domains = list(counts)
     probs = [np.pad(counts[d], (0, width - len(counts[d]))).astype(np.float64) for d in domains]

@@ -1,4 +1,4 @@
-"""From a domain's documents to fixed-length token windows, split into shards.
+"""From a domain's documents to token windows (or whole documents), split into shards.
 
 * Documents are split once into a *scoring* part and a *held-out* part (by a hash of the document
   id, so adding documents does not move the others); held-out documents are never scored and are
@@ -6,6 +6,11 @@
 * Candidate windows are the non-overlapping ``seq_len``-token tiles of each scoring document, or of
   the documents joined into one stream when the source has ``pack: true`` (short texts such as
   clinical definitions or chat turns). Documents shorter than a window are skipped and counted.
+* With ``per_document: true`` (task domains' default) each document is one sample instead: the
+  tokenizer's leading special tokens, then the document's tokens, of its own length up to
+  ``seq_len``; a longer document keeps its end (the scored position is the document's last token: a
+  task prompt's ``Answer:``) and is counted. Samples shorter than the longest are padded as pair-set
+  texts are (``padded``: -1 beyond each sample's ``length``).
 * ``n`` windows are drawn without replacement with a generator seeded by (seed, domain name), so a
   domain's samples do not depend on which other domains are configured.
 """
@@ -46,6 +51,10 @@ def split_documents(docs: list[Document], fraction: float) -> tuple[list[Documen
     return [d for d in docs if d.id not in held], [d.id for d in docs if d.id in held]
 
 
+# token id of the positions beyond a sample's length (samples of different lengths)
+PAD = -1
+
+
 @dataclass
 class SampleSet:
     domain: str
@@ -54,6 +63,7 @@ class SampleSet:
     offsets: list[int]  # token offset of the window in its document
     stats: dict = field(default_factory=dict)
     holdout_doc_ids: list[str] = field(default_factory=list)
+    lengths: np.ndarray | None = None  # (sample,) real tokens of each row, where rows are padded with PAD
 
     @property
     def sample_ids(self) -> list[str]:
@@ -66,6 +76,22 @@ def prefix_tokens(tokenizer) -> list[int]:
     without = tokenizer("x", add_special_tokens=False)["input_ids"]
     n = len(with_special) - len(without)
     return list(with_special[:n]) if n > 0 and with_special[n:] == without else []
+
+
+def padded(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Token rows of different lengths as one (sample, position) int32 array padded with ``PAD`` on
+    the right, and their lengths: the one layout of variable-length samples (pair-set texts,
+    per-document samples), read back with ``actpat.store.sample_tokens``."""
+    tokens = np.full((len(rows), max(len(r) for r in rows)), PAD, dtype=np.int32)
+    for i, r in enumerate(rows):
+        tokens[i, : len(r)] = r
+    return tokens, np.asarray([len(r) for r in rows], dtype=np.int64)
+
+
+def length_span(lengths: np.ndarray) -> str:
+    """Sample lengths for a log line: ``64``, or ``35-64`` when they differ."""
+    lo, hi = int(np.min(lengths)), int(np.max(lengths))
+    return str(hi) if lo == hi else f"{lo}-{hi}"
 
 
 def domain_rng(seed: int, domain: str) -> np.random.Generator:
@@ -88,6 +114,23 @@ def tile_starts(n_tokens: int, length: int) -> range:
     return range(0, n_tokens - length + 1, length)
 
 
+def _room(tokenizer, seq_len: int) -> tuple[list[int], int]:
+    """The tokenizer's leading special tokens and the room left for text in ``seq_len`` tokens."""
+    prefix = prefix_tokens(tokenizer)
+    body = seq_len - len(prefix)
+    if body < 1:
+        raise SamplingError(f"seq_len {seq_len} leaves no room after the tokenizer's {len(prefix)} prefix tokens")
+    return prefix, body
+
+
+def _scoring_documents(domain: str, docs: list[Document], holdout_fraction: float) -> tuple[list[Document], list[str]]:
+    """``split_documents``, refusing a domain left with nothing to score."""
+    scoring, held = split_documents(docs, holdout_fraction)
+    if not scoring:
+        raise SamplingError(f"domain {domain}: all {len(docs)} documents fell in the held-out part; lower holdout_fraction")
+    return scoring, held
+
+
 def make_samples(
     domain: str,
     docs: list[Document],
@@ -99,13 +142,8 @@ def make_samples(
     pack: bool = False,
     log=print,
 ) -> SampleSet:
-    prefix = prefix_tokens(tokenizer)
-    body = seq_len - len(prefix)
-    if body < 1:
-        raise SamplingError(f"seq_len {seq_len} leaves no room after the tokenizer's {len(prefix)} prefix tokens")
-    scoring, held = split_documents(docs, holdout_fraction)
-    if not scoring:
-        raise SamplingError(f"domain {domain}: all {len(docs)} documents fell in the held-out part; lower holdout_fraction")
+    prefix, body = _room(tokenizer, seq_len)
+    scoring, held = _scoring_documents(domain, docs, holdout_fraction)
     encoded = tokenizer([d.text for d in scoring], add_special_tokens=False)["input_ids"]
 
     # candidate windows: (index of document, offset in that document, tokens)
@@ -148,6 +186,49 @@ def make_samples(
         stats=stats,
         holdout_doc_ids=held,
     )
+
+
+def document_samples(
+    domain: str,
+    docs: list[Document],
+    tokenizer,
+    seq_len: int,
+    n: int,
+    seed: int,
+    holdout_fraction: float = 0.2,
+    log=print,
+) -> SampleSet:
+    """``n`` of the scoring documents, drawn like windows, each one whole sample (``per_document``):
+    the tokenizer's leading special tokens, then the document's tokens. A document longer than
+    ``seq_len`` keeps its end (its offset is where the kept part starts), so the last real
+    position, at which the paper's D is read, is the document's end: a task prompt's ``Answer:``.
+    Rows are ``padded`` to the longest; empty documents are skipped."""
+    prefix, body = _room(tokenizer, seq_len)
+    scoring, held = _scoring_documents(domain, docs, holdout_fraction)
+    encoded = tokenizer([d.text for d in scoring], add_special_tokens=False)["input_ids"]
+    candidates = [j for j, ids in enumerate(encoded) if ids]
+    if len(candidates) < n:
+        raise SamplingError(
+            f"domain {domain}: only {len(candidates)} non-empty documents to score, one sample each "
+            f"({len(held)} of {len(docs)} held out); lower samples.per_domain or samples.holdout_fraction"
+        )
+    chosen = [candidates[c] for c in domain_rng(seed, domain).choice(len(candidates), size=n, replace=False)]
+    offsets = [max(0, len(encoded[j]) - body) for j in chosen]
+    tokens, lengths = padded([prefix + encoded[j][off:] for j, off in zip(chosen, offsets)])
+    truncated = sum(off > 0 for off in offsets)
+    stats = {
+        "n_documents": len(docs),
+        "n_scoring_documents": len(scoring),
+        "n_holdout_documents": len(held),
+        "n_empty_documents_skipped": len(encoded) - len(candidates),
+        "n_tokens": int(sum(len(e) for e in encoded)),
+        "n_truncated": truncated,
+    }
+    log(
+        f"domain {domain}: {len(docs)} documents, {len(held)} held out, {n} drawn as one sample each of "
+        f"{length_span(lengths)} tokens; {truncated} longer than {seq_len} tokens kept their last {body}"
+    )
+    return SampleSet(domain, tokens, [scoring[j].id for j in chosen], offsets, stats, held, lengths)
 
 
 def eval_windows(name: str, docs: list[Document], tokenizer, seq_len: int, max_windows: int, log=print) -> SampleSet:
@@ -207,9 +288,12 @@ def write_windows(job, model_dir: Path, out: Path, samples_store: Path | None = 
                 raise SamplingError(f"{samples_store}: its held-out documents are no longer all in {describe(job.text.spec)}")
         windows = eval_windows(job.text.name, docs, tokenizer, job.seq_len, job.n, log=log)
         attrs["held_out_only"] = samples_store is not None
-    else:
+    elif job.kind == "samples" and job.text.per_document:
+        windows = document_samples(job.text.name, docs, tokenizer, job.seq_len, job.n, job.seed, job.holdout_fraction,
+                                   log=log)
+    else:  # calibration wants long token streams: a per-document domain's calibration windows tile its joined documents
         windows = make_samples(job.text.name, docs, tokenizer, job.seq_len, job.n, job.seed, job.holdout_fraction,
-                               pack=job.text.pack, log=log)
+                               pack=job.text.pack or job.text.per_document, log=log)
         if job.kind == "calibration":
             windows.holdout_doc_ids = []
     write_samples(out, windows, attrs)

@@ -288,9 +288,9 @@ def _score_shard(job, samples_path, shard, model_dir, model_name, device, thread
 
     from actpat.models import load_checkpoint, pick_device, weight_layout
     from actpat.provenance import scores_attrs
-    from actpat.samples import shard_slices
+    from actpat.samples import length_span, shard_slices
     from actpat.sketch import HASH_VERSION
-    from actpat.store import open_samples, write_scores
+    from actpat.store import open_samples, sample_lengths, sample_tokens, write_scores
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -306,12 +306,11 @@ def _score_shard(job, samples_path, shard, model_dir, model_name, device, thread
     layout = weight_layout(model)
     batch_size = batch_size or DEFAULT_BATCH.get(device, 1)
     placed = sorted({str(p.device) for p in model.parameters()})
-    log(f"{samples.attrs['domain']} shard {shard}: {rows.sizes['sample']} samples of {rows.sizes['position']} tokens, "
+    tokens, lengths = sample_tokens(rows), sample_lengths(rows)
+    log(f"{samples.attrs['domain']} shard {shard}: {rows.sizes['sample']} samples of {length_span(lengths)} tokens, "
         f"{checkpoint['architecture']} on {', '.join(placed)} ({dtype}), batches of {batch_size}, "
         f"loaded in {time.time() - t0:.1f}s")
     scorer = ShardScorer(model, layout, job.scoring)
-    token_ids = rows["token_ids"].values
-    lengths = rows["length"].values if "length" in rows else np.full(len(token_ids), token_ids.shape[1])
     ids = [str(x) for x in rows["sample"].values]
     results: list[SampleScores | None] = [None] * len(ids)
     first = model.get_input_embeddings().weight.device
@@ -320,7 +319,7 @@ def _score_shard(job, samples_path, shard, model_dir, model_name, device, thread
             width = int(lengths[idx].max())
             batch = np.zeros((len(idx), width), dtype=np.int64)
             for r, n in enumerate(idx):
-                batch[r, : lengths[n]] = token_ids[n, : lengths[n]]
+                batch[r, : lengths[n]] = tokens[n]
             scored = scorer.score_batch(torch.as_tensor(batch, device=first), lengths[idx], [ids[n] for n in idx])
             for n, res in zip(idx, scored):
                 results[n] = res

@@ -97,6 +97,11 @@ class TextSource:
         return bool(self.spec.get("pack", False))
 
     @property
+    def per_document(self) -> bool:
+        """Each document one scoring sample (its end kept), not windows cut from it."""
+        return bool(self.spec.get("per_document", False))
+
+    @property
     def samples(self) -> int | None:
         return self.spec.get("samples")
 

@@ -1,7 +1,9 @@
 """The on-disk format: Zarr v3 groups laid out for xarray.
 
 Samples store (one per domain): ``token_ids (sample, position)``, with ``doc_id`` and ``offset``
-per sample and the held-out document ids.
+per sample and the held-out document ids; samples of different lengths (pair-set texts,
+per-document samples) are padded with -1 and have a ``length (sample,)``: read them with
+``sample_lengths`` / ``sample_tokens``, which drop the padding.
 
 Score store (one per domain × shard), all read with ``xarray.open_zarr``:
 
@@ -308,8 +310,8 @@ def _alive(pid: int) -> bool:
 
 
 def write_samples(path: Path, sample_set, attrs: dict, extra: dict | None = None) -> None:
-    """``extra``: more variables, e.g. ``length`` (sample,) for texts shorter than the padded
-    width (padding is -1), or the pair table of a pair set."""
+    """A ``SampleSet`` (``actpat.samples``) as a samples store; its ``lengths``, where its rows are
+    padded, as ``length (sample,)``. ``extra``: more variables, e.g. the pair table of a pair set."""
     ds = xr.Dataset(
         {
             "token_ids": (("sample", "position"), sample_set.token_ids),
@@ -320,6 +322,8 @@ def write_samples(path: Path, sample_set, attrs: dict, extra: dict | None = None
         coords={"sample": _strings(sample_set.sample_ids)},
         attrs=_attrs({**attrs, **sample_set.stats, "kind": "actpat.samples", "format_version": FORMAT_VERSION}),
     )
+    if sample_set.lengths is not None:
+        ds["length"] = ("sample", np.asarray(sample_set.lengths, dtype=np.int64))
     for name, var in (extra or {}).items():
         ds[name] = var
     with _writing(path) as tmp:
@@ -354,6 +358,28 @@ def _open(path: Path, kind: str) -> xr.Dataset:
 
 def open_samples(path: Path) -> xr.Dataset:
     return _open(path, "actpat.samples")
+
+
+def sample_lengths(samples: xr.Dataset) -> np.ndarray:
+    """The real tokens of each sample of a samples store (or of some of its rows): its ``length``
+    where the rows are padded, else the full width."""
+    if "length" in samples:
+        return samples["length"].values
+    return np.full(samples.sizes["sample"], samples.sizes["position"], dtype=np.int64)
+
+
+def sample_tokens(samples: xr.Dataset) -> list[np.ndarray]:
+    """Each sample's real tokens, without padding."""
+    return [row[:n] for row, n in zip(samples["token_ids"].values, sample_lengths(samples))]
+
+
+def window_tokens(windows: xr.Dataset) -> np.ndarray:
+    """The (window, position) tokens of a store of equal-length windows (calibration, perplexity);
+    a store of padded samples is refused."""
+    if "length" in windows:
+        raise StoreError(f"{windows.attrs.get('domain')}: a store of padded samples of different lengths, not of "
+                         "equal-length windows")
+    return windows["token_ids"].values
 
 
 def open_scores(path: Path) -> xr.Dataset:

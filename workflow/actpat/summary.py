@@ -69,7 +69,8 @@ def _describe_source(spec: dict) -> str:
     if spec.get("source") == "packaged" and spec.get("name") in PACKAGED:
         return PACKAGED[spec["name"]][1]
     if spec.get("source") == "task":
-        return f"{TASKS[spec['name']].title} as zero-shot prompts without answers ({describe(spec)})"
+        unit = "each prompt one sample, scored at its end" if spec.get("per_document") else "packed into windows"
+        return f"{TASKS[spec['name']].title} as zero-shot prompts without answers, {unit} ({describe(spec)})"
     return describe(spec) if "paths" in spec or spec.get("source") == "datasets" else str(spec.get("name") or spec.get("path"))
 
 
