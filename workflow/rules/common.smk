@@ -178,10 +178,10 @@ def optional(flag, input, name):
 def harness_task_files() -> list[str]:
     """The task YAML files under pruning.evaluation.accuracy.include_path: an edit reruns the
     zero-shot jobs (the data files a task points to are the user's to keep unchanged)."""
-    include = S.pruning.evaluation.accuracy.include_path
-    if not include:
+    folder = S.pruning.evaluation.accuracy.include_path
+    if not folder:
         return []
-    return sorted(str(p) for pattern in ("*.yaml", "*.yml") for p in Path(include).rglob(pattern))
+    return sorted(str(p) for pattern in ("*.yaml", "*.yml") for p in Path(folder).rglob(pattern))
 
 
 def pruning_report_inputs(w):
