@@ -139,26 +139,41 @@ def layer_sparsity(layers, stem: Path) -> list[Path]:
     return save(fig, stem)
 
 
+def _method_style(method: str) -> dict:
+    """One look per method of a base × allocation grid: the colour says the allocation, the line
+    and marker the base (a method name outside ``actpat.methods`` gets the default cycle)."""
+    from actpat.methods import ALLOCATIONS, BASES, METHODS
+
+    m = METHODS.get(method)
+    if m is None:
+        return {}
+    colours = plt.get_cmap("tab10").colors
+    lines, markers = ("-", "--", ":", "-."), ("o", "s", "^", "D")
+    a, b = list(ALLOCATIONS).index(m.allocation), list(BASES).index(m.base)
+    return {"color": colours[a % len(colours)], "ls": lines[b % len(lines)], "marker": markers[b % len(markers)]}
+
+
 def perplexity_by_sparsity(table, stem: Path, general: str) -> list[Path]:
     """Validation 1: perplexity (95% bootstrap interval) against target sparsity, per method; and,
-    when measured, last-word accuracy (± the harness's standard error) beside it."""
+    when measured, last-word accuracy (± the harness's standard error) beside it. Colour: the
+    allocation; line and marker: the base."""
     with_accuracy = "accuracy" in table and table["accuracy"].notna().any()
-    fig, axes = plt.subplots(1, 2 if with_accuracy else 1, figsize=(11 if with_accuracy else 6, 4), squeeze=False)
+    fig, axes = plt.subplots(1, 2 if with_accuracy else 1, figsize=(12.5 if with_accuracy else 7.5, 4.5), squeeze=False)
     ax = axes[0, 0]
     sub = table[table["structure"] == "unstructured"]
     dense = table[table["method"] == "dense"]
     for method, g in sub.groupby("method"):
         g = g.sort_values("sparsity")
+        style = {"capsize": 3, "label": method, **_method_style(method)}
         err = np.vstack([g["perplexity"] - g["ci_low"], g["ci_high"] - g["perplexity"]])
-        ax.errorbar(g["sparsity"], g["perplexity"], yerr=err, marker="o", capsize=3, label=method)
+        ax.errorbar(g["sparsity"], g["perplexity"], yerr=err, **style)
         if with_accuracy:
-            axes[0, 1].errorbar(g["sparsity"], g["accuracy"], yerr=g["accuracy_se"], marker="o", capsize=3, label=method)
+            axes[0, 1].errorbar(g["sparsity"], g["accuracy"], yerr=g["accuracy_se"], **style)
     if len(dense):
         ax.axhline(float(dense["perplexity"].iloc[0]), color="grey", ls=":", label="dense")
     ax.set_yscale("log")
     ax.set_xlabel("target sparsity (unstructured)")
     ax.set_ylabel(f"perplexity on {general}")
-    ax.legend(fontsize=7)
     ax.set_title("Validation 1: perplexity after pruning")
     if with_accuracy:
         acc = axes[0, 1]
@@ -167,6 +182,7 @@ def perplexity_by_sparsity(table, stem: Path, general: str) -> list[Path]:
         acc.set_xlabel("target sparsity (unstructured)")
         acc.set_ylabel(f"last-word accuracy on {general}")
         acc.set_title("last-word accuracy (lm-evaluation-harness, ± s.e.)")
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     return save(fig, stem)
 
