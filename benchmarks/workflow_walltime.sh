@@ -14,7 +14,7 @@ run() {  # name, extra args...
     for rule in prepare_model sample_domain sample_pairs score_shard density similarity findings pairs_report \
             calibration_windows eval_windows prune perplexity pruning_report summary; do
         awk -v r="$rule" 'FNR==2 {s+=$1; n++} END {if (n) printf "  %-14s %3d jobs, %7.1f s summed, %6.1f s each\n", r, n, s, s/n}' \
-            $(find "$dir/logs" -path "*$rule*" -name "*.bench.tsv")
+            $(find "$dir/logs" \( -path "$dir/logs/*/$rule/*" -o -path "$dir/logs/*/$rule.bench.tsv" \) -name "*.bench.tsv")
     done
 }
 [[ $which == smoke || $which == both ]] && run smoke --configfile "$ROOT/tests/config/smoke.yaml"
