@@ -93,8 +93,10 @@ def test_smoke_workflow_end_to_end(smoke_run):
     assert (v1["n_windows"] == 4).all() and (v1["seq_len"] == 32).all() and np.isfinite(v1["perplexity"]).all()
     # last-word accuracy (lm-evaluation-harness) beside perplexity, on items cut from the same windows
     assert (v1["accuracy_items"] >= 4).all() and v1["accuracy"].between(0, 1).all() and (v1["accuracy_se"] >= 0).all()
-    layerwise = v1[v1["method"].isin(["wanda-density", "wanda-owl", "sparsegpt-alpha"])]
+    layerwise = v1[v1["method"].isin(["wanda-density", "wanda-owl"])]
     assert layerwise["acc_vs_uniform"].notna().all() and (layerwise["acc_vs_uniform_low"] <= layerwise["acc_vs_uniform_high"]).all()
+    # no uniform SparseGPT run in the smoke preset: no difference to it
+    assert v1.loc[v1["method"] == "sparsegpt-alpha", "acc_vs_uniform"].isna().all()
     dense_ppl = v1.loc[v1["method"] == "dense", "perplexity"].item()
     assert (v1.loc[v1["method"] != "dense", "perplexity"] > dense_ppl).all()  # pruning half the weights costs perplexity
     run_dir = pr / "runs/code/wanda-owl/unstructured/0.5"
