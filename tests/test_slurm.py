@@ -113,22 +113,6 @@ def _running_scoring_job(deadline: float) -> str | None:
     return None
 
 
-def _interrupt(proc: subprocess.Popen, log: Path) -> None:
-    """Ctrl-C for a Snakemake run, until it says it terminates: Snakemake drops a KeyboardInterrupt
-    that lands while it writes a log line (its log handler swallows it), so one SIGINT can be lost.
-    Never a second one once it terminates (that would cut its scancel of the running jobs short)."""
-    for _ in range(20):
-        proc.send_signal(signal.SIGINT)
-        deadline = time.time() + 3
-        while time.time() < deadline and proc.poll() is None:
-            if "Terminating processes on user request" in log.read_text():
-                proc.wait(timeout=300)
-                return
-            time.sleep(0.2)
-        if proc.poll() is not None:
-            return
-
-
 @pytest.mark.slow
 def test_smoke_run_on_the_cluster_resumes_after_its_scoring_job_is_cancelled(cluster, smoke_run, tmp_path):
     """The run is interrupted while a scoring job runs (Ctrl-C: the plugin cancels its jobs with
@@ -144,18 +128,16 @@ def test_smoke_run_on_the_cluster_resumes_after_its_scoring_job_is_cancelled(clu
     since = time.strftime("%Y-%m-%dT%H:%M:%S")
     config = cluster_config(tmp_path)
     cmd = [*SNAKEMAKE, *SACCT, "--configfile", str(config)]
-    log1 = tmp_path / "first-run.log"
-    with open(log1, "w") as fh:
-        first = subprocess.Popen(cmd, cwd=tmp_path, stdout=fh, stderr=subprocess.STDOUT, text=True)
-        try:
-            job = _running_scoring_job(time.time() + 600)
-            assert job is not None, "no scoring job ran in partition gpu"
-            time.sleep(2)  # loading the model, scoring: well before its store is written
-            _interrupt(first, log1)
-        finally:
-            if first.poll() is None:
-                first.kill()
-    out1 = log1.read_text()
+    first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        job = _running_scoring_job(time.time() + 600)
+        assert job is not None, "no scoring job ran in partition gpu"
+        time.sleep(2)  # loading the model, scoring: well before its store is written
+        first.send_signal(signal.SIGINT)
+        out1, _ = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
     assert first.returncode != 0, out1[-3000:]
     assert not (tmp_path / "results/smollm2-135m/density.csv").exists()
 
