@@ -161,7 +161,6 @@ def run_tasks(model, tokenizer, tasks: list, batch_size: int, device: str, inclu
                  "n_items": int(out.get("n-samples", {}).get(task, {}).get("effective", len(samples))),
                  "n_shot": (out.get("n-shot") or {}).get(task, 0),
                  "item_ids": [str(s["doc"].get("id", s["doc_id"])) for s in samples],
-                 "item_windows": [s["doc"].get("window") for s in samples],
                  "item_correct": [float(s[metric]) for s in samples]}
         if task in groups:
             entry.update(subtasks=groups[task], n_items=int(values.get("sample_len") or 0))
@@ -193,8 +192,9 @@ def lastword_accuracy(model, tokenizer, token_ids: np.ndarray, window_ids: list[
     # the harness returns items in its own order: put them back in ours
     order = {it.id: i for i, it in enumerate(items)}
     rank = sorted(range(len(result["item_ids"])), key=lambda i: order[result["item_ids"][i]])
-    for key in ("item_ids", "item_windows", "item_correct"):
+    for key in ("item_ids", "item_correct"):
         result[key] = [result[key][i] for i in rank]
     if result["item_ids"] != [it.id for it in items]:
         raise AccuracyError("the harness did not score every last-word item exactly once")
+    result["item_windows"] = [it.window for it in items]  # ours, not read back from the harness
     return {**base, **result}
