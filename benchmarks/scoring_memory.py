@@ -4,12 +4,12 @@ Random-initialised Llama-shaped models of three sizes (SmolLM2-135M's shape, abo
 1.5B parameters), in bfloat16, each scored in its own process with the workflow's scorer; the peak
 RSS is compared with
 
-    P0 + W·d + 4·W_s + (8B + 12)·N_max + B·L·M·2^14·8 + B·T·L·(22·H + 8·I) + B·T·(L + 1)·H·d
+    P0 + W·d + 4·W_s + (8B + 12)·N_max + B·L·M·2^14·4 + B·T·L·(22·H + 8·I) + B·T·(L + 1)·H·d
 
 P0: the process before the model (Python, torch, transformers); W parameters of d bytes; W_s
 scored weights (their float32 sums); N_max the largest scored matrix (the batch's weight
 gradients and the reduction's temporaries); the per-sample histograms of log2|s| (B × L × M ×
-16384 int64 counts); the activations kept for the backward pass (norm inputs in float32,
+16384 int32 counts); the activations kept for the backward pass (norm inputs in float32,
 attention's q, k, v and output, the linear inputs the scorer keeps, the MLP's activation inputs);
 the hidden states (L + 1 per sample, for the baseline of validation 3). B batch, T tokens, L
 layers, M matrices per layer, H hidden size, I MLP size.
@@ -37,7 +37,7 @@ SHAPES = {  # hidden, intermediate, layers, heads, kv heads, vocab
     "0.5b": (1024, 4096, 24, 16, 4, 49152),
     "1.5b": (2048, 8192, 20, 16, 4, 49152),
 }
-HIST_BYTES = (1 << 14) * 8
+HIST_BYTES = (1 << 14) * 4  # int32 bins
 
 
 def rss_gib() -> float:

@@ -5,7 +5,8 @@
   (b) actpat's scorer (ShardScorer: no weight requires grad; per-sample weight gradients formed in
       the backward pass from each module's input and output gradient, |w·g| reduced at once into
       the fp32 sums, per-sample statistics and the LLMDcos sketch; last-position logits only),
-      at each batch size of --batch-sizes;
+      at each batch size of --batch-sizes, with each reduction of --kernels (fused: one pass per
+      weight, actpat.fused; eager: the torch reference path);
   (c) the authors' approach: for every sample, a copy of every weight's grad·w, concatenated per
       layer, then |·| accumulated into a running per-layer sum.
 
@@ -78,7 +79,7 @@ def run_one(args) -> dict:
 
     elif args.approach == "actpat":
         scoring = load_settings({"models": {"m": {"source": "smollm2"}}, "domains": {"d": {"source": "packaged", "name": "python-stdlib"}}}).scoring
-        scorer = ShardScorer(model, layout, scoring)
+        scorer = ShardScorer(model, layout, scoring, kernel=args.kernel)
 
         def step(ids):
             scorer.score_batch(ids, [ids.shape[1]] * len(ids))
@@ -108,7 +109,8 @@ def run_one(args) -> dict:
     elapsed = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     n = (len(samples) - 1) * b
-    return {"approach": args.approach if args.approach != "actpat" else f"actpat b={b}", "samples": n, "seconds": elapsed,
+    name = f"actpat {args.kernel} b={b}" if args.approach == "actpat" else args.approach
+    return {"approach": name, "samples": n, "seconds": elapsed,
             "samples_per_s": n / elapsed, "peak_gib": peak,
             "peak_kind": "cuda max allocated" if cuda else "process peak RSS"}
 
@@ -124,6 +126,9 @@ def main():
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-sizes", default="1,2,4,8", help="actpat's batch sizes to measure")
+    ap.add_argument("--kernels", default="fused,eager",
+                    help="actpat's reductions to measure (fused: one pass per weight, CPU; eager: torch operations)")
+    ap.add_argument("--kernel", default="auto", help=argparse.SUPPRESS)
     ap.add_argument("--rounds", type=int, default=1, help="repeat the whole comparison (machine drift)")
     ap.add_argument("--batch-size", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--approach", choices=["bare", "actpat", "authors"], help=argparse.SUPPRESS)
@@ -132,16 +137,17 @@ def main():
     if args.approach:
         print(json.dumps(run_one(args)))
         return
-    configs = [("bare", 1)] + [("actpat", int(b)) for b in args.batch_sizes.split(",")] + [("authors", 1)]
+    configs = ([("bare", 1, "auto")] + [("actpat", int(b), k) for k in args.kernels.split(",") for b in args.batch_sizes.split(",")]
+               + [("authors", 1, "auto")])
     print(f"model={args.preset} device={args.device} dtype={args.dtype} seq_len={args.seq_len} "
           f"samples={args.samples} threads={args.threads}")
     rows = []
     for rnd in range(args.rounds):
         round_rows = []
-        for approach, b in configs:
-            cmd = [sys.executable, __file__, "--approach", approach, "--batch-size", str(b)] + [
+        for approach, b, kernel in configs:
+            cmd = [sys.executable, __file__, "--approach", approach, "--batch-size", str(b), "--kernel", kernel] + [
                 x for a, v in vars(args).items()
-                if v is not None and a not in ("approach", "json_out", "batch_size", "batch_sizes", "rounds")
+                if v is not None and a not in ("approach", "json_out", "batch_size", "batch_sizes", "rounds", "kernel", "kernels")
                 for x in (f"--{a.replace('_', '-')}", str(v))
             ]
             out = subprocess.run(cmd, capture_output=True, text=True)
@@ -151,10 +157,10 @@ def main():
         bare = round_rows[0]["seconds"] / round_rows[0]["samples"]
         authors = round_rows[-1]["seconds"] / round_rows[-1]["samples"]
         print(f"round {rnd + 1}:")
-        print(f"  {'approach':<13} {'s/sample':>9} {'samples/s':>10} {'vs bare':>8} {'authors/x':>10} {'peak GiB':>9}")
+        print(f"  {'approach':<19} {'s/sample':>9} {'samples/s':>10} {'vs bare':>8} {'authors/x':>10} {'peak GiB':>9}")
         for r in round_rows:
             per = r["seconds"] / r["samples"]
-            print(f"  {r['approach']:<13} {per:>9.3f} {r['samples_per_s']:>10.3f} {per / bare:>8.2f} "
+            print(f"  {r['approach']:<19} {per:>9.3f} {r['samples_per_s']:>10.3f} {per / bare:>8.2f} "
                   f"{authors / per:>10.2f} {r['peak_gib']:>9.2f}")
         rows += round_rows
     print(f"targets: actpat <= 0.8 x bare, authors/actpat >= 1.5, actpat peak <= bare peak ({rows[0]['peak_kind']})")

@@ -15,10 +15,14 @@ from reference import reference_scores
 THRESHOLDS = (1e-3, 1e-4)
 
 
-def _check_against_reference(model, samples, target, rtol=1e-5, atol=1e-9):
+KERNELS = ["fused", "eager"]
+
+
+def _check_against_reference(model, samples, target, rtol=1e-5, atol=1e-9, kernel="auto"):
     layout = weight_layout(model)
     refs = [reference_scores(model, ids, target) for ids in samples]
-    scorer = ShardScorer(model, layout, scoring(target=target, thresholds=THRESHOLDS, relative_multiples=(1.0, 5.0), sketch_size=64))
+    scorer = ShardScorer(model, layout, scoring(target=target, thresholds=THRESHOLDS, relative_multiples=(1.0, 5.0), sketch_size=64),
+                         kernel=kernel)
     results = [scorer.score(ids) for ids in samples]
     assert scorer.n_samples == len(samples)
     sample_means = [float(sum(v.double().sum() for v in ref.values()) / sum(v.numel() for v in ref.values())) for ref in refs]
@@ -46,12 +50,13 @@ def _check_against_reference(model, samples, target, rtol=1e-5, atol=1e-9):
     return results, refs
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("target", ["max_logit", "mean_loglik"])
-def test_tiny_llama_scores_equal_reference(target):
+def test_tiny_llama_scores_equal_reference(target, kernel):
     model = tiny_llama()
     gen = torch.Generator().manual_seed(1)
     samples = [torch.randint(0, 64, (1, 12), generator=gen) for _ in range(3)]
-    results, _ = _check_against_reference(model, samples, target)
+    results, _ = _check_against_reference(model, samples, target, kernel=kernel)
     if target == "max_logit":
         logits = model(input_ids=samples[0]).logits[0, -1]
         assert results[0].target_value == pytest.approx(logits.max().item(), rel=1e-5)
@@ -78,13 +83,14 @@ def test_half_precision_compute_accumulates_in_fp32():
     assert total == pytest.approx(sum(v.sum().item() for v in ref.values()), rel=0.1)
 
 
-def test_nan_score_stops_with_sample_and_layer():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_nan_score_stops_with_sample_and_layer(kernel):
     from actpat.scoring import NumericalError
 
     model = tiny_llama()
     with torch.no_grad():
         model.model.layers[1].mlp.up_proj.weight[0, 0] = float("nan")
-    scorer = ShardScorer(model, weight_layout(model), scoring(sketch_size=64))
+    scorer = ShardScorer(model, weight_layout(model), scoring(sketch_size=64), kernel=kernel)
     with pytest.raises(NumericalError, match=r"sample s-7: non-finite score in layer \d"):
         scorer.score(torch.randint(0, 64, (1, 8)), "s-7")
 
@@ -123,6 +129,51 @@ def test_a_batch_of_padded_samples_scores_like_each_sample_alone():
     for i in range(layout.n_layers):
         for j in range(len(layout.matrices)):
             torch.testing.assert_close(batched_scorer.sums[i][j], alone_scorer.sums[i][j], rtol=1e-5, atol=1e-10)
+
+
+@pytest.mark.parametrize("sketch_size", [64, 50])
+def test_fused_kernel_equals_the_eager_path(sketch_size):
+    """The one-pass CPU kernel against the torch reference path on a padded batch: the float32
+    sums bit for bit, counts, zeros and histogram-read relative counts exactly, L1/L2 to 1e-6,
+    the sketch to float32 summation order; also with 2k not a power of two (index mod 2k)."""
+    model = tiny_llama()
+    with torch.no_grad():
+        model.model.layers[0].self_attn.q_proj.weight[:3] = 0  # exact zeros counted
+    layout = weight_layout(model)
+    ids = torch.randint(0, 64, (3, 11), generator=torch.Generator().manual_seed(8))
+    lengths = [11, 6, 9]
+    cfg = scoring(thresholds=THRESHOLDS, relative_multiples=(1.0, 5.0), sketch_size=sketch_size)
+    results = {}
+    for kernel in KERNELS:
+        scorer = ShardScorer(model, layout, cfg, kernel=kernel)
+        results[kernel] = (scorer, scorer.score_batch(ids, lengths, ["a", "b", "c"]))
+    (fused, got), (eager, want) = results["fused"], results["eager"]
+    assert fused.fused and not eager.fused
+    for i in range(layout.n_layers):
+        for j in range(len(layout.matrices)):
+            assert torch.equal(fused.sums[i][j], eager.sums[i][j])
+    for a, b in zip(got, want):
+        assert (a.above == b.above).all() and (a.zeros == b.zeros).all() and (a.above_rel == b.above_rel).all()
+        assert a.zeros[0, 0] >= 3 * layout.shapes[0][1]
+        np.testing.assert_allclose(a.l1, b.l1, rtol=1e-6)
+        np.testing.assert_allclose(a.l2, b.l2, rtol=1e-6)
+        np.testing.assert_allclose(a.sketch, b.sketch, rtol=1e-5, atol=1e-6 * np.abs(b.sketch).max())
+
+
+def test_fused_kernel_refuses_arrays_it_would_write_out_of_bounds_of():
+    from actpat import fused
+
+    g, w = np.zeros((1, 4, 5), np.float32), np.zeros((4, 5), np.float32)
+    parts = dict(l1=np.zeros((1, 1)), l2=np.zeros((1, 1)), above=np.zeros((1, 1, 1), np.int64), zeros=np.zeros((1, 1), np.int64),
+                 hist=np.zeros((1, 1, fused.HIST_BINS), np.int32), sketch=np.zeros((1, 1, 8), np.float32))
+    rows, cols, thr = np.zeros(4, np.int32), np.zeros(5, np.int32), np.ones(1, np.float32)
+    fused.reduce_batch(g, w, w.copy(), thr, rows, cols, 8, **parts)
+    with pytest.raises(ValueError, match="sketch codes"):
+        fused.reduce_batch(g, w, w.copy(), thr, rows, cols + 8, 8, **parts)
+    with pytest.raises(ValueError, match="acc is float64"):
+        fused.reduce_batch(g, w, w.astype(np.float64), thr, rows, cols, 8, **parts)
+    with pytest.raises(ValueError, match="hist"):
+        fused.reduce_batch(g, w, w.copy(), thr, rows, cols, 8, **(parts | {"hist": np.zeros((1, 1, 10), np.int32)}))
 
 
 def test_no_weight_gradient_is_ever_stored():

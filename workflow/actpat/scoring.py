@@ -15,6 +15,9 @@ gradient of sample b is then Σ_t δ_bt x_btᵀ, formed for the batch one module
 * added to the layer's CountSketch (``actpat.sketch``), from which LLMDcos between any two
   samples is estimated later.
 
+On the CPU all of this is one pass per weight (``actpat.fused``); the torch path
+(``_reduce_eager``) is the reference and the path on CUDA.
+
 Several samples share one forward/backward pass. Samples of different lengths are padded on the
 right with an attention mask: padded positions feed no real position, so their output gradient is
 zero and a padded sample scores as it would alone. Memory: weights, the float32 sums, and per
@@ -31,14 +34,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from actpat import fused
 from actpat.errors import ActpatError
 from actpat.models import WeightLayout
 from actpat.settings import Scoring
 from actpat.sketch import LayerHasher, finish
 
 # histogram of log2|s| for the relative counts: 64 bins per octave from the float32 bit pattern
-HIST_SHIFT = 17  # 23 mantissa bits - 6
-HIST_BINS = 1 << (31 - HIST_SHIFT)  # every positive finite float32
+# (23 mantissa bits - 6); every positive float32, inf and nan included
+HIST_SHIFT, HIST_BINS = fused.HIST_SHIFT, fused.HIST_BINS
 
 
 class NumericalError(ActpatError):
@@ -113,9 +117,13 @@ def _linear_grad(module: nn.Module, x: torch.Tensor, delta: torch.Tensor) -> tor
 
 
 class ShardScorer:
-    """Scores batches of samples and accumulates Σ|s| per weight in float32."""
+    """Scores batches of samples and accumulates Σ|s| per weight in float32.
 
-    def __init__(self, model: nn.Module, layout: WeightLayout, settings: Scoring):
+    ``kernel``: how a matrix's scores are reduced on the CPU: ``fused`` (``actpat.fused``: one
+    pass per weight), ``eager`` (torch operations, the reference; always the path on CUDA), or
+    ``auto`` (fused where numba is available)."""
+
+    def __init__(self, model: nn.Module, layout: WeightLayout, settings: Scoring, kernel: str = "auto"):
         if settings.target not in TARGETS:
             raise ActpatError(f"unknown target {settings.target!r}; choose one of {', '.join(TARGETS)}")
         self.model, self.layout, self.settings = model, layout, settings
@@ -129,6 +137,13 @@ class ShardScorer:
         self.hasher = LayerHasher(layout.shapes, settings.sketch_size, settings.sketch_seed)
         self.thresholds = torch.tensor(settings.thresholds, dtype=torch.float32)
         self.n_samples = 0
+        if kernel not in ("auto", "fused", "eager"):
+            raise ActpatError(f"unknown kernel {kernel!r}: auto, fused or eager")
+        if kernel == "fused" and not fused.available():
+            raise ActpatError("the fused kernel needs numba (pip install numba), and ACTPAT_EAGER unset")
+        self.fused = kernel == "fused" or (kernel == "auto" and fused.available())
+        self._chunks = fused.set_threads(torch.get_num_threads()) if self.fused else 1
+        self._thresholds_np = np.asarray(settings.thresholds, np.float32)
         self._where = {id(mod): (i, j) for i, layer in enumerate(self.modules) for j, mod in enumerate(layer)}
 
     # --- one batch -----------------------------------------------------------------------------
@@ -145,7 +160,7 @@ class ShardScorer:
             "l1": torch.zeros(b_size, L, M, dtype=torch.float64), "l2": torch.zeros(b_size, L, M, dtype=torch.float64),
             "above": torch.zeros(b_size, L, M, len(self.settings.thresholds), dtype=torch.int64),
             "zeros": torch.zeros(b_size, L, M, dtype=torch.int64),
-            "hist": torch.zeros(b_size, L, M, HIST_BINS, dtype=torch.int64),
+            "hist": torch.zeros(b_size, L, M, HIST_BINS, dtype=torch.int32),
         }
         sketches = [None] * L
         inputs: dict[int, torch.Tensor] = {}
@@ -162,8 +177,11 @@ class ShardScorer:
             with torch.no_grad():
                 weight = module.weight.detach()
                 g = _linear_grad(module, x, delta)
-                s = g.mul_(weight.float()).abs_()  # |w · g| per sample, float32, in place of g
-                self._reduce(s, i, j, st, sketches)
+                if self.fused and g.device.type == "cpu":
+                    self._reduce_fused(g, weight, i, j, st, sketches)
+                else:
+                    s = g.mul_(weight.float()).abs_()  # |w · g| per sample, float32, in place of g
+                    self._reduce_eager(s, i, j, st, sketches)
 
         def grad_from_embeddings(module, args, output):
             return output.detach().requires_grad_(True)
@@ -179,6 +197,8 @@ class ShardScorer:
             for h in handles:
                 h.remove()
             inputs.clear()
+        # the fused kernel's per-chunk sketches, added up
+        sketches = [torch.from_numpy(sk.sum(0)) if isinstance(sk, np.ndarray) else sk for sk in sketches]
         return self._results(st, sketches, value, token, hidden, sample_ids or [str(n) for n in range(b_size)])
 
     def score(self, input_ids: torch.Tensor, sample_id: str = "?") -> SampleScores:
@@ -204,7 +224,26 @@ class ShardScorer:
         hidden = torch.stack([(h.detach().float() * m).sum(1) / m.sum(1) for h in out.hidden_states], dim=1)
         return value, token, hidden.cpu().numpy()
 
-    def _reduce(self, s: torch.Tensor, i: int, j: int, st: dict, sketches: list) -> None:
+    def _reduce_fused(self, g: torch.Tensor, weight: torch.Tensor, i: int, j: int, st: dict, sketches: list) -> None:
+        """``_reduce_eager``'s results from the gradients g (batch, rows, cols) in one pass
+        (``actpat.fused``)."""
+        b_size, chunks, two_k = len(g), self._chunks, 2 * self.settings.sketch_size
+        if sketches[i] is None:
+            sketches[i] = np.zeros((chunks, b_size, two_k), dtype=np.float32)
+        l1, l2 = np.zeros((chunks, b_size)), np.zeros((chunks, b_size))
+        above = np.zeros((chunks, b_size, len(self._thresholds_np)), dtype=np.int64)
+        zeros = np.zeros((chunks, b_size), dtype=np.int64)
+        hist = np.zeros((chunks, b_size, HIST_BINS), dtype=np.int32)
+        rows, cols = self.hasher.codes(i, j, "cpu")
+        fused.reduce_batch(g.contiguous().numpy(), weight.float().contiguous().numpy(), self.sums[i][j].numpy(),
+                           self._thresholds_np, rows.numpy(), cols.numpy(), two_k, l1, l2, above, zeros, hist, sketches[i])
+        st["l1"][:, i, j] = torch.from_numpy(l1.sum(0))
+        st["l2"][:, i, j] = torch.from_numpy(np.sqrt(l2.sum(0)))
+        st["above"][:, i, j] = torch.from_numpy(above.sum(0))
+        st["zeros"][:, i, j] = torch.from_numpy(zeros.sum(0))
+        st["hist"][:, i, j] = torch.from_numpy(hist.sum(0, dtype=np.int32))
+
+    def _reduce_eager(self, s: torch.Tensor, i: int, j: int, st: dict, sketches: list) -> None:
         """Everything the store keeps from one matrix's scores of a batch (batch, rows, cols).
         Counts go one sample at a time through count_nonzero, which counts without converting the
         comparison's booleans to int64 (a sum over a boolean tensor copies it)."""
@@ -326,6 +365,6 @@ def _score_shard(job, samples_path, shard, model_dir, model_name, device, thread
             bar.update(len(idx))
     log(f"scored {len(results)} samples in {time.time() - t0:.1f}s; writing {out}")
     attrs = scores_attrs(model_name, checkpoint, samples.attrs, shard, job, device, threads, HASH_VERSION)
-    attrs |= {"batch_size": batch_size, "dtype": dtype, "devices": placed}
+    attrs |= {"batch_size": batch_size, "dtype": dtype, "devices": placed, "kernel": "fused" if scorer.fused else "eager"}
     write_scores(out, layout, scorer.sums, rows, results, job.scoring.thresholds, attrs, job.scoring.relative_multiples)
     log(f"done in {time.time() - t0:.1f}s")

@@ -94,7 +94,8 @@ class LayerHasher:
         self.shapes, self.k, self.seed = tuple(shapes), k, seed
         self._codes: dict = {}
 
-    def _axes(self, layer: int, j: int, device):
+    def codes(self, layer: int, j: int, device):
+        """The (rows,) and (cols,) int32 codes in [0, 2k) of matrix j of a layer."""
         import torch
 
         key = (layer, j, str(device))
@@ -106,7 +107,7 @@ class LayerHasher:
 
     def index(self, layer: int, j: int, device):
         """(rows, cols) int32 index into the 2k-vector."""
-        ar, ac = self._axes(layer, j, device)
+        ar, ac = self.codes(layer, j, device)
         idx = ar[:, None] + ac[None, :]  # < 4k
         two_k = 2 * self.k
         if two_k & (two_k - 1) == 0:
