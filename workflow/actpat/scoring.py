@@ -38,7 +38,7 @@ from actpat import fused
 from actpat.errors import ActpatError
 from actpat.models import WeightLayout
 from actpat.settings import Scoring
-from actpat.sketch import LayerHasher, finish
+from actpat.sketch import LayerHasher, finish, sketch_into
 
 # histogram of log2|s| for the relative counts: 64 bins per octave from the float32 bit pattern
 # (23 mantissa bits - 6); every positive float32, inf and nan included
@@ -135,7 +135,6 @@ class ShardScorer:
         self.sums = [[torch.zeros(mod.weight.shape, dtype=torch.float32, device=mod.weight.device) for mod in layer]
                      for layer in self.modules]
         self.hasher = LayerHasher(layout.shapes, settings.sketch_size, settings.sketch_seed)
-        self.thresholds = torch.tensor(settings.thresholds, dtype=torch.float32)
         self.n_samples = 0
         if kernel not in ("auto", "fused", "eager"):
             raise ActpatError(f"unknown kernel {kernel!r}: auto, fused or eager")
@@ -143,8 +142,8 @@ class ShardScorer:
             raise ActpatError("the fused kernel needs numba (pip install numba), and ACTPAT_EAGER unset")
         self.fused = kernel == "fused" or (kernel == "auto" and fused.available())
         self._chunks = fused.set_threads(torch.get_num_threads()) if self.fused else 1
-        self._thresholds_np = np.asarray(settings.thresholds, np.float32)
-        self._scratch: dict = {}
+        self._thresholds = np.asarray(settings.thresholds, np.float32)
+        self._scratch: dict[str, np.ndarray] = {}
         self._where = {id(mod): (i, j) for i, layer in enumerate(self.modules) for j, mod in enumerate(layer)}
 
     # --- one batch -----------------------------------------------------------------------------
@@ -231,10 +230,10 @@ class ShardScorer:
         zeroed before use (a fresh allocation per matrix left the allocator holding ~250 MB more
         at the peak)."""
         b_size, chunks, two_k = len(g), self._chunks, 2 * self.settings.sketch_size
-        if self._scratch.get("batch") != b_size:
+        if not self._scratch or self._scratch["l1"].shape[1] != b_size:
             self._scratch = {
-                "batch": b_size, "l1": np.zeros((chunks, b_size)), "l2": np.zeros((chunks, b_size)),
-                "above": np.zeros((chunks, b_size, len(self._thresholds_np)), dtype=np.int64),
+                "l1": np.zeros((chunks, b_size)), "l2": np.zeros((chunks, b_size)),
+                "above": np.zeros((chunks, b_size, len(self._thresholds)), dtype=np.int64),
                 "zeros": np.zeros((chunks, b_size), dtype=np.int64),
                 "hist": np.zeros((chunks, b_size, HIST_BINS), dtype=np.int32),
                 "sketch": np.zeros((self.layout.n_layers, chunks, b_size, two_k), dtype=np.float32),
@@ -247,7 +246,7 @@ class ShardScorer:
             sketches[i].fill(0)
         rows, cols = self.hasher.codes(i, j, "cpu")
         fused.reduce_batch(g.contiguous().numpy(), weight.float().contiguous().numpy(), self.sums[i][j].numpy(),
-                           self._thresholds_np, rows.numpy(), cols.numpy(), two_k, part["l1"], part["l2"],
+                           self._thresholds, rows.numpy(), cols.numpy(), two_k, part["l1"], part["l2"],
                            part["above"], part["zeros"], part["hist"], sketches[i])
         st["l1"][:, i, j] = torch.from_numpy(part["l1"].sum(0))
         st["l2"][:, i, j] = torch.from_numpy(np.sqrt(part["l2"].sum(0)))
@@ -266,7 +265,7 @@ class ShardScorer:
         st["l2"][:, i, j] = torch.linalg.vector_norm(s, dim=-1).double().square().sum(-1).sqrt().cpu()
         if sketches[i] is None:
             sketches[i] = torch.zeros(len(s), 2 * self.settings.sketch_size, dtype=torch.float32, device=s.device)
-        index = self.hasher.index(i, j, s.device).reshape(-1)
+        sketch_into(sketches[i], s, self.hasher.index(i, j, s.device))
         for b in range(len(s)):
             flat = s[b].reshape(-1)
             counts = [torch.count_nonzero(flat > thr) for thr in self.settings.thresholds] + [torch.count_nonzero(flat)]
@@ -274,7 +273,6 @@ class ShardScorer:
             st["above"][b, i, j] = counts[:-1]
             st["zeros"][b, i, j] = flat.numel() - counts[-1]
             st["hist"][b, i, j] = torch.bincount(flat.view(torch.int32) >> HIST_SHIFT, minlength=HIST_BINS).cpu()
-            sketches[i][b].index_add_(0, index, flat)
 
     def _results(self, st, sketches, value, token, hidden, sample_ids) -> list[SampleScores]:
         l1 = st["l1"].numpy()
