@@ -155,7 +155,7 @@ def test_zero_shot_job_and_its_table(smol_checkpoint, tmp_path):
         "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")
     dense = tmp_path / "dense"
     dense.mkdir()
-    job = ZeroShotJob(("snow",), str(tasks), 3, 2)
+    job = ZeroShotJob("float32", ("snow",), str(tasks), 3, 2)
     assert main(["zero-shot", "--settings", encode(job), "--model-dir", str(smol_checkpoint), "--device", "cpu",
                  "--threads", "2", "--out", str(dense / "zeroshot.json")]) in (0, None)
     z = json.loads((dense / "zeroshot.json").read_text())

@@ -223,6 +223,73 @@ def test_perplexity_of_the_default_model_matches_transformers(smollm2):
     assert lo <= ppl <= hi
 
 
+@pytest.mark.slow
+def test_bfloat16_evaluation_of_the_default_model_stays_close_to_float32(smol_checkpoint):
+    """The evaluation dtype ``auto`` picks bfloat16 on CPUs that compute it natively: its
+    per-window losses against an independent float32 computation through transformers' loss."""
+    from actpat.evaluate import load_evaluated_model, window_nll
+
+    model, tokenizer, _, _ = load_evaluated_model(smol_checkpoint, None, "cpu", "float32", log=lambda m: None)
+    half, _, _, _ = load_evaluated_model(smol_checkpoint, None, "cpu", "bfloat16", log=lambda m: None)
+    assert next(half.parameters()).dtype == torch.bfloat16
+    text = ("In 1845 the river flooded the lower town, and the council rebuilt the bridge in stone two years later; "
+            "the old wooden piers can still be seen at low water. ") * 3
+    ids = np.asarray(tokenizer(text)["input_ids"][:64], dtype=np.int64)[None]
+    nll, count = window_nll(half, ids)
+    with torch.no_grad():
+        ref = model(torch.as_tensor(ids), labels=torch.as_tensor(ids)).loss.item()
+    assert count[0] == 63
+    # rounding weights and activations to 8 significant bits moves a loss by ~1e-3 relative, far
+    # below the differences between pruning methods (tens of percent)
+    assert nll[0] / count[0] == pytest.approx(ref, rel=5e-3)
+    assert nll[0] / count[0] != ref  # it is a different computation, not a cast back
+
+
+def test_evaluation_dtype_auto_follows_the_hardware(monkeypatch):
+    from actpat import models
+
+    assert models.pick_dtype("float32", "cpu") == "float32"
+    assert models.pick_dtype("bfloat16", "cpu") == "bfloat16"
+    with pytest.raises(models.ModelError, match="unknown dtype"):
+        models.pick_dtype("float8", "cpu")
+    said = []
+    monkeypatch.setattr(models, "native_bf16", lambda device: True)
+    assert models.pick_dtype("auto", "cpu", said.append) == "bfloat16"
+    monkeypatch.setattr(models, "native_bf16", lambda device: False)
+    assert models.pick_dtype("auto", "cpu", said.append) == "float32"
+    assert "natively" in said[0] and "emulated" in said[1]
+
+
+def test_native_bf16_reads_the_cpu_flags(monkeypatch, tmp_path):
+    from actpat import models
+
+    def cpuinfo(text):
+        f = tmp_path / "cpuinfo"
+        f.write_text(text)
+        real = models.Path
+        monkeypatch.setattr(models, "Path", lambda p: f if p == "/proc/cpuinfo" else real(p))
+
+    cpuinfo("flags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+    assert not models.native_bf16("cpu")  # AVX-512 without its BF16 extension: emulated
+    cpuinfo("flags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    assert models.native_bf16("cpu")
+    cpuinfo("Features\t: fp asimd evtstrm aes sve bf16 i8mm\n")  # Arm (Graviton 3, Neoverse V1)
+    assert models.native_bf16("cpu")
+    if not torch.cuda.is_available():
+        assert not models.native_bf16("cuda")
+
+
+def test_pruning_report_refuses_evaluations_in_different_dtypes():
+    from actpat.pruning_report import evaluation_dtype
+
+    dense = {"sets": {"a": {"dtype": "bfloat16"}, "b": {"dtype": "bfloat16"}}}
+    runs = [{"key": "a/wanda/unstructured/0.5", "sets": {"a": {"dtype": "bfloat16"}}}]
+    assert evaluation_dtype(dense, runs) == "bfloat16"
+    old = [{"key": "a/magnitude/unstructured/0.5", "sets": {"a": {}}}]  # written before the setting: float32
+    with pytest.raises(ValueError, match=r"bfloat16: 3 .*float32: 1 \(e.g. a/magnitude/unstructured/0.5 on a\)"):
+        evaluation_dtype(dense, runs + old)
+
+
 def test_eval_windows_are_non_overlapping_and_evenly_spaced(smol_tokenizer):
     from actpat.samples import SamplingError, eval_windows
     from actpat.sources import Document

@@ -84,3 +84,51 @@ def test_incomplete_pair_sets_use_the_text_bootstrap_p():
     keep = np.arange(0, len(first), 2)
     res = dyadic_spearman(x[keep], y[keep], first[keep], second[keep], 12, 300, np.random.default_rng(0))
     assert res["p_method"].startswith("share of text resamples") and res["p_value"] < 0.05 and res["ci95"][0] > 0
+
+
+def test_weighted_spearman_of_many_resamples_equals_expanding_each_sample():
+    """The vectorised resample statistic against its definition: scipy's Spearman of the sample
+    expanded by the weights (ties in both measures, zero weights, a constant resample)."""
+    from scipy.stats import spearmanr
+
+    from actpat.stats import _spearman_weighted_many
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 6, size=40).astype(float)  # many ties
+    y = np.round(x + rng.normal(size=40), 1)
+    weights = rng.integers(0, 3, size=(50, 40)) * rng.integers(0, 2, size=(50, 40))
+    weights[0] = 0
+    weights[0, :2] = [2, 1]  # 3 observations of two values
+    weights[1] = 0
+    weights[1, 7] = 5  # one observation, repeated: constant
+    got = _spearman_weighted_many(x, y, weights)
+    for b, w in enumerate(weights):
+        keep = w > 0
+        xs, ys = np.repeat(x[keep], w[keep]), np.repeat(y[keep], w[keep])
+        want = spearmanr(xs, ys).statistic if len(xs) >= 3 and np.ptp(xs) and np.ptp(ys) else np.nan
+        assert got[b] == pytest.approx(want, abs=1e-12, nan_ok=True), b
+
+
+def test_dyadic_spearman_equals_resampling_texts_one_by_one():
+    """The text bootstrap and the Mantel null computed at once equal the same draws done one
+    resample at a time with scipy (the definition)."""
+    from scipy.stats import spearmanr
+
+    x, y, first, second = _dyadic(14, seed=9, effect=0.7)
+    x = np.round(x, 1)  # ties
+    res = dyadic_spearman(x, y, first, second, 14, 300, np.random.default_rng(4))
+    rng = np.random.default_rng(4)
+    counts = np.stack([np.bincount(i, minlength=14) for i in rng.integers(0, 14, size=(300, 14))])
+    boots = []
+    for c in counts:
+        w = c[first] * c[second]
+        keep = w > 0
+        xs, ys = np.repeat(x[keep], w[keep]), np.repeat(y[keep], w[keep])
+        boots.append(spearmanr(xs, ys).statistic if len(xs) >= 3 else np.nan)
+    assert res["ci95"] == pytest.approx(list(np.nanquantile(boots, [0.025, 0.975])), abs=1e-12)
+    matrix = np.zeros((14, 14))
+    matrix[first, second] = matrix[second, first] = y
+    rho = spearmanr(x, y).statistic
+    null = np.array([spearmanr(x, matrix[p[first], p[second]]).statistic for p in (rng.permutation(14) for _ in range(300))])
+    assert res["p_value"] == (1 + np.sum(null >= rho - 1e-12)) / 301
+    assert res["p_method"].startswith("Mantel")

@@ -49,15 +49,15 @@ def bootstrap_perplexity(nll: np.ndarray, count: np.ndarray, n_boot: int, seed: 
     return interval(np.exp(nll[idx].sum(1) / count[idx].sum(1)))
 
 
-def load_evaluated_model(model_dir: Path, mask: Path | None, device: str, log=print):
-    """The model an evaluation job measures: the dense checkpoint, or it with a pruning run's mask
-    applied (checked to be made for this checkpoint). Returns (model, tokenizer, checkpoint
-    provenance, run key or None)."""
+def load_evaluated_model(model_dir: Path, mask: Path | None, device: str, dtype: str = "float32", log=print):
+    """The model an evaluation job measures, in ``dtype``: the dense checkpoint, or it with a
+    pruning run's mask applied (checked to be made for this checkpoint; zeroing a weight commutes
+    with rounding it). Returns (model, tokenizer, checkpoint provenance, run key or None)."""
     from actpat.models import load_checkpoint, weight_layout
     from actpat.provenance import checkpoint_id
     from actpat.store import open_mask
 
-    model, tokenizer, checkpoint = load_checkpoint(model_dir, "float32", device)
+    model, tokenizer, checkpoint = load_checkpoint(model_dir, dtype, device)
     if mask is None:
         return model, tokenizer, checkpoint, None
     from actpat.pruning import apply_mask
@@ -82,14 +82,15 @@ def write_perplexity(job, model_dir: Path, mask: Path | None, windows_store: Pat
 
     from tqdm import tqdm
 
-    from actpat.models import pick_device
+    from actpat.models import pick_device, pick_dtype
     from actpat.provenance import code_version
     from actpat.store import open_samples, window_tokens, write_json
 
     torch.set_num_threads(threads)
     device = pick_device(device, log)
+    dtype = pick_dtype(job.dtype, device, log)
     t0 = time.time()
-    model, tokenizer, checkpoint, run = load_evaluated_model(model_dir, mask, device, log)
+    model, tokenizer, checkpoint, run = load_evaluated_model(model_dir, mask, device, dtype, log)
     windows = open_samples(windows_store)
     name = windows.attrs["domain"]
     tokens = window_tokens(windows)
@@ -98,7 +99,7 @@ def write_perplexity(job, model_dir: Path, mask: Path | None, windows_store: Pat
     nll, count = window_nll(model, tokens, device, progress=lambda j: bar.update(1))
     bar.close()
     ppl = perplexity(nll, count)
-    log(f"{run or 'dense'} on {name}: perplexity {ppl:.3f} over {len(tokens)} windows of {tokens.shape[1]} tokens "
+    log(f"{run or 'dense'} on {name}: perplexity {ppl:.3f} over {len(tokens)} windows of {tokens.shape[1]} tokens ({dtype}) "
         f"in {time.time() - t0:.1f}s")
     accuracy = None
     if job.lastword:
@@ -117,7 +118,8 @@ def write_perplexity(job, model_dir: Path, mask: Path | None, windows_store: Pat
         "n_windows": int(len(tokens)), "tokens_predicted": int(count.sum()), "window_nll": nll, "window_tokens": count,
         "source": windows.attrs["source"], "held_out_only": windows.attrs.get("held_out_only"),
         "window_ids": window_ids, "accuracy": accuracy, "checkpoint_sha256": checkpoint["checkpoint_sha256"],
-        "code_version": code_version(), "device": device, "seconds": time.time() - t0,
+        "code_version": code_version(), "device": device, "dtype": dtype, "threads": threads,
+        "seconds": time.time() - t0,
     }, out)
 
 
@@ -132,19 +134,21 @@ def write_zero_shot(job, model_dir: Path, mask: Path | None, out: Path, device: 
     import time
 
     from actpat.accuracy import harness_version, run_tasks
-    from actpat.models import pick_device
+    from actpat.models import pick_device, pick_dtype
     from actpat.provenance import code_version
     from actpat.store import write_json
 
     torch.set_num_threads(threads)
     device = pick_device(device, log)
+    dtype = pick_dtype(job.dtype, device, log)
     t0 = time.time()
-    model, tokenizer, checkpoint, run = load_evaluated_model(model_dir, mask, device, log)
+    model, tokenizer, checkpoint, run = load_evaluated_model(model_dir, mask, device, dtype, log)
     results = run_tasks(model, tokenizer, list(job.tasks), job.batch_size, device, job.include_path, job.limit)
     for task, r in results.items():
         log(f"{run or 'dense'} {task}: {r['metric']} {r['value']:.4f} ± {_se(r['stderr'])} ({r['n_items']} items)")
     write_json({
         "run": run or "dense", "tasks": list(job.tasks), "limit": job.limit, "include_path": job.include_path,
         "harness": harness_version(), "results": results, "checkpoint_sha256": checkpoint["checkpoint_sha256"],
-        "code_version": code_version(), "device": device, "seconds": time.time() - t0,
+        "code_version": code_version(), "device": device, "dtype": dtype, "threads": threads,
+        "seconds": time.time() - t0,
     }, out)

@@ -349,3 +349,32 @@ def pick_device(requested: str, log: Callable[[str], None] | None = None) -> str
         log(f"this job was given GPU(s) CUDA_VISIBLE_DEVICES={given} but torch {torch.__version__} sees no CUDA "
             f"device: running on the CPU")
     return "cpu"
+
+
+def native_bf16(device: str) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices in hardware: a CUDA GPU that supports
+    bfloat16, or a CPU with AVX512-BF16 or AMX (x86) or the BF16 extension (Arm), read from
+    /proc/cpuinfo. False where it cannot tell: there bfloat16 would be emulated, slower than float32."""
+    import torch
+
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text(errors="replace").split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def pick_dtype(requested: str, device: str, log: Callable[[str], None] | None = None) -> str:
+    """The compute dtype of an evaluation job. ``auto``: bfloat16 where ``device`` computes it
+    natively (``native_bf16``), as Wanda and SparseGPT evaluate their pruned models in half
+    precision; else float32. Losses and their sums are taken in float32 or wider either way."""
+    if requested != "auto":
+        torch_dtype(requested)  # refuses an unknown name
+        return requested
+    dtype = "bfloat16" if native_bf16(device) else "float32"
+    if log is not None:
+        why = "computes bfloat16 natively" if dtype == "bfloat16" else "has no native bfloat16 (it would be emulated)"
+        log(f"dtype auto: {dtype} (the {device} {why})")
+    return dtype

@@ -36,6 +36,22 @@ def load_run(run_dir: Path, sets: list[str]) -> dict:
             "sets": load_sets(run_dir, sets)}
 
 
+def evaluation_dtype(dense: dict, runs: list[dict]) -> str:
+    """The one compute dtype of every evaluation compared here (results written before the
+    setting existed were float32). Models evaluated in different dtypes are refused: their
+    per-window losses differ by the rounding (about 1e-3 relative in bfloat16), not only by the
+    pruning, so a paired comparison would mix the two."""
+    found: dict[str, list[str]] = {}
+    for name, sets in [("dense", dense["sets"])] + [(r["key"], r["sets"]) for r in runs]:
+        for evalset, s in sets.items():
+            found.setdefault(s.get("dtype", "float32"), []).append(f"{name} on {evalset}")
+    if len(found) > 1:
+        detail = "; ".join(f"{d}: {len(w)} (e.g. {w[0]})" for d, w in sorted(found.items()))
+        raise ValueError(f"evaluations in different dtypes cannot be compared ({detail}): set "
+                         "pruning.evaluation.dtype explicitly and rerun the perplexity jobs")
+    return next(iter(found), "float32")
+
+
 def _mean_nll(s: dict, idx=None) -> np.ndarray | float:
     nll, cnt = np.asarray(s["window_nll"]), np.asarray(s["window_tokens"])
     if idx is None:
@@ -267,6 +283,7 @@ def write_pruning_report(job, run_dirs: list[Path], dense: Path, out_dir: Path, 
         raise ValueError(f"pruning runs {missing} were not given")
     r1 = [load_run(by_key[r.key], job.sets_of(r)) for r in job.validation1]
     r2 = [load_run(by_key[r.key], job.sets_of(r)) for r in job.validation2]
+    dtype = evaluation_dtype(dense_ppl, r1 + r2)
     v1 = validation1_table(r1, dense_ppl, general, n_boot, seed)
     v1.to_csv(out_dir / "validation1.csv", index=False)
     layer_rows = []
@@ -281,9 +298,9 @@ def write_pruning_report(job, run_dirs: list[Path], dense: Path, out_dir: Path, 
 
     used = code_versions_in([r["pruning"] for r in r1 + r2]) | code_versions_in(dense_ppl)
     used |= code_versions_in([r["sets"] for r in r1 + r2])
-    summary = {"model": model, "general_set": general, "validation1": json.loads(v1.to_json(orient="records")),
+    summary = {"model": model, "general_set": general, "evaluation_dtype": dtype, "validation1": json.loads(v1.to_json(orient="records")),
                "code_version": code_version(), "code_versions_of_runs": sorted(used)}
-    md = [f"# Pruning report: {model}", "",
+    md = [f"# Pruning report: {model}", "", f"Every model was evaluated in {dtype} (losses summed in float32 or wider).", "",
           f"## Validation 1: perplexity on `{general}` by method and target sparsity", "",
           "`vs_wanda`: perplexity ratio to uniform Wanda at the same sparsity and structure (paired bootstrap over windows, 95%); "
           "`vs_uniform`: the same against the uniform allocation of the method's own base (`uniform`). "

@@ -231,14 +231,17 @@ class Evaluation:
     seq_len: int
     max_windows: int
     bootstrap: int
+    dtype: str  # compute dtype of every evaluated model ("auto": actpat.models.pick_dtype)
     accuracy: Accuracy
     sets: dict[str, TextSource]
 
 
 @dataclass(frozen=True)
 class EvaluateJob:
-    """What an evaluation job (one model on one set) depends on: its last-word accuracy settings."""
+    """What an evaluation job (one model on one set) depends on: its compute dtype and its
+    last-word accuracy settings."""
 
+    dtype: str
     lastword: int
     context_words: int
     batch_size: int
@@ -246,8 +249,9 @@ class EvaluateJob:
 
 @dataclass(frozen=True)
 class ZeroShotJob:
-    """The named harness tasks run on one model."""
+    """The named harness tasks run on one model (in ``dtype``)."""
 
+    dtype: str
     tasks: tuple[str, ...]
     include_path: str | None
     limit: int | None
@@ -547,11 +551,11 @@ class Settings:
 
     def evaluate_job(self) -> EvaluateJob:
         a = self.pruning.evaluation.accuracy
-        return EvaluateJob(a.lastword, a.context_words, a.batch_size)
+        return EvaluateJob(self.pruning.evaluation.dtype, a.lastword, a.context_words, a.batch_size)
 
     def zero_shot_job(self) -> ZeroShotJob:
         a = self.pruning.evaluation.accuracy
-        return ZeroShotJob(a.tasks, a.include_path, a.limit, a.batch_size)
+        return ZeroShotJob(self.pruning.evaluation.dtype, a.tasks, a.include_path, a.limit, a.batch_size)
 
     def summary_job(self, model: str) -> SummaryJob:
         pr = self.pruning

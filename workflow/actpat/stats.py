@@ -86,9 +86,42 @@ def permutation_p(observed: float, null: np.ndarray) -> float:
 
 def _spearman_weighted(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
     """Spearman's rho of the sample in which observation p appears w[p] times (midranks of the
-    expanded sample)."""
+    expanded sample). The definition, kept as the reference of ``_spearman_weighted_many``."""
     keep = w > 0
     return spearman(np.repeat(x[keep], w[keep]), np.repeat(y[keep], w[keep]))[0]
+
+
+def _midranks_weighted(v: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(B, n): the midrank each observation of ``v`` has in the sample that repeats observation p
+    ``weights[b, p]`` times: (weight of smaller values) + (weight of equal values + 1) / 2."""
+    order = np.argsort(v, kind="stable")
+    vs = v[order]
+    new_group = np.r_[True, vs[1:] != vs[:-1]]
+    group_of = np.cumsum(new_group) - 1
+    tied = np.add.reduceat(weights[:, order].astype(np.float64), np.flatnonzero(new_group), axis=1)
+    mid = np.cumsum(tied, axis=1) - tied + (tied + 1) / 2
+    ranks = np.empty(weights.shape, dtype=np.float64)
+    ranks[:, order] = mid[:, group_of]
+    return ranks
+
+
+def _pearson_weighted(a: np.ndarray, b: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(B,) Pearson's r of rows of ``a`` and ``b`` with observation weights; NaN where a side is
+    constant or the weighted sample has fewer than 3 observations (as ``spearman``)."""
+    total = weights.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        da = a - (weights * a).sum(1, keepdims=True) / total[:, None]
+        db = b - (weights * b).sum(1, keepdims=True) / total[:, None]
+        r = (weights * da * db).sum(1) / np.sqrt((weights * da * da).sum(1) * (weights * db * db).sum(1))
+    r[total < 3] = np.nan
+    return np.clip(r, -1.0, 1.0)
+
+
+def _spearman_weighted_many(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``_spearman_weighted`` for every row of ``weights`` (B, n) at once, without expanding the
+    samples: equal to it up to float rounding (tested)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    return _pearson_weighted(_midranks_weighted(x, weights), _midranks_weighted(y, weights), weights)
 
 
 def dyadic_spearman(x: np.ndarray, y: np.ndarray, first: np.ndarray, second: np.ndarray, n_units: int, n_boot: int,
@@ -102,15 +135,26 @@ def dyadic_spearman(x: np.ndarray, y: np.ndarray, first: np.ndarray, second: np.
     resamples with rho <= 0. The p-value that treats pairs as independent is kept for comparison."""
     rho, p_independent = spearman(x, y)
     counts = multiplicities(n_units, n_boot, rng)
-    boots = np.asarray([_spearman_weighted(x, y, c[first] * c[second]) for c in counts])
+    finite = np.isfinite(x).all() and np.isfinite(y).all()
+    if finite:
+        boots = _spearman_weighted_many(x, y, counts[:, first] * counts[:, second])
+    else:  # scipy's handling of NaN, one resample at a time
+        boots = np.asarray([_spearman_weighted(x, y, c[first] * c[second]) for c in counts])
     if complete is None:
         complete = len(x) == n_units * (n_units - 1) // 2 and len({(min(a, b), max(a, b)) for a, b in zip(first, second)}) == len(x)
     if complete:
         matrix = np.full((n_units, n_units), np.nan)
         matrix[first, second] = y
         matrix[second, first] = y
-        null = np.asarray([spearman(x, matrix[perm[first], perm[second]])[0]
-                           for perm in (rng.permutation(n_units) for _ in range(n_boot))])
+        perms = np.stack([rng.permutation(n_units) for _ in range(n_boot)]) if n_boot else np.zeros((0, n_units), int)
+        if finite:  # a relabelling only rearranges y: its ranks are y's ranks, rearranged alike
+            ranks = np.full((n_units, n_units), np.nan)
+            ranks[first, second] = ranks[second, first] = _midranks_weighted(y, np.ones((1, len(y))))[0]
+            ones = np.ones((n_boot, len(x)))
+            null = _pearson_weighted(np.broadcast_to(_midranks_weighted(x, ones[:1]), ones.shape),
+                                     ranks[perms[:, first], perms[:, second]], ones)
+        else:
+            null = np.asarray([spearman(x, matrix[perm[first], perm[second]])[0] for perm in perms])
         p, method = permutation_p(rho, null), "Mantel permutation of text labels (one-sided, rho > 0)"
     else:
         finite = boots[np.isfinite(boots)]

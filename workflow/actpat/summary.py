@@ -83,7 +83,8 @@ def _model_text(model: dict, n_layers) -> str:
     return f"{what}, {n_layers} decoder layers"
 
 
-def setting_differences(findings: dict | None, pairs: dict[str, dict], settings: dict) -> list[str]:
+def setting_differences(findings: dict | None, pairs: dict[str, dict], settings: dict,
+                        pruning: dict | None = None) -> list[str]:
     """The differences from the paper's setting, from this run's provenance and measured values."""
     model, samples, analysis = settings["model"], settings["samples"], settings["analysis"]
     n_layers = (findings or {}).get("layers", {}).get("n", "?")
@@ -110,7 +111,9 @@ def setting_differences(findings: dict | None, pairs: dict[str, dict], settings:
     c, e = settings["calibration"], settings["evaluation"]
     lines.append(f"- Pruning: {c['windows']} calibration windows of {c['seq_len']} tokens from `{c['domain']}` (the paper: 128 C4 "
                  f"windows of 4096); perplexity on at most {e['max_windows']} windows of {e['seq_len']} tokens of held-out "
-                 f"`{e['general']}` text (the paper: the WikiText-2 test set at 4096 tokens).")
+                 f"`{e['general']}` text (the paper: the WikiText-2 test set at 4096 tokens)"
+                 + (f", every model evaluated in {pruning['evaluation_dtype']}" if pruning and pruning.get("evaluation_dtype") else "")
+                 + ".")
     return lines
 
 
@@ -184,7 +187,7 @@ def build_summary(findings: dict | None, pairs: dict[str, dict], pruning: dict |
                      "; ".join(f"{k} {v:.2f}" for k, v in PAPER_V3.items()) + " (Llama2-7B)"))
     lines += ["## Results", "", "| claim | this model | holds here | paper |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    lines += ["", "## Differences in setting", ""] + setting_differences(findings, pairs, settings) + [""]
+    lines += ["", "## Differences in setting", ""] + setting_differences(findings, pairs, settings, pruning) + [""]
     lines += code_version_section([findings, pruning, *pairs.values()], settings.get("code_version"))
     lines += ["", "Sources: findings.json, pairs/*/summary.json, pruning/summary.json in this folder."]
     return "\n".join(lines) + "\n"
