@@ -124,3 +124,27 @@ def test_a_job_given_gpus_that_torch_cannot_use_says_so_and_runs_on_the_cpu(monk
     assert pick_device("cpu", lines.append) == "cpu" and len(lines) == 2  # asked for the CPU, given GPUs: said too
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert pick_device("auto", lines.append) == "cpu" and len(lines) == 2  # no GPUs given: nothing to say
+
+
+def test_a_changed_weight_file_is_refused_at_load(tmp_path, tiny_checkpoint):
+    """A checkpoint is checked against the hashes recorded when it was prepared: one flipped bit
+    in the weights, a truncated file or a missing one is an error naming the file, not other weights."""
+    import shutil
+
+    from actpat.models import ModelError, load_checkpoint
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, copy)
+    load_checkpoint(copy)  # intact: loads
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) - 100] ^= 0x01  # a bit inside the last tensor's values: the file still parses
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"model.safetensors: sha256 .* differs .* prepared"):
+        load_checkpoint(copy)
+    weights.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(ModelError, match="differs"):
+        load_checkpoint(copy)
+    weights.unlink()
+    with pytest.raises(ModelError, match=r"model.safetensors are missing"):
+        load_checkpoint(copy)
