@@ -121,6 +121,28 @@ def test_named_custom_task_from_local_files(smol_checkpoint, tmp_path):
         run_tasks(model, tokenizer, ["no_such_task_here"], batch_size=4, device="cpu", include_path=str(tmp_path / "tasks"))
 
 
+def test_a_bfloat16_model_is_scored_with_float32_log_probabilities(tiny_checkpoint, monkeypatch):
+    """In bfloat16 the harness would round every continuation's log-likelihood to 1/16-1/8 nat
+    and break near-ties by order; its log-softmax must run in float32 whatever the model's dtype."""
+    import torch.nn.functional as F
+
+    from actpat.models import load_checkpoint
+
+    model, tokenizer, _ = load_checkpoint(tiny_checkpoint, "bfloat16")
+    seen, original = [], F.log_softmax
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        seen.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(F, "log_softmax", spy)
+    text = "The council rebuilt the old bridge in stone after the river flooded the lower town in the spring of that year."
+    ids = np.asarray([tokenizer(text * 3)["input_ids"][:64]])
+    result = lastword_accuracy(model, tokenizer, ids, ["w0"], per_window=2, context_words=6, batch_size=2, device="cpu")
+    assert result["n_items"] == 2 and seen and set(seen) == {torch.float32}
+
+
 def test_paired_accuracy_difference_resamples_windows():
     from actpat.pruning_report import paired_accuracy_difference
 
@@ -165,4 +187,6 @@ def test_zero_shot_job_and_its_table(smol_checkpoint, tmp_path):
     table = zero_shot_table([], dense)
     assert table.to_dict("records") == [{"method": "dense", "structure": "-", "sparsity": 0.0, "calibration": "-",
                                           "task": "snow", "kind": "task", "metric": "acc", "value": snow["value"],
-                                          "stderr": snow["stderr"], "n_items": 3, "harness": z["harness"]}]
+                                          "stderr": snow["stderr"], "n_items": 3, "harness": z["harness"],
+                                          "dtype": "float32"}]
+    assert z["dtype"] == "float32"

@@ -148,3 +148,32 @@ def test_a_changed_weight_file_is_refused_at_load(tmp_path, tiny_checkpoint):
     weights.unlink()
     with pytest.raises(ModelError, match=r"model.safetensors are missing"):
         load_checkpoint(copy)
+
+
+def test_a_changed_configuration_or_tokenizer_file_is_refused(tmp_path, tiny_checkpoint):
+    """The configuration and tokenizer files change the model as surely as its weights: an edited
+    rms_norm_eps or a vocabulary entry is refused by the jobs that load the model or its tokenizer."""
+    import shutil
+
+    from actpat.models import ModelError, load_checkpoint, load_tokenizer
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, copy)
+    prov = json.loads((copy / "actpat_provenance.json").read_text())
+    assert {"config.json", "tokenizer.json"} <= set(prov["files_sha256"])
+    config = copy / "config.json"
+    cfg = json.loads(config.read_text())
+    cfg["rms_norm_eps"] *= 10
+    config.write_text(json.dumps(cfg))
+    with pytest.raises(ModelError, match=r"config.json: sha256 .* differs"):
+        load_checkpoint(copy)
+    shutil.copy(tiny_checkpoint / "config.json", config)
+    load_tokenizer(copy)
+    tok = copy / "tokenizer.json"
+    spec = json.loads(tok.read_text())
+    vocab = spec["model"]["vocab"]
+    a, b = list(vocab)[300:302]
+    vocab[a], vocab[b] = vocab[b], vocab[a]  # two tokens' ids swapped
+    tok.write_text(json.dumps(spec))
+    with pytest.raises(ModelError, match=r"tokenizer.json: sha256 .* differs"):
+        load_tokenizer(copy)

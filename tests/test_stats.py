@@ -132,3 +132,8 @@ def test_dyadic_spearman_equals_resampling_texts_one_by_one():
     null = np.array([spearmanr(x, matrix[p[first], p[second]]).statistic for p in (rng.permutation(14) for _ in range(300))])
     assert res["p_value"] == (1 + np.sum(null >= rho - 1e-12)) / 301
     assert res["p_method"].startswith("Mantel")
+
+
+def test_dyadic_spearman_of_no_pairs_is_undefined():
+    res = dyadic_spearman(np.array([]), np.array([]), np.array([], int), np.array([], int), 3, 20, np.random.default_rng(0))
+    assert np.isnan(res["rho"]) and all(np.isnan(res["ci95"]))

@@ -142,7 +142,11 @@ def run_tasks(model, tokenizer, tasks: list, batch_size: int, device: str, inclu
         task.set_config(key="num_fewshot", value=0)
         task.set_fewshot_seed(seed=seed)
     try:
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+        # log-probabilities in float32 whatever the model computes in (in bfloat16 a continuation's
+        # log-likelihood would be rounded to steps of 1/16 to 1/8 nat, and near-ties broken by order)
+        import torch
+
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device, softmax_dtype=torch.float32)
         out = evaluate(lm=lm, task_dict=loaded, limit=limit, log_samples=True, bootstrap_iters=1000, verbosity="ERROR")
     except Exception as exc:
         raise AccuracyError(f"lm-evaluation-harness failed on the tasks {tasks}: {exc!r}") from exc

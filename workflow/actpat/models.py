@@ -187,6 +187,9 @@ def prepare_checkpoint(source: ModelSource, out_dir: Path, dtype: str = "float32
         "n_layers": layout.n_layers,
         "weights_per_layer": layout.weights_per_layer,
         "checkpoint_sha256": {w.name: file_sha256(w) for w in weights},
+        # the configuration and tokenizer files: a changed one changes the model or its tokens as surely
+        "files_sha256": {f.name: file_sha256(f) for f in sorted(out_dir.iterdir())
+                         if f.is_file() and f.suffix != ".safetensors" and f.name != PROVENANCE_FILE and not f.name.startswith(".")},
         "max_positions": max_positions(model.config),
     }
     (out_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
@@ -211,18 +214,22 @@ def load_checkpoint(path: Path, dtype: str = "float32", device: str = "cpu", spr
     return model, tokenizer, provenance
 
 
-def verify_checkpoint(path: Path, provenance: dict) -> None:
-    """Check every weight file of a prepared checkpoint against the sha256 recorded when it was
-    prepared (files hashed in parallel: about 0.4 s per GB and core), so that a flipped byte, a
-    partial copy or an edited file is an error instead of other weights."""
+def verify_checkpoint(path: Path, provenance: dict, weights: bool = True) -> None:
+    """Check a prepared checkpoint's files against the sha256 recorded when it was prepared: the
+    configuration and tokenizer files, and with ``weights`` every weight file (hashed in parallel:
+    about 0.7 s per GB and core), so that a flipped byte, a partial copy or an edited file is an
+    error instead of another model. (Checkpoints prepared before the configuration files were
+    recorded are checked on their weights only.)"""
     from concurrent.futures import ThreadPoolExecutor
 
-    recorded = provenance.get("checkpoint_sha256") or {}
-    if not recorded:
-        raise ModelError(f"{path}: its {PROVENANCE_FILE} records no weight file hashes; delete {path} to prepare it again")
+    recorded = dict(provenance.get("files_sha256") or {})
+    if weights:
+        if not provenance.get("checkpoint_sha256"):
+            raise ModelError(f"{path}: its {PROVENANCE_FILE} records no weight file hashes; delete {path} to prepare it again")
+        recorded.update(provenance["checkpoint_sha256"])
     missing = [name for name in recorded if not (path / name).is_file()]
     if missing:
-        raise ModelError(f"{path}: weight file(s) {', '.join(missing)} are missing; delete {path} to prepare it again")
+        raise ModelError(f"{path}: file(s) {', '.join(missing)} are missing; delete {path} to prepare it again")
     names = sorted(recorded)
     with ThreadPoolExecutor(max_workers=max(1, min(len(names), os.cpu_count() or 1))) as pool:
         found = dict(zip(names, pool.map(lambda n: file_sha256(path / n), names)))
@@ -343,6 +350,7 @@ def load_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
     provenance = read_provenance(path)
+    verify_checkpoint(path, provenance, weights=False)
     return AutoTokenizer.from_pretrained(path), provenance
 
 
@@ -381,7 +389,8 @@ def native_bf16(device: str) -> bool:
     import torch
 
     if device.startswith("cuda"):
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        # not counting emulation: pre-Ampere GPUs (V100, T4) "support" bfloat16 only emulated
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False))
     try:
         flags = set(Path("/proc/cpuinfo").read_text(errors="replace").split())
     except OSError:

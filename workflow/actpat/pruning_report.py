@@ -255,7 +255,7 @@ def zero_shot_table(runs: list[dict], dense_dir: Path) -> pd.DataFrame:
         for task, res in z["results"].items():
             rows.append({**label, "task": task, "kind": "group" if "subtasks" in res else "task", "metric": res["metric"],
                          "value": res["value"], "stderr": res["stderr"],
-                         "n_items": res["n_items"], "harness": z["harness"]})
+                         "n_items": res["n_items"], "harness": z["harness"], "dtype": z.get("dtype", "float32")})
     return pd.DataFrame(rows)
 
 
@@ -338,6 +338,9 @@ def write_pruning_report(job, run_dirs: list[Path], dense: Path, out_dir: Path, 
     (out_dir / "zeroshot.csv").unlink(missing_ok=True)  # none of an earlier configuration
     if job.zero_shot:
         zs = zero_shot_table(list({r["key"]: r for r in r1 + r2}.values()), Path(dense))
+        if len(zs) and set(zs["dtype"]) != {dtype}:
+            raise ValueError(f"zero-shot results in {sorted(set(zs['dtype']))} beside perplexities in {dtype}: set "
+                             "pruning.evaluation.dtype explicitly and rerun the evaluation jobs")
         zs.to_csv(out_dir / "zeroshot.csv", index=False)
         summary["zero_shot"] = json.loads(zs.to_json(orient="records"))
         md += ["## Zero-shot accuracy (lm-evaluation-harness tasks)", "", _markdown(zs), ""]

@@ -135,7 +135,7 @@ def dyadic_spearman(x: np.ndarray, y: np.ndarray, first: np.ndarray, second: np.
     resamples with rho <= 0. The p-value that treats pairs as independent is kept for comparison."""
     rho, p_independent = spearman(x, y)
     counts = multiplicities(n_units, n_boot, rng)
-    finite = np.isfinite(x).all() and np.isfinite(y).all()
+    finite = len(x) > 0 and np.isfinite(x).all() and np.isfinite(y).all()
     if finite:
         boots = _spearman_weighted_many(x, y, counts[:, first] * counts[:, second])
     else:  # scipy's handling of NaN, one resample at a time
