@@ -395,7 +395,8 @@ def native_bf16(device: str) -> bool:
         flags = set(Path("/proc/cpuinfo").read_text(errors="replace").split())
     except OSError:
         return False
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    # and a torch built with oneDNN, whose kernels use those instructions
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}) and torch.backends.mkldnn.is_available()
 
 
 def pick_dtype(requested: str, device: str, log: Callable[[str], None] | None = None) -> str:
