@@ -288,6 +288,13 @@ def test_pruning_report_refuses_evaluations_in_different_dtypes():
     old = [{"key": "a/magnitude/unstructured/0.5", "sets": {"a": {}}}]  # written before the setting: float32
     with pytest.raises(ValueError, match=r"bfloat16: 3 .*float32: 1 \(e.g. a/magnitude/unstructured/0.5 on a\)"):
         evaluation_dtype(dense, runs + old)
+    import pandas as pd
+
+    zero_shot = pd.DataFrame([{"method": "dense", "structure": "-", "sparsity": 0.0, "calibration": "-", "task": "boolq",
+                               "dtype": "float32"}])
+    with pytest.raises(ValueError, match=r"float32: 1 \(e.g. dense - 0 \(-\) on boolq\)"):
+        evaluation_dtype(dense, runs, zero_shot)
+    assert evaluation_dtype(dense, runs, zero_shot.assign(dtype="bfloat16")) == "bfloat16"
 
 
 def test_eval_windows_are_non_overlapping_and_evenly_spaced(smol_tokenizer):

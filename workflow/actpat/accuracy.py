@@ -126,6 +126,7 @@ def run_tasks(model, tokenizer, tasks: list, batch_size: int, device: str, inclu
     reported metric is an error."""
     import logging
 
+    import torch
     from lm_eval.evaluator import evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -144,8 +145,6 @@ def run_tasks(model, tokenizer, tasks: list, batch_size: int, device: str, inclu
     try:
         # log-probabilities in float32 whatever the model computes in (in bfloat16 a continuation's
         # log-likelihood would be rounded to steps of 1/16 to 1/8 nat, and near-ties broken by order)
-        import torch
-
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device, softmax_dtype=torch.float32)
         out = evaluate(lm=lm, task_dict=loaded, limit=limit, log_samples=True, bootstrap_iters=1000, verbosity="ERROR")
     except Exception as exc:

@@ -36,19 +36,21 @@ def load_run(run_dir: Path, sets: list[str]) -> dict:
             "sets": load_sets(run_dir, sets)}
 
 
-def evaluation_dtype(dense: dict, runs: list[dict]) -> str:
-    """The one compute dtype of every evaluation compared here (results written before the
-    setting existed were float32). Models evaluated in different dtypes are refused: their
-    per-window losses differ by the rounding (about 1e-3 relative in bfloat16), not only by the
-    pruning, so a paired comparison would mix the two."""
+def evaluation_dtype(dense: dict, runs: list[dict], zero_shot: pd.DataFrame | None = None) -> str:
+    """The one compute dtype of every evaluation reported here, perplexity and zero-shot (results
+    written before the setting existed were float32). Models evaluated in different dtypes are
+    refused: their per-window losses differ by the rounding (about 1e-3 relative in bfloat16), not
+    only by the pruning, so a paired comparison would mix the two."""
     found: dict[str, list[str]] = {}
     for name, sets in [("dense", dense["sets"])] + [(r["key"], r["sets"]) for r in runs]:
         for evalset, s in sets.items():
             found.setdefault(s.get("dtype", "float32"), []).append(f"{name} on {evalset}")
+    for row in [] if zero_shot is None else zero_shot.itertuples():
+        found.setdefault(row.dtype, []).append(f"{row.method} {row.structure} {row.sparsity:g} ({row.calibration}) on {row.task}")
     if len(found) > 1:
         detail = "; ".join(f"{d}: {len(w)} (e.g. {w[0]})" for d, w in sorted(found.items()))
         raise ValueError(f"evaluations in different dtypes cannot be compared ({detail}): set "
-                         "pruning.evaluation.dtype explicitly and rerun the perplexity jobs")
+                         "pruning.evaluation.dtype explicitly and rerun the evaluation jobs")
     return next(iter(found), "float32")
 
 
@@ -283,7 +285,8 @@ def write_pruning_report(job, run_dirs: list[Path], dense: Path, out_dir: Path, 
         raise ValueError(f"pruning runs {missing} were not given")
     r1 = [load_run(by_key[r.key], job.sets_of(r)) for r in job.validation1]
     r2 = [load_run(by_key[r.key], job.sets_of(r)) for r in job.validation2]
-    dtype = evaluation_dtype(dense_ppl, r1 + r2)
+    zs = zero_shot_table(list({r["key"]: r for r in r1 + r2}.values()), Path(dense)) if job.zero_shot else None
+    dtype = evaluation_dtype(dense_ppl, r1 + r2, zs)
     v1 = validation1_table(r1, dense_ppl, general, n_boot, seed)
     v1.to_csv(out_dir / "validation1.csv", index=False)
     layer_rows = []
@@ -336,11 +339,7 @@ def write_pruning_report(job, run_dirs: list[Path], dense: Path, out_dir: Path, 
         pd.DataFrame().to_csv(out_dir / "validation2.csv")
         plots.empty_figure(out_dir / "figures" / "validation2_matrix", "Validation 2: no calibration domains configured")
     (out_dir / "zeroshot.csv").unlink(missing_ok=True)  # none of an earlier configuration
-    if job.zero_shot:
-        zs = zero_shot_table(list({r["key"]: r for r in r1 + r2}.values()), Path(dense))
-        if len(zs) and set(zs["dtype"]) != {dtype}:
-            raise ValueError(f"zero-shot results in {sorted(set(zs['dtype']))} beside perplexities in {dtype}: set "
-                             "pruning.evaluation.dtype explicitly and rerun the evaluation jobs")
+    if zs is not None:
         zs.to_csv(out_dir / "zeroshot.csv", index=False)
         summary["zero_shot"] = json.loads(zs.to_json(orient="records"))
         md += ["## Zero-shot accuracy (lm-evaluation-harness tasks)", "", _markdown(zs), ""]

@@ -135,25 +135,25 @@ def dyadic_spearman(x: np.ndarray, y: np.ndarray, first: np.ndarray, second: np.
     resamples with rho <= 0. The p-value that treats pairs as independent is kept for comparison."""
     rho, p_independent = spearman(x, y)
     counts = multiplicities(n_units, n_boot, rng)
-    finite = len(x) > 0 and np.isfinite(x).all() and np.isfinite(y).all()
-    if finite:
+    vectorised = len(x) > 0 and np.isfinite(x).all() and np.isfinite(y).all()  # else scipy's NaN handling, one by one
+    if vectorised:
         boots = _spearman_weighted_many(x, y, counts[:, first] * counts[:, second])
-    else:  # scipy's handling of NaN, one resample at a time
+    else:
         boots = np.asarray([_spearman_weighted(x, y, c[first] * c[second]) for c in counts])
     if complete is None:
         complete = len(x) == n_units * (n_units - 1) // 2 and len({(min(a, b), max(a, b)) for a, b in zip(first, second)}) == len(x)
     if complete:
-        matrix = np.full((n_units, n_units), np.nan)
-        matrix[first, second] = y
-        matrix[second, first] = y
-        perms = np.stack([rng.permutation(n_units) for _ in range(n_boot)]) if n_boot else np.zeros((0, n_units), int)
-        if finite:  # a relabelling only rearranges y: its ranks are y's ranks, rearranged alike
+        perms = np.stack([rng.permutation(n_units) for _ in range(n_boot)])
+        if vectorised:  # a relabelling only rearranges y, so its ranks are y's ranks rearranged alike
+            from scipy.stats import rankdata
+
             ranks = np.full((n_units, n_units), np.nan)
-            ranks[first, second] = ranks[second, first] = _midranks_weighted(y, np.ones((1, len(y))))[0]
+            ranks[first, second] = ranks[second, first] = rankdata(y)
             ones = np.ones((n_boot, len(x)))
-            null = _pearson_weighted(np.broadcast_to(_midranks_weighted(x, ones[:1]), ones.shape),
-                                     ranks[perms[:, first], perms[:, second]], ones)
+            null = _pearson_weighted(np.broadcast_to(rankdata(x), ones.shape), ranks[perms[:, first], perms[:, second]], ones)
         else:
+            matrix = np.full((n_units, n_units), np.nan)
+            matrix[first, second] = matrix[second, first] = y
             null = np.asarray([spearman(x, matrix[perm[first], perm[second]])[0] for perm in perms])
         p, method = permutation_p(rho, null), "Mantel permutation of text labels (one-sided, rho > 0)"
     else:
