@@ -588,3 +588,26 @@ def test_dlp_mean_statistic_and_missing_settings():
     with pytest.raises(PruningError, match="DLP allocation needs calibration windows and its settings"):
         prune_model(tiny_llama(), layout, "wanda-dlp", 0.5, calibration=windows)
     assert "magnitude-dlp" not in METHODS and "magnitude-owl" not in METHODS
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.3, 0.5, 0.7, 0.99])
+def test_mask_selection_equals_a_stable_sort_with_ties(ratio):
+    """Masks are found by selection (k-th value, then ties in index order); they must equal the
+    first k of a stable sort, the reference the masks were pinned to, even with many ties."""
+    from actpat.pruning import matrix_mask, row_mask
+
+    gen = torch.Generator().manual_seed(3)
+    for dtype in (torch.float32, torch.float64):
+        for values in (torch.randint(0, 4, (37, 53), generator=gen), torch.rand(37, 53, generator=gen)):
+            metric = values.to(dtype)
+            k_row, k_all = round(53 * ratio), round(metric.numel() * ratio)
+            want_row = torch.zeros_like(metric, dtype=torch.bool)
+            want_row.scatter_(1, torch.sort(metric, dim=1, stable=True).indices[:, :k_row], True)
+            want_all = torch.zeros(metric.numel(), dtype=torch.bool)
+            want_all[torch.sort(metric.flatten(), stable=True).indices[:k_all]] = True
+            assert torch.equal(row_mask(metric, ratio), want_row)
+            assert torch.equal(matrix_mask(metric, ratio), want_all.reshape(metric.shape))
+    with_nan = torch.rand(5, 8, generator=gen)
+    with_nan[1, 2] = with_nan[3, 0] = float("nan")
+    mask = row_mask(with_nan, 0.9)  # 7 of 8: the NaN is the one kept in its row
+    assert not mask[1, 2] and not mask[3, 0] and int(mask.sum()) == 35

@@ -53,6 +53,10 @@ def test_smoke_workflow_end_to_end(smoke_run):
 
     tmp_path, res = smoke_run
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    # a local run: every job was forked by a fork server (actpat.forkserver), which ended with the run
+    job_logs = list((tmp_path / "logs/smollm2-135m").rglob("*.log"))
+    assert len(job_logs) > 30 and all("forked by the fork server" in p.read_text() for p in job_logs)
+    assert sorted(p.name for p in (tmp_path / "logs/fork_server").iterdir()) == ["threads-1.log", "threads-2.log"]
     for domain in ("code", "medical"):
         samples = open_samples(tmp_path / f"results/smollm2-135m/samples/{domain}.zarr")
         assert samples["token_ids"].shape == (4, 32)

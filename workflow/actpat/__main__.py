@@ -1,5 +1,11 @@
 import sys
 
-from actpat.cli import main
+from actpat.forkserver import delegate
 
-sys.exit(main())
+# a local run's fork server runs the job in a process with the libraries imported (None: run it here)
+code = delegate(sys.argv[1:])
+if code is None:
+    from actpat.cli import main
+
+    code = main()
+sys.exit(code)

@@ -234,23 +234,35 @@ def nm_mask(metric: torch.Tensor, n: int, m: int) -> torch.Tensor:
 
 def row_mask(metric: torch.Tensor, ratio: float) -> torch.Tensor:
     """Prune the ``round(cols · ratio)`` smallest entries of each row (Wanda's comparison group;
-    rounding rather than Wanda's floor, so layer-wise targets are not biased towards less pruning)."""
-    rows, cols = metric.shape
-    k = round(cols * ratio)
-    mask = torch.zeros_like(metric, dtype=torch.bool)
-    if k > 0:
-        idx = torch.sort(metric, dim=1, stable=True).indices[:, :k]
-        mask.scatter_(1, idx, True)
-    return mask
+    rounding rather than Wanda's floor, so layer-wise targets are not biased towards less pruning).
+    Ties at the cut go to the lower column, as a stable sort would take them."""
+    return _smallest(metric, round(metric.shape[1] * ratio))
 
 
 def matrix_mask(metric: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Prune the ``round(numel · ratio)`` smallest entries of the whole matrix."""
-    k = round(metric.numel() * ratio)
-    mask = torch.zeros(metric.numel(), dtype=torch.bool, device=metric.device)
-    if k > 0:
-        mask[torch.sort(metric.flatten(), stable=True).indices[:k]] = True
-    return mask.reshape(metric.shape)
+    """Prune the ``round(numel · ratio)`` smallest entries of the whole matrix (ties at the cut:
+    the first in row-major order)."""
+    return _smallest(metric.reshape(1, -1), round(metric.numel() * ratio)).reshape(metric.shape)
+
+
+def _smallest(metric: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` smallest entries of each row, ties broken towards the lower index: the first ``k``
+    of a stable ascending sort, found by selection (the k-th value, then the ties up to it) in
+    linear time rather than by sorting. NaN counts as the largest value, as in a sort."""
+    rows, cols = metric.shape
+    mask = torch.zeros_like(metric, dtype=torch.bool)
+    if k <= 0:
+        return mask
+    if k >= cols:
+        return mask.fill_(True)
+    if torch.isnan(metric).any():  # selection's order of NaN is undefined: sort such rare matrices
+        mask.scatter_(1, torch.sort(metric, dim=1, stable=True).indices[:, :k], True)
+        return mask
+    cut = torch.kthvalue(metric, k, dim=1, keepdim=True).values
+    torch.lt(metric, cut, out=mask)
+    ties = metric == cut
+    room = k - mask.sum(1, keepdim=True)  # how many of the tied entries each row still takes
+    return mask.logical_or_(ties & (ties.cumsum(1) <= room))
 
 
 def wanda_metric(weight: torch.Tensor, sq_norm: torch.Tensor) -> torch.Tensor:
@@ -345,6 +357,36 @@ def _collect(layer: nn.Module, modules: list[nn.Module], statistics: list, hidde
     ]
     try:
         return _run_layer(layer, hidden, call)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _feed(layer: nn.Module, modules: list[nn.Module], statistics: list, hidden: torch.Tensor, call: dict) -> None:
+    """Feed each module's statistic its inputs on every window, as ``_collect`` does, without the
+    layer's output: a window's pass stops once every module has had its input (in a Llama layer,
+    before the down projection's product, a quarter of the layer's matrix work)."""
+    fed: set[int] = set()
+    wanted = {id(mod) for mod, st in zip(modules, statistics) if st is not None}
+
+    def take(module, args, st):
+        st.add_batch(args[0].detach())
+        fed.add(id(module))
+        if fed == wanted:
+            raise _Stop
+
+    handles = [mod.register_forward_pre_hook(lambda module, args, st=st: take(module, args, st))
+               for mod, st in zip(modules, statistics) if st is not None]
+    try:
+        with torch.no_grad():
+            for j in range(hidden.shape[0]):
+                fed.clear()
+                try:
+                    layer(hidden[j : j + 1], *call["args"], **call["kwargs"])
+                except _Stop:
+                    continue
+                if fed != wanted:
+                    raise PruningError("a calibration pass did not reach every matrix of the layer")
     finally:
         for h in handles:
             h.remove()
@@ -639,7 +681,7 @@ def prune_model(
         statistics = [None] * len(layout.matrices)
         if method.calibrated:
             statistics = [base.statistic(mod) for mod in modules[i]]
-            _collect(layers[i], modules[i], statistics, hidden, call)
+            _feed(layers[i], modules[i], statistics, hidden, call)
         masked = np.zeros(len(layout.matrices))
         packed.append([])
         with torch.no_grad():

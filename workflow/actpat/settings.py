@@ -151,6 +151,7 @@ class Runtime:
 
     device: str
     threads: int
+    fork_server: bool  # local runs: jobs forked from a process with the libraries imported (actpat.forkserver)
 
 
 @dataclass(frozen=True)
@@ -578,7 +579,7 @@ def from_config(cfg: dict) -> Settings:
     return Settings(
         models={n: ModelSpec(n, m["source"], m["revision"], m["dtype"]) for n, m in cfg["models"].items()},
         seed=cfg["seed"],
-        runtime=Runtime(cfg["device"], cfg["threads"]),
+        runtime=Runtime(cfg["device"], cfg["threads"], cfg["fork_server"]),
         samples=decode(Samples, cfg["samples"]),
         scoring=decode(Scoring, cfg["scoring"]),
         analysis=decode(Analysis, cfg["analysis"]),

@@ -1,0 +1,201 @@
+"""The fork server of local runs (actpat.forkserver): a job forked from it is the job a plain start
+runs (same outputs, streams, exit status, signals); any doubt, and the job runs plainly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from actpat import forkserver
+
+ROOT = Path(__file__).resolve().parents[1]
+THREAD_VARS = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+PREFIX = f"export PYTHONPATH={ROOT / 'workflow'}; export PATH={Path(sys.executable).parent}:\"$PATH\"; "
+
+
+def job_env(directory: Path | None, **extra) -> dict:
+    """The environment Snakemake gives a one-thread job (os.environ plus its thread variables)."""
+    env = {**os.environ, **{v: "1" for v in THREAD_VARS}, **extra}
+    env.pop("PYTEST_CURRENT_TEST", None)  # pytest changes it from phase to phase
+    if directory is not None:
+        env[forkserver.ENV] = str(directory)
+    return env
+
+
+def actpat(args: list[str], env: dict, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    """A job's command line as the rules run it: bash, the rules' prefix, python -m actpat."""
+    command = PREFIX + "exec python -m actpat " + " ".join(map(_q, args))
+    return subprocess.run(["bash", "-c", command], env=env, cwd=cwd, capture_output=True, text=True, timeout=300,
+                          **kwargs)
+
+
+def _q(text: str) -> str:
+    import shlex
+
+    return shlex.quote(str(text))
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    """A fork server for one-thread jobs, started as the Snakefile starts it: (socket dir, workdir)."""
+    directory = tmp_path / "sockets"
+    directory.mkdir(mode=0o700)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    servers = forkserver.start(directory, [1], PREFIX, work / "logs")
+    yield directory, work
+    forkserver.stop(servers, directory)
+    assert all(s.poll() is not None for s in servers) and not directory.exists()
+
+
+def test_a_forked_job_writes_what_a_plain_job_writes(server, tiny_checkpoint):
+    from conftest import sample_domain_args
+
+    from actpat.store import open_samples
+
+    directory, work = server
+    spec = {"source": "packaged", "name": "python-stdlib"}
+    outs = {}
+    for how, env in (("forked", job_env(directory)), ("plain", job_env(None))):
+        out = work / f"{how}.zarr"
+        res = actpat(sample_domain_args("code", spec, tiny_checkpoint, 32, 4, 1, 0.2, out), env, work)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert ("forked by the fork server" in res.stderr) == (how == "forked"), res.stderr[-2000:]
+        outs[how] = open_samples(out)
+    a, b = outs["forked"], outs["plain"]
+    assert sorted(a.data_vars) == sorted(b.data_vars) and a.attrs == b.attrs
+    for name in a.data_vars:
+        np.testing.assert_array_equal(a[name].values, b[name].values)
+    np.testing.assert_array_equal(a["sample"].values, b["sample"].values)
+    # the job's streams and exit status pass through, errors included
+    version = actpat(["--version"], job_env(directory), work)
+    assert version.returncode == 0 and version.stdout.strip() == actpat(["--version"], job_env(None), work).stdout.strip()
+    bad = actpat(["perplexity", "--nonsense"], job_env(directory), work)
+    assert bad.returncode == 2 and "the following arguments are required" in bad.stderr
+    missing = actpat(["prune", "--settings", "{}", "--model-dir", "nowhere", "--model", "m", "--mask", "m.zarr",
+                      "--report", "r.json"], job_env(directory), work)
+    assert missing.returncode == 2 and "not a valid PruneJob" in missing.stderr
+
+
+def test_a_job_in_another_environment_runs_plainly(server):
+    directory, work = server
+    res = actpat(["--version"], job_env(directory, ACTPAT_SOMETHING_ELSE="1"), work)
+    assert res.returncode == 0 and res.stdout.strip()
+    assert "running without the fork server: another environment (ACTPAT_SOMETHING_ELSE)" in res.stderr
+    # no server for this thread count: plainly, silently
+    res = actpat(["--version"], job_env(directory, **{v: "2" for v in THREAD_VARS}), work)
+    assert res.returncode == 0 and res.stdout.strip() and "fork server" not in res.stderr
+    # a server that is gone: plainly
+    res = actpat(["--version"], job_env(work / "no-such-dir"), work)
+    assert res.returncode == 0 and res.stdout.strip()
+
+
+FAKE_SERVER = textwrap.dedent("""
+    import json, os, signal, sys, tempfile, time
+    from pathlib import Path
+    import actpat.cli
+
+    def main(argv=None):
+        if argv[0] == "sleep":
+            Path(argv[1]).write_text(str(os.getpid()))
+            time.sleep(120)
+        if argv[0] == "env":
+            print(json.dumps({"tmp": tempfile.gettempdir(), "cwd": os.getcwd(), "argv": sys.argv[1:],
+                              "threads": os.environ.get("OMP_NUM_THREADS")}))
+            return 5
+        if argv[0] == "die":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return 0
+
+    actpat.cli.main = main  # the children run this instead of the real commands
+    from actpat.forkserver import serve
+    serve(Path(sys.argv[1]), int(sys.argv[2]))
+""")
+
+
+@pytest.fixture
+def fake_server(tmp_path):
+    """A fork server whose children run test commands (sleep, env, die): (env, workdir)."""
+    directory = tmp_path / "sockets"
+    directory.mkdir(mode=0o700)
+    script = tmp_path / "fake_server.py"
+    script.write_text(FAKE_SERVER)
+    env = job_env(directory, PYTHONPATH=str(ROOT / "workflow"))
+    proc = subprocess.Popen([sys.executable, str(script), str(forkserver.socket_path(directory, 1)), str(os.getpid())],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    end = time.time() + 30
+    while not forkserver.socket_path(directory, 1).exists() and time.time() < end:
+        time.sleep(0.05)
+    yield env, tmp_path
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def _client(args, env, cwd, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "actpat", *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _gone(pid: int, within: float = 15.0) -> bool:
+    end = time.time() + within
+    while time.time() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _forked_pid(pidfile: Path, within: float = 60.0) -> int:
+    end = time.time() + within
+    while time.time() < end:
+        if pidfile.exists() and pidfile.read_text():
+            return int(pidfile.read_text())
+        time.sleep(0.1)
+    raise AssertionError("the forked job did not start")
+
+
+def test_the_child_takes_the_jobs_arguments_workdir_and_temporary_directory(fake_server):
+    env, work = fake_server
+    tmp = work / "job-tmp"
+    tmp.mkdir()
+    res = _client(["env", "a b", "ü"], {**env, "TMPDIR": str(tmp)}, work)
+    out, err = res.communicate(timeout=120)
+    assert res.returncode == 5, err
+    seen = json.loads(out)
+    assert seen == {"tmp": str(tmp), "cwd": str(work), "argv": ["env", "a b", "ü"], "threads": "1"}
+    assert "forked by the fork server" in err
+
+
+def test_signals_reach_the_forked_job_and_a_killed_job_fails(fake_server):
+    env, work = fake_server
+    # SIGTERM to the job's process: passed on, and its status is the signal's
+    pidfile = work / "pid1"
+    client = _client(["sleep", str(pidfile)], env, work)
+    child = _forked_pid(pidfile)
+    client.send_signal(signal.SIGTERM)
+    assert client.wait(timeout=30) == 128 + signal.SIGTERM and _gone(child)
+    # SIGKILL to the job's process (it cannot pass it on): the child sees it gone and ends too
+    pidfile = work / "pid2"
+    client = _client(["sleep", str(pidfile)], env, work)
+    child = _forked_pid(pidfile)
+    client.kill()
+    client.wait(timeout=30)
+    assert _gone(child)
+    # a child killed from outside (the OOM killer): the job fails, and says why
+    client = _client(["die"], env, work)
+    _, err = client.communicate(timeout=120)
+    assert client.returncode == 137 and "ended without an exit status" in err

@@ -1,0 +1,363 @@
+"""Warm starts for local jobs: a fork server that has the heavy libraries imported already.
+
+Every job of the workflow is ``python -m actpat <command>``, and importing torch, transformers, the
+evaluation harness and xarray takes 4-5 s of a job on a laptop CPU: about a quarter of the shipped
+default run, whose 173 jobs mostly compute for 5-20 s each. When Snakemake runs the jobs on this
+machine (not on a cluster), the Snakefile starts a server (``start``) that imports them once, then
+waits on a Unix socket in a private directory. ``python -m actpat`` offers its job to the server
+first (``delegate``): the server forks a child, which takes the job's standard streams, working
+directory, environment and arguments, runs the command and reports its exit status; the job's own
+process waits for it and forwards the signals it gets.
+
+The child must be the process a plain start would have made, up to imports already done. So a job is
+handed over only when its interpreter, its flags, its working directory and its environment are the
+server's, except for the variables listed in ``VOLATILE`` (shell bookkeeping, and the temporary
+directory, which the child looks up again). Snakemake sets the thread variables (OMP_NUM_THREADS, ...)
+of each job to its thread count, so there is one server per thread count the run's jobs can have
+(their BLAS libraries read them at import). A job with any other difference, or with no server, or
+whose server does not answer, runs in its own process as before; the results are the same either way.
+
+What differs for the user: Snakemake's benchmark files measure the waiting process, so their CPU and
+memory columns miss the job's own use; the child writes its peak memory and CPU time to the job's
+log when it ends. ``fork_server: false`` in config.yaml turns the server off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ENV = "ACTPAT_FORK_SERVER"  # the directory of the servers' sockets, set for the jobs of a local run
+VOLATILE = frozenset({"_", "SHLVL", "PWD", "OLDPWD", "TMPDIR", "TMP", "TEMP", "TEMPDIR"})
+THREAD_VARIABLE = "OMP_NUM_THREADS"  # Snakemake sets it (and the BLAS ones) to the job's threads
+# modules a job may import; a missing optional one (e.g. the harness) is skipped
+PRELOAD = (
+    "numpy", "torch", "transformers", "transformers.modeling_utils", "transformers.models.llama.modeling_llama",
+    "lm_eval.evaluator", "lm_eval.models.huggingface", "lm_eval.tasks",
+    "actpat.cli", "actpat.models", "actpat.store", "actpat.samples", "actpat.sources", "actpat.scoring",
+    "actpat.reduce", "actpat.findings", "actpat.pairs", "actpat.pairs_report", "actpat.pruning",
+    "actpat.evaluate", "actpat.accuracy", "actpat.pruning_report", "actpat.summary", "actpat.plots",
+)
+CONNECT_TIMEOUT_S = 120.0  # a server still importing answers within this
+
+
+def socket_path(directory: str | os.PathLike, threads: str | int | None) -> Path:
+    return Path(directory) / f"threads-{threads if threads is not None else 'unset'}.sock"
+
+
+def _interpreter() -> dict:
+    """What must match between a job's interpreter and the server's besides the environment."""
+    return {"executable": sys.executable, "prefix": sys.prefix, "flags": list(sys.flags),
+            "warnoptions": list(sys.warnoptions), "xoptions": {k: str(v) for k, v in sys._xoptions.items()}}
+
+
+def difference(request: dict, env: dict, cwd: str) -> str | None:
+    """Why a job must not run in a child of this server (None: it may)."""
+    if request.get("interpreter") != _interpreter():
+        return "another interpreter or other interpreter options"
+    if request.get("cwd") != cwd:
+        return f"another working directory ({request.get('cwd')})"
+    theirs = {k: v for k, v in request.get("env", {}).items() if k not in VOLATILE}
+    ours = {k: v for k, v in env.items() if k not in VOLATILE}
+    if theirs != ours:
+        keys = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        return f"another environment ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# The job's side
+
+
+def _send(sock: socket.socket, message: dict, fds: list[int] | None = None) -> None:
+    data = (json.dumps(message) + "\n").encode()
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.sendall(data)
+
+
+class _Lines:
+    """Newline-delimited JSON messages from a stream socket."""
+
+    def __init__(self, sock: socket.socket, first: bytes = b""):
+        self.sock, self.buffer = sock, first
+
+    def read(self) -> dict | None:
+        while b"\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+
+def delegate(argv: list[str]) -> int | None:
+    """Run ``python -m actpat argv`` in a child of this run's fork server; returns its exit status,
+    or None when there is no server for this job or it declines (then run the job here)."""
+    directory = os.environ.get(ENV)
+    if not directory:
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(CONNECT_TIMEOUT_S)
+        sock.connect(str(socket_path(directory, os.environ.get(THREAD_VARIABLE))))
+        _send(sock, {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "interpreter": _interpreter()},
+              [0, 1, 2])
+        lines = _Lines(sock)
+        reply = lines.read()
+    except (OSError, ValueError):
+        sock.close()
+        return None
+    if not reply or "pid" not in reply:
+        if reply and reply.get("declined"):
+            print(f"actpat: running without the fork server: {reply['declined']}", file=sys.stderr)
+        sock.close()
+        return None
+    pid = int(reply["pid"])
+    forwarded: list[int] = []
+
+    def forward(signum, frame):
+        forwarded.append(signum)
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, forward)
+    try:
+        sock.settimeout(None)
+        _send(sock, {"go": True})  # only now does the child run the job: a client that gave up never gets one
+        while True:
+            try:
+                message = lines.read()
+                break
+            except InterruptedError:
+                continue
+    except OSError:
+        message = None
+    finally:
+        sock.close()
+    if not message or "exit" not in message:
+        if forwarded:  # ended by the signal this process passed on: report it as a plain job would
+            return 128 + forwarded[-1]
+        print(f"actpat: the job's process {pid} (forked by the fork server) ended without an exit status; "
+              "it was killed, e.g. for lack of memory", file=sys.stderr)
+        return 137
+    return int(message["exit"])
+
+
+# ----------------------------------------------------------------------------------------------
+# The server's side
+
+
+def start(directory: Path, threads: list[int], prefix: str, log_dir: Path) -> list[subprocess.Popen]:
+    """Start one server per thread count, each in the environment a job with that many threads gets
+    (Snakemake's thread variables, the rules' shell ``prefix``), stopped with ``stop`` or when this
+    process ends. Jobs find them through ``ENV``, which the caller sets to ``directory``."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    servers = []
+    for n in sorted(set(threads)):
+        env = dict(os.environ)
+        for var in (THREAD_VARIABLE, "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
+            env[var] = str(n)
+        env[ENV] = str(directory)
+        command = (f"{prefix}exec python -m actpat.forkserver {_quote(str(socket_path(directory, n)))} "
+                   f"{os.getpid()}")
+        with open(log_dir / f"threads-{n}.log", "w") as log:
+            servers.append(subprocess.Popen(["bash", "-c", command], env=env, stdin=subprocess.DEVNULL,
+                                            stdout=log, stderr=log, start_new_session=True))
+    # a server listens before it imports: wait for that (a fraction of a second), so that the first
+    # jobs queue for it rather than start cold
+    end = time.time() + 10
+    while time.time() < end and not all(socket_path(directory, n).exists() or s.poll() is not None
+                                        for n, s in zip(sorted(set(threads)), servers)):
+        time.sleep(0.02)
+    return servers
+
+
+def stop(servers: list[subprocess.Popen], directory: Path) -> None:
+    for server in servers:
+        if server.poll() is None:
+            server.terminate()
+    for server in servers:
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    for sock in directory.glob("*.sock"):
+        sock.unlink(missing_ok=True)
+    try:
+        directory.rmdir()
+    except OSError:
+        pass
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def serve(path: Path, parent: int) -> None:
+    """Listen at ``path`` (bound before the imports, so that early jobs wait for them rather than
+    start cold), import ``PRELOAD``, then fork a child per accepted job until ``parent`` ends or
+    SIGTERM comes."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path.unlink(missing_ok=True)
+    listener.bind(str(path))
+    listener.listen(64)
+    try:
+        cwd, env = os.getcwd(), dict(os.environ)  # what a job's process starts with (imports may add to it)
+        t0 = time.time()
+        loaded = _preload()
+        print(f"fork server {path}: imported {len(loaded)} modules in {time.time() - t0:.1f}s", flush=True)
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+        listener.settimeout(1.0)
+        while os.getppid() == parent:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                _hand_over(conn, listener, cwd, env)
+    finally:
+        listener.close()
+        path.unlink(missing_ok=True)
+
+
+def _preload() -> list[str]:
+    import importlib
+
+    loaded = []
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+            loaded.append(name)
+        except ImportError:
+            pass
+    from actpat.provenance import code_version
+
+    code_version()  # the children report the version of the code they run: the one imported here
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return loaded
+
+
+def _hand_over(conn: socket.socket, listener: socket.socket, cwd: str, env: dict) -> None:
+    """Read a job's request; decline it, or fork the child that runs it."""
+    fds: list[int] = []
+    try:
+        conn.settimeout(10.0)
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        if int.from_bytes(creds[4:8], sys.byteorder) != os.getuid():
+            return
+        data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+        lines = _Lines(conn, data)
+        request = lines.read()
+        if request is None or len(fds) != 3:
+            return
+        why = difference(request, env, cwd)
+        if why:
+            _send(conn, {"declined": why})
+            return
+        pid = os.fork()
+        if pid == 0:
+            listener.close()
+            code = 1
+            try:
+                code = _child(conn, lines, request, fds)
+            finally:
+                os._exit(code)
+    except (OSError, ValueError) as exc:
+        print(f"fork server: a request failed: {exc!r}", flush=True)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _child(conn: socket.socket, lines: _Lines, request: dict, fds: list[int]) -> int:
+    """In the forked child: become the job's process, wait for the job's go, run it, report."""
+    import atexit
+    import logging
+    import resource
+    import tempfile
+    import threading
+    import traceback
+
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+    for fd in fds:
+        if fd > 2:
+            os.close(fd)
+    os.chdir(request["cwd"])
+    # the job's environment is the server's at its start (checked), up to VOLATILE; keep what the
+    # imports added (e.g. lm_eval's HF_XET_HIGH_PERFORMANCE), as they would in the job's own process
+    for key in VOLATILE:
+        if key in request["env"]:
+            os.environ[key] = request["env"][key]
+        else:
+            os.environ.pop(key, None)
+    tempfile.tempdir = None  # looked up again from this job's TMPDIR
+    sys.argv = [sys.argv[0], *request["argv"]]
+    sys.stdin = open(0, closefd=False)
+    sys.stdout = open(1, "w", buffering=1 if os.isatty(1) else -1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)
+    conn.settimeout(None)
+    _send(conn, {"pid": os.getpid()})
+    go = lines.read()
+    if not go or not go.get("go"):
+        return 1
+
+    def watch():  # the job's own process is gone (killed): end with it, as a plain job would
+        try:
+            while conn.recv(1):
+                pass
+        except OSError:
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True).start()
+    from actpat.cli import main
+
+    code = 1
+    try:
+        code = main(request["argv"])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        code = 130
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    try:
+        atexit._run_exitfuncs()
+        logging.shutdown()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        print(f"actpat: ran in a process forked by the fork server: peak memory {usage.ru_maxrss / 1024:.0f} MiB, "
+              f"CPU {usage.ru_utime + usage.ru_stime:.1f}s", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        _send(conn, {"exit": code})
+    return code
+
+
+if __name__ == "__main__":
+    serve(Path(sys.argv[1]), int(sys.argv[2]))
