@@ -246,6 +246,10 @@ def _preload() -> list[str]:
             loaded.append(name)
         except ImportError:
             pass
+    import torch
+
+    if torch.cuda.is_initialized():  # a CUDA context does not survive a fork: no warm starts then
+        raise RuntimeError("an import initialised CUDA; the fork server cannot fork jobs from this process")
     from actpat.provenance import code_version
 
     code_version()  # the children report the version of the code they run: the one imported here

@@ -70,8 +70,8 @@ onstart:
 
         _dir = Path(tempfile.mkdtemp(prefix="actpat-fork-"))
         os.environ[forkserver.ENV] = str(_dir)  # inherited by every job Snakemake starts from here on
-        _FORK_SERVERS.append((_dir, forkserver.start(_dir, [1, min(S.runtime.threads, workflow.cores)], _prefix,
-                                                     Path("logs/fork_server"))))
+        _threads = [1, min(S.runtime.threads, workflow.cores or S.runtime.threads)]  # Snakemake caps threads at --cores
+        _FORK_SERVERS.append((_dir, forkserver.start(_dir, _threads, _prefix, Path("logs/fork_server"))))
 
 
 def _stop_fork_servers():
@@ -80,6 +80,7 @@ def _stop_fork_servers():
     while _FORK_SERVERS:
         directory, servers = _FORK_SERVERS.pop()
         forkserver.stop(servers, directory)
+        os.environ.pop(forkserver.ENV, None)
 
 
 onsuccess:
