@@ -110,7 +110,8 @@ FAKE_SERVER = textwrap.dedent("""
     def main(argv=None):
         if argv[0] == "sleep":
             Path(argv[1]).write_text(str(os.getpid()))
-            time.sleep(120)
+            time.sleep(float(argv[2]) if len(argv) > 2 else 120)
+            return 0
         if argv[0] == "env":
             print(json.dumps({"tmp": tempfile.gettempdir(), "cwd": os.getcwd(), "argv": sys.argv[1:],
                               "threads": os.environ.get("OMP_NUM_THREADS")}))
@@ -199,3 +200,14 @@ def test_signals_reach_the_forked_job_and_a_killed_job_fails(fake_server):
     client = _client(["die"], env, work)
     _, err = client.communicate(timeout=120)
     assert client.returncode == 137 and "ended without an exit status" in err
+
+
+def test_a_signal_the_job_ignores_stays_ignored(fake_server):
+    """Under nohup (SIGHUP ignored) a plain job outlives a hangup: so does a forked one."""
+    env, work = fake_server
+    pidfile = work / "pid"
+    client = _client(["sleep", str(pidfile), "3"], env, work,
+                     preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    child = _forked_pid(pidfile)
+    client.send_signal(signal.SIGHUP)
+    assert client.wait(timeout=60) == 0 and _gone(child)

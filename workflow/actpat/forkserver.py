@@ -45,6 +45,7 @@ PRELOAD = (
     "actpat.evaluate", "actpat.accuracy", "actpat.pruning_report", "actpat.summary", "actpat.plots",
 )
 CONNECT_TIMEOUT_S = 120.0  # a server still importing answers within this
+_TMP_DERIVED: list[str] = []
 
 
 def socket_path(directory: str | os.PathLike, threads: str | int | None) -> Path:
@@ -99,18 +100,31 @@ class _Lines:
         return json.loads(line)
 
 
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def _resume(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
+
+
 def delegate(argv: list[str]) -> int | None:
     """Run ``python -m actpat argv`` in a child of this run's fork server; returns its exit status,
     or None when there is no server for this job or it declines (then run the job here)."""
     directory = os.environ.get(ENV)
     if not directory:
         return None
+    # signals this process ignores (e.g. SIGHUP under nohup) stay ignored in the job, as a plain start would inherit them
+    ignored = [sig for sig in FORWARDED if signal.getsignal(sig) is signal.SIG_IGN]
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(CONNECT_TIMEOUT_S)
         sock.connect(str(socket_path(directory, os.environ.get(THREAD_VARIABLE))))
-        _send(sock, {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "interpreter": _interpreter()},
-              [0, 1, 2])
+        _send(sock, {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "interpreter": _interpreter(),
+                     "ignored": [int(sig) for sig in ignored],
+                     "unbuffered": bool(getattr(sys.stdout, "write_through", False))}, [0, 1, 2])  # -u, PYTHONUNBUFFERED
         lines = _Lines(sock)
         reply = lines.read()
     except (OSError, ValueError):
@@ -131,8 +145,18 @@ def delegate(argv: list[str]) -> int | None:
         except ProcessLookupError:
             pass
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, forward)
+    def pause(signum, frame):  # Ctrl-Z: the job stops with this process, and goes on with it (SIGCONT)
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            pass
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    for sig in FORWARDED:
+        if sig not in ignored:
+            signal.signal(sig, forward)
+    signal.signal(signal.SIGCONT, lambda signum, frame: _resume(pid))
+    signal.signal(signal.SIGTSTP, pause)
     try:
         sock.settimeout(None)
         _send(sock, {"go": True})  # only now does the child run the job: a client that gave up never gets one
@@ -221,6 +245,12 @@ def serve(path: Path, parent: int) -> None:
         cwd, env = os.getcwd(), dict(os.environ)  # what a job's process starts with (imports may add to it)
         t0 = time.time()
         loaded = _preload()
+        global _TMP_DERIVED
+        import tempfile
+
+        # variables the imports derived from the temporary directory (torch's TORCHINDUCTOR_CACHE_DIR):
+        # dropped in a job with another one, whose libraries then derive them from its own
+        _TMP_DERIVED = [k for k, v in os.environ.items() if k not in env and v.startswith(tempfile.gettempdir())]
         print(f"fork server {path}: imported {len(loaded)} modules in {time.time() - t0:.1f}s", flush=True)
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
         listener.settimeout(1.0)
@@ -281,6 +311,11 @@ def _hand_over(conn: socket.socket, listener: socket.socket, cwd: str, env: dict
             code = 1
             try:
                 code = _child(conn, lines, request, fds)
+            except BaseException:  # before the job ran (it reports its own errors): say why, then go
+                import traceback
+
+                traceback.print_exc()
+                sys.stderr.flush()
             finally:
                 os._exit(code)
     except (OSError, ValueError) as exc:
@@ -302,6 +337,8 @@ def _child(conn: socket.socket, lines: _Lines, request: dict, fds: list[int]) ->
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in request.get("ignored", []):
+        signal.signal(sig, signal.SIG_IGN)
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
     for fd in fds:
@@ -315,11 +352,16 @@ def _child(conn: socket.socket, lines: _Lines, request: dict, fds: list[int]) ->
             os.environ[key] = request["env"][key]
         else:
             os.environ.pop(key, None)
+    before = tempfile.gettempdir()
     tempfile.tempdir = None  # looked up again from this job's TMPDIR
+    if tempfile.gettempdir() != before:
+        for key in _TMP_DERIVED:
+            os.environ.pop(key, None)
     sys.argv = [sys.argv[0], *request["argv"]]
     sys.stdin = open(0, closefd=False)
-    sys.stdout = open(1, "w", buffering=1 if os.isatty(1) else -1, closefd=False)
-    sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)
+    unbuffered = bool(request.get("unbuffered"))
+    sys.stdout = _stream(1, sys.__stdout__, line=os.isatty(1), unbuffered=unbuffered)
+    sys.stderr = _stream(2, sys.__stderr__, line=True, unbuffered=unbuffered)
     conn.settimeout(None)
     _send(conn, {"pid": os.getpid()})
     go = lines.read()
@@ -351,6 +393,9 @@ def _child(conn: socket.socket, lines: _Lines, request: dict, fds: list[int]) ->
         traceback.print_exc()
         code = 1
     try:
+        for thread in threading.enumerate():  # join non-daemon threads, as the interpreter does at exit
+            if thread is not threading.current_thread() and not thread.daemon:
+                thread.join()
         atexit._run_exitfuncs()
         logging.shutdown()
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -361,6 +406,17 @@ def _child(conn: socket.socket, lines: _Lines, request: dict, fds: list[int]) ->
     finally:
         _send(conn, {"exit": code})
     return code
+
+
+def _stream(fd: int, like, line: bool, unbuffered: bool):
+    """A text stream on ``fd`` as the interpreter makes one: the encoding and error handler of the
+    server's (same environment), written through when the job's are (-u, PYTHONUNBUFFERED)."""
+    import io
+
+    raw = io.FileIO(fd, "w", closefd=False)
+    binary = raw if unbuffered else io.BufferedWriter(raw)
+    return io.TextIOWrapper(binary, encoding=getattr(like, "encoding", None), errors=getattr(like, "errors", None),
+                            line_buffering=line, write_through=unbuffered)
 
 
 if __name__ == "__main__":

@@ -63,14 +63,15 @@ _FORK_SERVERS = []
 
 
 onstart:
-    if S.runtime.fork_server and workflow.local_exec and not _uses_conda():
+    if S.runtime.fork_server and workflow.local_exec and not workflow.touch and not _uses_conda():
         import tempfile
 
         from actpat import forkserver
 
         _dir = Path(tempfile.mkdtemp(prefix="actpat-fork-"))
         os.environ[forkserver.ENV] = str(_dir)  # inherited by every job Snakemake starts from here on
-        _threads = [1, min(S.runtime.threads, workflow.cores or S.runtime.threads)]  # Snakemake caps threads at --cores
+        _cap = [c for c in (workflow.cores, workflow.resource_settings.max_threads) if c]  # Snakemake caps threads
+        _threads = [1, min([S.runtime.threads, *_cap])]
         _FORK_SERVERS.append((_dir, forkserver.start(_dir, _threads, _prefix, Path("logs/fork_server"))))
 
 
