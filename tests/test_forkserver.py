@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,8 +19,7 @@ import pytest
 from actpat import forkserver
 
 ROOT = Path(__file__).resolve().parents[1]
-THREAD_VARS = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+THREAD_VARS = forkserver.THREAD_VARIABLES
 PREFIX = f"export PYTHONPATH={ROOT / 'workflow'}; export PATH={Path(sys.executable).parent}:\"$PATH\"; "
 
 
@@ -34,15 +34,9 @@ def job_env(directory: Path | None, **extra) -> dict:
 
 def actpat(args: list[str], env: dict, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     """A job's command line as the rules run it: bash, the rules' prefix, python -m actpat."""
-    command = PREFIX + "exec python -m actpat " + " ".join(map(_q, args))
+    command = PREFIX + "exec python -m actpat " + " ".join(shlex.quote(str(a)) for a in args)
     return subprocess.run(["bash", "-c", command], env=env, cwd=cwd, capture_output=True, text=True, timeout=300,
                           **kwargs)
-
-
-def _q(text: str) -> str:
-    import shlex
-
-    return shlex.quote(str(text))
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -35,7 +36,9 @@ from pathlib import Path
 
 ENV = "ACTPAT_FORK_SERVER"  # the directory of the servers' sockets, set for the jobs of a local run
 VOLATILE = frozenset({"_", "SHLVL", "PWD", "OLDPWD", "TMPDIR", "TMP", "TEMP", "TEMPDIR"})
-THREAD_VARIABLE = "OMP_NUM_THREADS"  # Snakemake sets it (and the BLAS ones) to the job's threads
+# Snakemake sets these to the job's thread count (snakemake/shell.py); the first names a job's server
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 # modules a job may import; a missing optional one (e.g. the harness) is skipped
 PRELOAD = (
     "numpy", "torch", "transformers", "transformers.modeling_utils", "transformers.models.llama.modeling_llama",
@@ -103,10 +106,10 @@ class _Lines:
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
-def _resume(pid: int) -> None:
+def _signal(pid: int, signum: int) -> None:
     try:
-        os.kill(pid, signal.SIGCONT)
-    except ProcessLookupError:
+        os.kill(pid, signum)
+    except ProcessLookupError:  # it has ended already
         pass
 
 
@@ -121,7 +124,7 @@ def delegate(argv: list[str]) -> int | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(CONNECT_TIMEOUT_S)
-        sock.connect(str(socket_path(directory, os.environ.get(THREAD_VARIABLE))))
+        sock.connect(str(socket_path(directory, os.environ.get(THREAD_VARIABLES[0]))))
         _send(sock, {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "interpreter": _interpreter(),
                      "ignored": [int(sig) for sig in ignored],
                      "unbuffered": bool(getattr(sys.stdout, "write_through", False))}, [0, 1, 2])  # -u, PYTHONUNBUFFERED
@@ -140,32 +143,21 @@ def delegate(argv: list[str]) -> int | None:
 
     def forward(signum, frame):
         forwarded.append(signum)
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
+        _signal(pid, signum)
 
     def pause(signum, frame):  # Ctrl-Z: the job stops with this process, and goes on with it (SIGCONT)
-        try:
-            os.kill(pid, signal.SIGSTOP)
-        except ProcessLookupError:
-            pass
+        _signal(pid, signal.SIGSTOP)
         os.kill(os.getpid(), signal.SIGSTOP)
 
     for sig in FORWARDED:
         if sig not in ignored:
             signal.signal(sig, forward)
-    signal.signal(signal.SIGCONT, lambda signum, frame: _resume(pid))
+    signal.signal(signal.SIGCONT, lambda signum, frame: _signal(pid, signum))
     signal.signal(signal.SIGTSTP, pause)
     try:
         sock.settimeout(None)
         _send(sock, {"go": True})  # only now does the child run the job: a client that gave up never gets one
-        while True:
-            try:
-                message = lines.read()
-                break
-            except InterruptedError:
-                continue
+        message = lines.read()  # a signal's handler runs in between; the read goes on (PEP 475)
     except OSError:
         message = None
     finally:
@@ -191,11 +183,9 @@ def start(directory: Path, threads: list[int], prefix: str, log_dir: Path) -> li
     servers = []
     for n in sorted(set(threads)):
         env = dict(os.environ)
-        for var in (THREAD_VARIABLE, "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
-            env[var] = str(n)
+        env.update({var: str(n) for var in THREAD_VARIABLES})
         env[ENV] = str(directory)
-        command = (f"{prefix}exec python -m actpat.forkserver {_quote(str(socket_path(directory, n)))} "
+        command = (f"{prefix}exec python -m actpat.forkserver {shlex.quote(str(socket_path(directory, n)))} "
                    f"{os.getpid()}")
         with open(log_dir / f"threads-{n}.log", "w") as log:
             servers.append(subprocess.Popen(["bash", "-c", command], env=env, stdin=subprocess.DEVNULL,
@@ -224,12 +214,6 @@ def stop(servers: list[subprocess.Popen], directory: Path) -> None:
         directory.rmdir()
     except OSError:
         pass
-
-
-def _quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
 
 
 def serve(path: Path, parent: int) -> None:

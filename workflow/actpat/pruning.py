@@ -348,48 +348,38 @@ def _linear_modules(layer: nn.Module, layout: WeightLayout) -> list[nn.Module]:
     return mods
 
 
-def _collect(layer: nn.Module, modules: list[nn.Module], statistics: list, hidden: torch.Tensor, call: dict) -> torch.Tensor:
+def _collect(layer: nn.Module, modules: list[nn.Module], statistics: list, hidden: torch.Tensor, call: dict,
+             output: bool = True) -> torch.Tensor | None:
     """Run the layer on every window with each module's statistic fed its inputs (``add_batch``);
-    returns the layer's output."""
-    handles = [
-        mod.register_forward_hook(lambda module, args, output, st=st: st.add_batch(args[0].detach()))
-        for mod, st in zip(modules, statistics) if st is not None
-    ]
-    try:
-        return _run_layer(layer, hidden, call)
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def _feed(layer: nn.Module, modules: list[nn.Module], statistics: list, hidden: torch.Tensor, call: dict) -> None:
-    """Feed each module's statistic its inputs on every window, as ``_collect`` does, without the
-    layer's output: a window's pass stops once every module has had its input (in a Llama layer,
-    before the down projection's product, a quarter of the layer's matrix work)."""
+    returns the layer's output. Without ``output`` a window's pass stops once every module has had
+    its input (in a Llama layer before the down projection's product, a quarter of its matrix work)."""
     fed: set[int] = set()
     wanted = {id(mod) for mod, st in zip(modules, statistics) if st is not None}
 
     def take(module, args, st):
         st.add_batch(args[0].detach())
         fed.add(id(module))
-        if fed == wanted:
+        if not output and fed == wanted:
             raise _Stop
 
     handles = [mod.register_forward_pre_hook(lambda module, args, st=st: take(module, args, st))
                for mod, st in zip(modules, statistics) if st is not None]
+    out = torch.empty_like(hidden) if output else None
     try:
         with torch.no_grad():
             for j in range(hidden.shape[0]):
                 fed.clear()
                 try:
-                    layer(hidden[j : j + 1], *call["args"], **call["kwargs"])
+                    y = layer(hidden[j : j + 1], *call["args"], **call["kwargs"])
                 except _Stop:
                     continue
                 if fed != wanted:
                     raise PruningError("a calibration pass did not reach every matrix of the layer")
+                out[j : j + 1] = y[0] if isinstance(y, tuple) else y
     finally:
         for h in handles:
             h.remove()
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -681,7 +671,7 @@ def prune_model(
         statistics = [None] * len(layout.matrices)
         if method.calibrated:
             statistics = [base.statistic(mod) for mod in modules[i]]
-            _feed(layers[i], modules[i], statistics, hidden, call)
+            _collect(layers[i], modules[i], statistics, hidden, call, output=False)
         masked = np.zeros(len(layout.matrices))
         packed.append([])
         with torch.no_grad():
