@@ -211,3 +211,21 @@ def test_bf16_scores_per_matrix_against_a_bf16_reference():
             want = ref16[layout.parameter_name(i, m)].float()
             assert scorer.sums[i][j].dtype == torch.float32
             assert res.l1[i, j] == pytest.approx(want.double().sum().item(), rel=0.03), (i, m)
+
+
+@pytest.mark.parametrize("mode", ["auto", "tf32", "float32"])
+def test_half_precision_gradient_products_are_exact_and_summed_in_float32(mode):
+    """Every way of forming a half-precision batch's per-sample gradients (scoring.GRAD_MATMUL)
+    returns float32 equal to the float64 product of the same bf16 operands up to float32 sums
+    (bf16 × bf16 products are exact in float32 and in TF32). Off CUDA, "auto" falls back."""
+    from actpat.scoring import _half_bmm
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 40, 64, generator=gen).to(torch.bfloat16)
+    b = torch.randn(3, 64, 24, generator=gen).to(torch.bfloat16)
+    got = _half_bmm(a, b, mode)
+    want = torch.bmm(a.double(), b.double())
+    assert got.dtype == torch.float32 and got.shape == (3, 40, 24)
+    scale = torch.bmm(a.double().abs(), b.double().abs())
+    assert ((got.double() - want).abs() <= 64 * 2.0**-24 * scale).all()
+    assert not torch.backends.cuda.matmul.allow_tf32  # the global switch is put back

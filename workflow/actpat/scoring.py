@@ -108,12 +108,41 @@ def count_above_from_histogram(hist: np.ndarray, threshold: float) -> float:
     return float(hist[..., b + 1:].sum(-1) + frac * hist[..., b])
 
 
+# How a half-precision batch's per-sample gradients are multiplied on CUDA (``benchmarks/gpu_check.py``
+# times each): "auto" (bf16/fp16 operands with a float32 result where torch has it, else "tf32"),
+# "tf32" (operands widened to float32, TensorFloat-32 products), "float32" (plain float32 matmul).
+# All three give exact products of the half-precision operands (8 or 11 significant bits fit in
+# TF32's 11 and float32's 24) summed in float32: they differ in the order of the sums only.
+GRAD_MATMUL = "auto"
+
+
 def _linear_grad(module: nn.Module, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """Per-sample weight gradients (batch, *weight.shape) of a linear map, float32: Σ_t δ_t x_tᵀ."""
-    x, delta = x.float(), delta.float()
     if type(module).__name__ == "Conv1D":  # GPT-2 stores the transpose: weight (in, out)
-        return torch.bmm(x.transpose(1, 2), delta)
-    return torch.bmm(delta.transpose(1, 2), x)
+        a, b = x.transpose(1, 2), delta
+    else:
+        a, b = delta.transpose(1, 2), x
+    if a.device.type == "cuda" and a.dtype in (torch.bfloat16, torch.float16) and b.dtype == a.dtype:
+        return _half_bmm(a, b, GRAD_MATMUL)
+    return torch.bmm(a.float(), b.float())
+
+
+def _half_bmm(a: torch.Tensor, b: torch.Tensor, mode: str) -> torch.Tensor:
+    """a @ b of half-precision CUDA operands as float32, by ``mode`` (see GRAD_MATMUL)."""
+    if mode == "auto":
+        try:
+            return torch.bmm(a, b, out_dtype=torch.float32)
+        except (RuntimeError, TypeError):  # a torch without bmm's out_dtype
+            mode = "tf32"
+    if mode == "tf32":
+        matmul = torch.backends.cuda.matmul
+        before = matmul.allow_tf32
+        matmul.allow_tf32 = True
+        try:
+            return torch.bmm(a.float(), b.float())
+        finally:
+            matmul.allow_tf32 = before
+    return torch.bmm(a.float(), b.float())
 
 
 class ShardScorer:
@@ -257,24 +286,29 @@ class ShardScorer:
     def _reduce_eager(self, s: torch.Tensor, i: int, j: int, st: dict, sketches: list) -> None:
         """Everything the store keeps from one matrix's scores of a batch (batch, rows, cols).
         Counts go one sample at a time through count_nonzero, which counts without converting the
-        comparison's booleans to int64 (a sum over a boolean tensor copies it)."""
+        comparison's booleans to int64 (a sum over a boolean tensor copies it). The statistics stay
+        on the scores' device until the batch is done (``_on_device``): a copy to the host per
+        matrix would wait for the GPU each time."""
         acc = self.sums[i][j]
         for b in range(len(s)):
             acc.add_(s[b])
-        st["l1"][:, i, j] = s.sum(-1).double().sum(-1).cpu()
-        st["l2"][:, i, j] = torch.linalg.vector_norm(s, dim=-1).double().square().sum(-1).sqrt().cpu()
+        d = _on_device(st, s.device)
+        d["l1"][:, i, j] = s.sum(-1).double().sum(-1)
+        d["l2"][:, i, j] = torch.linalg.vector_norm(s, dim=-1).double().square().sum(-1).sqrt()
         if sketches[i] is None:
             sketches[i] = torch.zeros(len(s), 2 * self.settings.sketch_size, dtype=torch.float32, device=s.device)
         sketch_into(sketches[i], s, self.hasher.index(i, j, s.device))
         for b in range(len(s)):
             flat = s[b].reshape(-1)
-            counts = [torch.count_nonzero(flat > thr) for thr in self.settings.thresholds] + [torch.count_nonzero(flat)]
-            counts = torch.stack(counts).cpu()
-            st["above"][b, i, j] = counts[:-1]
-            st["zeros"][b, i, j] = flat.numel() - counts[-1]
-            st["hist"][b, i, j] = torch.bincount(flat.view(torch.int32) >> HIST_SHIFT, minlength=HIST_BINS).cpu()
+            for t, thr in enumerate(self.settings.thresholds):
+                d["above"][b, i, j, t] = torch.count_nonzero(flat > thr)
+            d["zeros"][b, i, j] = flat.numel() - torch.count_nonzero(flat)
+            d["hist"][b, i, j] = torch.bincount(flat.view(torch.int32) >> HIST_SHIFT, minlength=HIST_BINS)
 
     def _results(self, st, sketches, value, token, hidden, sample_ids) -> list[SampleScores]:
+        for d in st.pop("devices", {}).values():  # each (layer, matrix) was written on one device
+            for key, v in d.items():
+                st[key] += v.cpu()
         l1 = st["l1"].numpy()
         bad = ~np.isfinite(l1)
         if bad.any():
@@ -293,6 +327,17 @@ class ShardScorer:
                                     st["above"][b].numpy(), rel, st["zeros"][b].numpy(), sketch, hidden[b]))
         self.n_samples += len(out)
         return out
+
+
+def _on_device(st: dict, device: torch.device) -> dict:
+    """The batch's statistics (``st``, on the host) as zeroed copies on ``device`` (made once per
+    device and batch; ``_results`` adds them up), or ``st`` itself on the CPU."""
+    if device.type == "cpu":
+        return st
+    on = st.setdefault("devices", {})
+    if str(device) not in on:
+        on[str(device)] = {key: torch.zeros_like(v, device=device) for key, v in st.items() if key != "devices"}
+    return on[str(device)]
 
 
 # ----------------------------------------------------------------------------------------------
