@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,8 +86,11 @@ def test_local_directory_source_round_trips(tiny_checkpoint):
 
 @pytest.mark.slow
 def test_embedded_gguf_prepares_to_identical_logits(smol_checkpoint, smollm2):
+    from transformers import AutoModelForCausalLM
+
     model, tokenizer = smollm2
-    gguf_model, _ = load_source(ModelSource.parse("smollm2"))
+    where, gguf_file = ModelSource.parse("smollm2").resolve()
+    gguf_model = AutoModelForCausalLM.from_pretrained(where, gguf_file=gguf_file)  # transformers alone
     ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids=ids).logits, gguf_model(input_ids=ids).logits, rtol=0, atol=0)
@@ -177,3 +181,20 @@ def test_a_changed_configuration_or_tokenizer_file_is_refused(tmp_path, tiny_che
     tok.write_text(json.dumps(spec))
     with pytest.raises(ModelError, match=r"tokenizer.json: sha256 .* differs"):
         load_tokenizer(copy)
+
+
+def test_gguf_parsed_once_shares_one_reader_and_name_map_then_restores_gguf():
+    import gguf
+
+    from actpat.models import _gguf_parsed_once
+
+    where, gguf_file = ModelSource.parse("smollm2").resolve()
+    path = Path(where) / gguf_file
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    with _gguf_parsed_once():
+        first = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(str(path)) is first and isinstance(first, reader)
+        assert gguf.GGUFReader(path, "c") is not first  # another mode is another reader
+        arch = gguf.MODEL_ARCH.LLAMA
+        assert gguf.get_tensor_name_map(arch, 30) is gguf.get_tensor_name_map(arch, 30)
+    assert gguf.GGUFReader is reader and gguf.get_tensor_name_map is name_map
