@@ -611,3 +611,17 @@ def test_mask_selection_equals_a_stable_sort_with_ties(ratio):
     with_nan[1, 2] = with_nan[3, 0] = float("nan")
     mask = row_mask(with_nan, 0.9)  # 7 of 8: the NaN is the one kept in its row
     assert not mask[1, 2] and not mask[3, 0] and int(mask.sum()) == 35
+
+
+@pytest.mark.parametrize("positions", [1, 31, 32, 255])
+def test_summed_nll_equals_a_float64_log_softmax(positions):
+    """A window's summed NLL, widened to float32 a few positions at a time, against the float64
+    log-softmax of the same bfloat16 logits."""
+    from actpat.evaluate import summed_nll
+
+    gen = torch.Generator().manual_seed(positions)
+    logits = (torch.randn(positions, 5000, generator=gen) * 4).to(torch.bfloat16)
+    targets = torch.randint(0, 5000, (positions,), generator=gen)
+    want = -torch.log_softmax(logits.double(), -1).gather(1, targets[:, None]).sum().item()
+    assert summed_nll(logits, targets) == pytest.approx(want, rel=1e-6)
+    assert math.isnan(summed_nll(torch.full((positions, 10), float("nan")), targets % 10))

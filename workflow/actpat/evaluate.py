@@ -8,6 +8,7 @@ that methods evaluated on the same windows can be compared pair by pair.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +30,23 @@ def window_nll(model, token_ids: np.ndarray, device: str = "cpu", progress=None)
     count = np.zeros(len(token_ids), dtype=np.int64)
     for j, row in enumerate(token_ids):
         ids = torch.as_tensor(np.asarray(row, dtype=np.int64), device=device).unsqueeze(0)
-        logits = model(ids, use_cache=False).logits[0, :-1].float()
-        loss = F.cross_entropy(logits, ids[0, 1:], reduction="sum")
-        if not torch.isfinite(loss):
-            raise EvaluationError(f"window {j}: the loss is not finite ({loss.item()}); the model's outputs overflow")
-        nll[j] = loss.item()
+        loss = summed_nll(model(ids, use_cache=False).logits[0, :-1], ids[0, 1:])
+        if not math.isfinite(loss):
+            raise EvaluationError(f"window {j}: the loss is not finite ({loss}); the model's outputs overflow")
+        nll[j] = loss
         count[j] = ids.shape[1] - 1
         if progress:
             progress(j)
     return nll, count
+
+
+def summed_nll(logits: torch.Tensor, targets: torch.Tensor, rows: int = 32) -> float:
+    """Σ of the next-token NLL of one window's positions: each position's in float32, the sum in
+    float64. The logits are widened to float32 ``rows`` positions at a time: a window's 255 ×
+    49,152 bfloat16 logits widened at once are 50 MB, past the cache, and took four times as long
+    (0.8 against 0.2 s for 16 windows on the embedded model)."""
+    return sum(F.cross_entropy(logits[a:a + rows].float(), targets[a:a + rows], reduction="sum").item()
+               for a in range(0, len(targets), rows))
 
 
 def perplexity(nll: np.ndarray, count: np.ndarray) -> float:
