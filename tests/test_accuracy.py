@@ -188,5 +188,5 @@ def test_zero_shot_job_and_its_table(smol_checkpoint, tmp_path):
     assert table.to_dict("records") == [{"method": "dense", "structure": "-", "sparsity": 0.0, "calibration": "-",
                                           "task": "snow", "kind": "task", "metric": "acc", "value": snow["value"],
                                           "stderr": snow["stderr"], "n_items": 3, "harness": z["harness"],
-                                          "dtype": "float32"}]
-    assert z["dtype"] == "float32"
+                                          "dtype": "float32", "attention": "eager"}]
+    assert z["dtype"] == "float32" and z["attention"] == "eager"  # the CPU's kernel (evaluate.EAGER_ATTENTION)

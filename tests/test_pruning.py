@@ -232,6 +232,9 @@ def test_bfloat16_evaluation_of_the_default_model_stays_close_to_float32(smol_ch
     model, tokenizer, _, _ = load_evaluated_model(smol_checkpoint, None, "cpu", "float32", log=lambda m: None)
     half, _, _, _ = load_evaluated_model(smol_checkpoint, None, "cpu", "bfloat16", log=lambda m: None)
     assert next(half.parameters()).dtype == torch.bfloat16
+    from actpat.evaluate import attention_of
+
+    assert attention_of(half) == attention_of(model) == "eager"  # on the CPU (EAGER_ATTENTION)
     text = ("In 1845 the river flooded the lower town, and the council rebuilt the bridge in stone two years later; "
             "the old wooden piers can still be seen at low water. ") * 3
     ids = np.asarray(tokenizer(text)["input_ids"][:64], dtype=np.int64)[None]
@@ -286,15 +289,23 @@ def test_pruning_report_refuses_evaluations_in_different_dtypes():
     runs = [{"key": "a/wanda/unstructured/0.5", "sets": {"a": {"dtype": "bfloat16"}}}]
     assert evaluation_dtype(dense, runs) == "bfloat16"
     old = [{"key": "a/magnitude/unstructured/0.5", "sets": {"a": {}}}]  # written before the setting: float32
-    with pytest.raises(ValueError, match=r"bfloat16: 3 .*float32: 1 \(e.g. a/magnitude/unstructured/0.5 on a\)"):
+    with pytest.raises(ValueError, match=r"bfloat16 with sdpa attention: 3 .*float32 with sdpa attention: 1 "
+                                         r"\(e.g. a/magnitude/unstructured/0.5 on a\)"):
         evaluation_dtype(dense, runs + old)
+    # the attention kernel too (results written before it was recorded used SDPA)
+    eager = [{"key": "a/wanda/unstructured/0.6", "sets": {"a": {"dtype": "bfloat16", "attention": "eager"}}}]
+    with pytest.raises(ValueError, match=r"bfloat16 with eager attention: 1 \(e.g. a/wanda/unstructured/0.6 on a\); "
+                                         r"bfloat16 with sdpa attention: 3"):
+        evaluation_dtype(dense, runs + eager)
     import pandas as pd
 
     zero_shot = pd.DataFrame([{"method": "dense", "structure": "-", "sparsity": 0.0, "calibration": "-", "task": "boolq",
-                               "dtype": "float32"}])
-    with pytest.raises(ValueError, match=r"float32: 1 \(e.g. dense - 0 \(-\) on boolq\)"):
+                               "dtype": "float32", "attention": "sdpa"}])
+    with pytest.raises(ValueError, match=r"float32 with sdpa attention: 1 \(e.g. dense - 0 \(-\) on boolq\)"):
         evaluation_dtype(dense, runs, zero_shot)
     assert evaluation_dtype(dense, runs, zero_shot.assign(dtype="bfloat16")) == "bfloat16"
+    with pytest.raises(ValueError, match="computed differently"):
+        evaluation_dtype(dense, runs, zero_shot.assign(dtype="bfloat16", attention="eager"))
 
 
 def test_eval_windows_are_non_overlapping_and_evenly_spaced(smol_tokenizer):

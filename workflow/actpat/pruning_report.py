@@ -38,20 +38,23 @@ def load_run(run_dir: Path, sets: list[str]) -> dict:
 
 def evaluation_dtype(dense: dict, runs: list[dict], zero_shot: pd.DataFrame | None = None) -> str:
     """The one compute dtype of every evaluation reported here, perplexity and zero-shot (results
-    written before the setting existed were float32). Models evaluated in different dtypes are
-    refused: their per-window losses differ by the rounding (about 1e-3 relative in bfloat16), not
-    only by the pruning, so a paired comparison would mix the two."""
-    found: dict[str, list[str]] = {}
+    written before the setting existed were float32), all with one attention kernel (results
+    written before it was recorded used SDPA). Models evaluated in different dtypes or with
+    different attention kernels are refused: their per-window losses differ by the rounding
+    (about 1e-3 relative in bfloat16), not only by the pruning, so a paired comparison would mix
+    the two."""
+    found: dict[tuple[str, str], list[str]] = {}
     for name, sets in [("dense", dense["sets"])] + [(r["key"], r["sets"]) for r in runs]:
         for evalset, s in sets.items():
-            found.setdefault(s.get("dtype", "float32"), []).append(f"{name} on {evalset}")
+            found.setdefault((s.get("dtype", "float32"), s.get("attention", "sdpa")), []).append(f"{name} on {evalset}")
     for row in [] if zero_shot is None else zero_shot.itertuples():
-        found.setdefault(row.dtype, []).append(f"{row.method} {row.structure} {row.sparsity:g} ({row.calibration}) on {row.task}")
+        found.setdefault((row.dtype, row.attention), []).append(
+            f"{row.method} {row.structure} {row.sparsity:g} ({row.calibration}) on {row.task}")
     if len(found) > 1:
-        detail = "; ".join(f"{d}: {len(w)} (e.g. {w[0]})" for d, w in sorted(found.items()))
-        raise ValueError(f"evaluations in different dtypes cannot be compared ({detail}): set "
+        detail = "; ".join(f"{d} with {a} attention: {len(w)} (e.g. {w[0]})" for (d, a), w in sorted(found.items()))
+        raise ValueError(f"evaluations computed differently cannot be compared ({detail}): set "
                          "pruning.evaluation.dtype explicitly and rerun the evaluation jobs")
-    return next(iter(found), "float32")
+    return next(iter(found), ("float32", "sdpa"))[0]
 
 
 def _mean_nll(s: dict, idx=None) -> np.ndarray | float:
@@ -257,7 +260,8 @@ def zero_shot_table(runs: list[dict], dense_dir: Path) -> pd.DataFrame:
         for task, res in z["results"].items():
             rows.append({**label, "task": task, "kind": "group" if "subtasks" in res else "task", "metric": res["metric"],
                          "value": res["value"], "stderr": res["stderr"],
-                         "n_items": res["n_items"], "harness": z["harness"], "dtype": z.get("dtype", "float32")})
+                         "n_items": res["n_items"], "harness": z["harness"], "dtype": z.get("dtype", "float32"),
+                         "attention": z.get("attention", "sdpa")})
     return pd.DataFrame(rows)
 
 
