@@ -140,7 +140,10 @@ def test_smoke_run_on_the_cluster_resumes_after_its_scoring_job_is_cancelled(clu
     # lost, the scenario starts again from nothing (at most 3 tries).
     for attempt in range(3):
         since = time.strftime("%Y-%m-%dT%H:%M:%S")
-        first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # SIGINT back to its default in Snakemake's process: a suite started in the background (`&` in
+        # a script) ignores SIGINT, every child inherits that, and the Ctrl-C would never be seen
+        first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(first.stdout), daemon=True)
         reader.start()
