@@ -134,15 +134,13 @@ def _half_bmm(a: torch.Tensor, b: torch.Tensor, mode: str) -> torch.Tensor:
             return torch.bmm(a, b, out_dtype=torch.float32)
         except (RuntimeError, TypeError):  # a torch without bmm's out_dtype
             mode = "tf32"
-    if mode == "tf32":
-        matmul = torch.backends.cuda.matmul
-        before = matmul.allow_tf32
-        matmul.allow_tf32 = True
-        try:
-            return torch.bmm(a.float(), b.float())
-        finally:
-            matmul.allow_tf32 = before
-    return torch.bmm(a.float(), b.float())
+    matmul = torch.backends.cuda.matmul
+    before = matmul.allow_tf32
+    matmul.allow_tf32 = mode == "tf32"
+    try:
+        return torch.bmm(a.float(), b.float())
+    finally:
+        matmul.allow_tf32 = before
 
 
 class ShardScorer:
