@@ -144,14 +144,54 @@ def test_a_changed_weight_file_is_refused_at_load(tmp_path, tiny_checkpoint):
     data = bytearray(weights.read_bytes())
     data[len(data) - 100] ^= 0x01  # a bit inside the last tensor's values: the file still parses
     weights.write_bytes(bytes(data))
-    with pytest.raises(ModelError, match=r"model.safetensors: sha256 .* differs .* prepared"):
+    with pytest.raises(ModelError, match=r"model.safetensors: differs from the file prepared: it has CRC-32C [0-9a-f]{8}, not"):
         load_checkpoint(copy)
     weights.write_bytes(bytes(data[: len(data) // 2]))
-    with pytest.raises(ModelError, match="differs"):
+    with pytest.raises(ModelError, match=r"model.safetensors: differs from the file prepared: it has [\d,]+ bytes, not"):
         load_checkpoint(copy)
     weights.unlink()
     with pytest.raises(ModelError, match=r"model.safetensors are missing"):
         load_checkpoint(copy)
+
+
+def test_a_checkpoint_prepared_before_checksums_is_checked_by_its_sha256(tmp_path, tiny_checkpoint):
+    """Checkpoints prepared before files_crc32c was recorded are still checked, by their sha256;
+    one whose record names a weight file without its checksum is refused."""
+    import shutil
+
+    from actpat.models import ModelError, load_checkpoint
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, copy)
+    prov_file = copy / "actpat_provenance.json"
+    prov = json.loads(prov_file.read_text())
+    assert set(prov["files_crc32c"]) == set(prov["checkpoint_sha256"]) | set(prov["files_sha256"])
+    partial = dict(prov, files_crc32c={k: v for k, v in prov["files_crc32c"].items() if k != "model.safetensors"})
+    prov_file.write_text(json.dumps(partial))
+    with pytest.raises(ModelError, match=r"records no checksum of model.safetensors"):
+        load_checkpoint(copy)
+    del prov["files_crc32c"]
+    prov_file.write_text(json.dumps(prov))
+    load_checkpoint(copy)
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) - 100] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"model.safetensors: differs from the file prepared: it has sha256 [0-9a-f]{16}"):
+        load_checkpoint(copy)
+
+
+def test_file_crc32c_is_the_castagnoli_crc(tmp_path):
+    """CRC-32C's published check value: "123456789" gives e3069283 (RFC 3720, iSCSI); and the
+    empty file 00000000."""
+    from actpat.models import file_crc32c
+
+    (tmp_path / "check").write_bytes(b"123456789")
+    (tmp_path / "empty").write_bytes(b"")
+    assert file_crc32c(tmp_path / "check") == "e3069283"
+    assert file_crc32c(tmp_path / "empty") == "00000000"
+    (tmp_path / "long").write_bytes(b"123456789" * 1000)  # read in blocks: the same as in one piece
+    assert file_crc32c(tmp_path / "long", block=7) == file_crc32c(tmp_path / "long")
 
 
 def test_a_changed_configuration_or_tokenizer_file_is_refused(tmp_path, tiny_checkpoint):
@@ -169,7 +209,7 @@ def test_a_changed_configuration_or_tokenizer_file_is_refused(tmp_path, tiny_che
     cfg = json.loads(config.read_text())
     cfg["rms_norm_eps"] *= 10
     config.write_text(json.dumps(cfg))
-    with pytest.raises(ModelError, match=r"config.json: sha256 .* differs"):
+    with pytest.raises(ModelError, match=r"config.json: differs from the file prepared"):
         load_checkpoint(copy)
     shutil.copy(tiny_checkpoint / "config.json", config)
     load_tokenizer(copy)
@@ -179,7 +219,7 @@ def test_a_changed_configuration_or_tokenizer_file_is_refused(tmp_path, tiny_che
     a, b = list(vocab)[300:302]
     vocab[a], vocab[b] = vocab[b], vocab[a]  # two tokens' ids swapped
     tok.write_text(json.dumps(spec))
-    with pytest.raises(ModelError, match=r"tokenizer.json: sha256 .* differs"):
+    with pytest.raises(ModelError, match=r"tokenizer.json: differs from the file prepared"):
         load_tokenizer(copy)
 
 

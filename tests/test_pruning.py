@@ -21,6 +21,7 @@ from actpat.pruning import (
     prune_model,
     row_mask,
     wanda_metric,
+    zero_where,
 )
 from conftest import tiny_llama
 
@@ -636,3 +637,23 @@ def test_summed_nll_equals_a_float64_log_softmax(positions):
     want = -torch.log_softmax(logits.double(), -1).gather(1, targets[:, None]).sum().item()
     assert summed_nll(logits, targets) == pytest.approx(want, rel=1e-6)
     assert math.isnan(summed_nll(torch.full((positions, 10), float("nan")), targets % 10))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_zero_where_equals_boolean_indexing_bit_for_bit(dtype):
+    """zero_where (an AND on the weights' bits) leaves exactly what ``w[mask] = 0`` leaves, in
+    every float width: +0.0 where the mask holds, NaN, infinities and -0.0 included, and every
+    other weight untouched; a non-contiguous weight takes the plain path."""
+    gen = torch.Generator().manual_seed(3)
+    w = torch.randn(37, 53, generator=gen).to(dtype)
+    w[0, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0], dtype=dtype)
+    w[1, :4] = w[0, :4]
+    mask = torch.rand(37, 53, generator=gen) < 0.5
+    mask[0, :4], mask[1, :4] = True, False
+    ints = {2: torch.int16, 4: torch.int32, 8: torch.int64}[w.element_size()]
+    for weight, m in ((w.clone(), mask), (w.clone().t(), mask.t())):  # contiguous, then a transposed view
+        expected = weight.clone()
+        expected[m] = 0
+        zero_where(weight, m)
+        assert torch.equal(weight.contiguous().view(ints), expected.contiguous().view(ints))
+    assert (w[1, :4].isnan().sum(), w[1, 1:3].isinf().all()) == (1, True)  # the input itself was not touched

@@ -63,8 +63,12 @@ class StoreError(ActpatError):
 
 
 def _compressor():
-    """Blosc-zstd, then a CRC-32C of the compressed chunk (checked by Zarr on every read)."""
-    return [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"), Crc32cCodec()]
+    """Blosc-LZ4 with byte shuffling, then a CRC-32C of the compressed chunk (checked by Zarr on
+    every read). Scores are float32 noise in their low bits: on a score shard of the default run
+    LZ4 writes 501 MB in 4.2-5.2 s and reads it in 1.4 s, where zstd (level 3) wrote 475 MB in
+    8.2-8.5 s and read it in 1.6-1.9 s, and no compression 612 MB in 4.1 s (2-core Xeon, 2.0 GHz).
+    Stores written with another codec read as before: Zarr keeps each array's codecs."""
+    return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec()]
 
 
 def _encoding(ds: xr.Dataset, extra: dict | None = None) -> dict:
