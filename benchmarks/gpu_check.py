@@ -17,7 +17,7 @@
 Each part prints its results as it ends and rewrites ``--out`` (JSON), so a run cut short keeps
 what it measured.
 
-  python benchmarks/gpu_check.py [--device cuda] [--quick] [--out results.json]
+  python benchmarks/gpu_check.py [--device cuda] [--quick] [--out results.json] [--parts determinism,largest]
   (--quick: tiny shapes on any device, a smoke test of this script)
 """
 
@@ -346,20 +346,28 @@ def main():
     ap.add_argument("--quick", action="store_true", help="tiny shapes (a smoke test of this script)")
     ap.add_argument("--out", default=None, help="also write the results as JSON")
     ap.add_argument("--samples", type=int, default=32, help="samples per throughput row (at 0.8/s, 40 s a row)")
+    ap.add_argument("--parts", default="determinism,breakdown,throughput,largest",
+                    help="the parts to run, comma-separated (default: all four, in this order)")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    if parts - {"determinism", "breakdown", "throughput", "largest"}:
+        ap.error(f"unknown parts: {sorted(parts - {'determinism', 'breakdown', 'throughput', 'largest'})}")
     import torch
 
     start = time.perf_counter()
     shape, seq_len = ("tiny", 32) if args.quick else ("7b", 256)
     emit("machine", {"device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
                      "torch": torch.__version__, "bmm_out_dtype": _has_bmm_out_dtype(args.device)}, args.out)
-    name, factory = embedded(args.device)
-    emit("determinism", {name: determinism(factory, args.device, 4, 128),
-                         shape: determinism(lambda dtype: build(shape, dtype, args.device), args.device, 4, seq_len)},
-         args.out)
-    emit("breakdown", breakdown(shape, args.device, 4 if args.quick else 8, args.quick), args.out)
-    emit("throughput", throughput(shape, args.device, seq_len, 8 if args.quick else args.samples, args.quick), args.out)
-    if not args.quick:  # last: it caps this process's GPU memory
+    if "determinism" in parts:
+        name, factory = embedded(args.device)
+        emit("determinism", {name: determinism(factory, args.device, 4, 128),
+                             shape: determinism(lambda dtype: build(shape, dtype, args.device), args.device, 4, seq_len)},
+             args.out)
+    if "breakdown" in parts:
+        emit("breakdown", breakdown(shape, args.device, 4 if args.quick else 8, args.quick), args.out)
+    if "throughput" in parts:
+        emit("throughput", throughput(shape, args.device, seq_len, 8 if args.quick else args.samples, args.quick), args.out)
+    if "largest" in parts and not args.quick:  # last: it caps this process's GPU memory
         emit("largest_on_80gb", largest_shape(args.device, 80, seq_len), args.out)
     emit("wall_s", round(time.perf_counter() - start, 1), args.out)
 

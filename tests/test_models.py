@@ -170,6 +170,10 @@ def test_a_checkpoint_prepared_before_checksums_is_checked_by_its_sha256(tmp_pat
     prov_file.write_text(json.dumps(partial))
     with pytest.raises(ModelError, match=r"records no checksum of model.safetensors"):
         load_checkpoint(copy)
+    broken = dict(prov, files_crc32c={k: v[1] for k, v in prov["files_crc32c"].items()})  # no sizes
+    prov_file.write_text(json.dumps(broken))
+    with pytest.raises(ModelError, match=r"malformed files_crc32c"):
+        load_checkpoint(copy)
     del prov["files_crc32c"]
     prov_file.write_text(json.dumps(prov))
     load_checkpoint(copy)

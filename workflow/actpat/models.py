@@ -280,6 +280,10 @@ def verify_checkpoint(path: Path, provenance: dict, weights: bool = True) -> Non
     if missing:
         raise ModelError(f"{path}: file(s) {', '.join(missing)} are missing; delete {path} to prepare it again")
     crc = provenance.get("files_crc32c") or {}
+    if not isinstance(crc, dict) or not all(isinstance(v, list) and len(v) == 2 and isinstance(v[0], int)
+                                            and isinstance(v[1], str) for v in crc.values()):
+        raise ModelError(f"{path}: its {PROVENANCE_FILE} has malformed files_crc32c (expected name: [size, crc32c hex]); "
+                         f"delete {path} to prepare it again")
     if crc and not set(recorded) <= set(crc):
         raise ModelError(f"{path}: its {PROVENANCE_FILE} records no checksum of {', '.join(sorted(set(recorded) - set(crc)))}; "
                          f"delete {path} to prepare it again")
