@@ -99,17 +99,12 @@ def reset_peak(device):
 
 
 def memory_model_gib(model, layout, batch: int, seq_len: int) -> dict:
-    """The README's memory model (``benchmarks/scoring_memory.py``), GPU part: weights, float32
-    sums, the batch's per-sample gradients of the largest matrix (float32), the per-sample
-    histograms, the activations kept for the backward pass, the hidden states."""
+    """The README's memory model (``benchmarks/scoring_memory.py``), GPU part, in GiB."""
+    from scoring_memory import memory_model
+
     cfg = model.config
-    d = next(model.parameters()).element_size()
-    h, inter, n = cfg.hidden_size, cfg.intermediate_size, layout.n_layers
-    scored = layout.weights_per_layer * n
-    largest = max(r * c for r, c in layout.shapes)
-    parts = {"weights": sum(p.numel() * p.element_size() for p in model.parameters()), "sums": 4 * scored,
-             "gradients": batch * largest * 4, "histograms": batch * n * len(layout.matrices) * (1 << 14) * 4,
-             "activations": batch * seq_len * n * (22 * h + 8 * inter), "hidden": batch * seq_len * (n + 1) * h * d}
+    parts = memory_model(sum(p.numel() for p in model.parameters()), next(model.parameters()).element_size(), layout,
+                         cfg.hidden_size, cfg.intermediate_size, batch, seq_len, gpu=True)
     return {k: round(v / 2**30, 2) for k, v in parts.items()} | {"total": round(sum(parts.values()) / 2**30, 2)}
 
 

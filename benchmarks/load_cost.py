@@ -39,9 +39,9 @@ def main() -> None:
     import torch
 
     from actpat.evaluate import load_evaluated_model
-    from actpat.models import file_crc32c, file_sha256, layer_weights, load_checkpoint, weight_layout
+    from actpat.models import file_sha256, layer_weights, load_checkpoint, weight_layout
     from actpat.pruning import zero_where
-    from actpat.store import open_mask
+    from actpat.store import file_crc32c, open_mask
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", required=True)
@@ -67,37 +67,26 @@ def main() -> None:
     unpacked = [[np.unpackbits(mask[name].values[i], axis=1, count=cols, bitorder="little").view(bool)
                  for i in range(layout.n_layers)] for name, (_, cols) in zip(layout.matrices, layout.shapes)]
 
-    def apply(how):
-        out = []
-        for j in range(len(layout.matrices)):
-            for i in range(layout.n_layers):
-                w = dense[i][j].clone()
-                m = torch.from_numpy(unpacked[j][i])
+    def apply(how) -> tuple[float, list]:
+        """Zero every matrix's pruned weights ``how``; the median time over ``--repeat`` runs (the
+        clones made outside the timing) and the last run's weights."""
+        times, ws = [], []
+        for _ in range(args.repeat):
+            ws = [dense[i][j].clone() for j in range(len(layout.matrices)) for i in range(layout.n_layers)]
+            ms = [torch.from_numpy(unpacked[j][i]) for j in range(len(layout.matrices)) for i in range(layout.n_layers)]
+            t0 = time.perf_counter()
+            for w, m in zip(ws, ms):
                 if how == "index":
                     w[m] = 0
                 else:
                     zero_where(w, m)
-                out.append(w)
-        return out
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times), ws
 
-    def apply_timed(how):  # the clones outside the timing
-        total = []
-        for _ in range(args.repeat):
-            ws = [[dense[i][j].clone() for i in range(layout.n_layers)] for j in range(len(layout.matrices))]
-            ms = [[torch.from_numpy(unpacked[j][i]) for i in range(layout.n_layers)] for j in range(len(layout.matrices))]
-            t0 = time.perf_counter()
-            for j in range(len(layout.matrices)):
-                for i in range(layout.n_layers):
-                    if how == "index":
-                        ws[j][i][ms[j][i]] = 0
-                    else:
-                        zero_where(ws[j][i], ms[j][i])
-            total.append(time.perf_counter() - t0)
-        return statistics.median(total)
-
-    same = all(torch.equal(a.view(torch.int32), b.view(torch.int32)) for a, b in zip(apply("index"), apply("zero_where")))
+    (t_index, by_index), (t_and, by_and) = apply("index"), apply("zero_where")
+    same = all(torch.equal(a.view(torch.int32), b.view(torch.int32)) for a, b in zip(by_index, by_and))
     print(f"zero the pruned weights ({layout.n_layers * layout.weights_per_layer:,} weights): boolean indexing "
-          f"{apply_timed('index'):.3f} s, zero_where {apply_timed('zero_where'):.3f} s; bit-identical: {same}")
+          f"{t_index:.3f} s, zero_where {t_and:.3f} s; bit-identical: {same}")
     t_load, _ = timed(lambda: load_evaluated_model(ckpt, mask_path, "cpu", "float32", log=lambda *a: None), args.repeat)
     print(f"load_evaluated_model (checkpoint check, weights, tokenizer, mask): {t_load:.3f} s")
 

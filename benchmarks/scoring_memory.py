@@ -40,6 +40,23 @@ SHAPES = {  # hidden, intermediate, layers, heads, kv heads, vocab
 HIST_BYTES = (1 << 14) * 4  # int32 bins
 
 
+def memory_model(n_params: int, d: int, layout, hidden: int, inter: int, batch: int, seq_len: int,
+                 gpu: bool = False) -> dict[str, int]:
+    """The README's memory model of a scoring job, in bytes per part (without P0): the formula
+    above. ``gpu``: the torch path's gradients (the batch's float32 gradients of the largest
+    matrix, 4·B·N_max) instead of the fused CPU kernel's (8B + 12)·N_max."""
+    layers = layout.n_layers
+    n_max = max(r * c for r, c in layout.shapes)
+    return {
+        "weights": n_params * d,
+        "sums": 4 * layout.weights_per_layer * layers,
+        "gradients": (4 * batch if gpu else 8 * batch + 12) * n_max,
+        "histograms": batch * layers * len(layout.matrices) * HIST_BYTES,
+        "activations": batch * seq_len * layers * (22 * hidden + 8 * inter),
+        "hidden_states": batch * seq_len * (layers + 1) * hidden * d,
+    }
+
+
 def rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
@@ -73,18 +90,7 @@ def run_one(size: str, batch: int, seq_len: int, batches: int, threads: int) -> 
         ids = torch.randint(100, vocab - 1, (batch, seq_len), generator=gen)
         scorer.score_batch(ids, [seq_len] * batch)
         peaks.append(rss_gib())
-    d = 2
-    w_s = layout.weights_per_layer * layout.n_layers
-    n_max = max(r * c for r, c in layout.shapes)
-    parts = {
-        "P0": p0 * 2**30,
-        "weights": n_params * d,
-        "sums": 4 * w_s,
-        "gradients": (8 * batch + 12) * n_max,
-        "histograms": batch * layers * len(layout.matrices) * HIST_BYTES,
-        "activations": batch * seq_len * layers * (22 * hidden + 8 * inter),
-        "hidden_states": batch * seq_len * (layers + 1) * hidden * d,
-    }
+    parts = {"P0": p0 * 2**30, **memory_model(n_params, 2, layout, hidden, inter, batch, seq_len)}
     model_gib = sum(parts.values()) / 2**30
     return {"size": size, "params": n_params, "batch": batch, "seq_len": seq_len, "batches": batches,
             "seconds_per_sample": (time.time() - t0) / (batch * batches), "peak_gib": peaks[-1],

@@ -1,5 +1,5 @@
-"""Zero-shot accuracy through lm-evaluation-harness: last-word items, the harness on the in-memory
-model against an independent greedy check, named custom tasks on local files, paired differences."""
+"""Zero-shot accuracy: last-word items read off the perplexity pass against lm-evaluation-harness
+and an independent greedy check, named custom tasks on local files, paired differences."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from actpat.accuracy import AccuracyError, lastword_accuracy, lastword_items, run_tasks
+from actpat.accuracy import AccuracyError, lastword_accuracy, lastword_items, run_tasks, token_cut
 
 TEXT = ("half-word the quick brown fox jumps over the lazy dog and then the fox sleeps under a tree while "
         "the dog barks at 3 cats, which run away quickly. End")
@@ -21,13 +21,12 @@ def test_lastword_items_are_whole_words_with_their_context():
     assert 1 <= len(items) <= 3 and all(it.window == 0 for it in items)
     words = TEXT.split()
     for it in items:
-        # the item is the text itself: the context ends with the whitespace before the target
-        assert (it.context + it.target) in TEXT and it.context[-1].isspace()
+        # the item is the text itself, after a single space; at least 5 whole words (not the cut first one) before it
+        assert TEXT[it.start:it.start + len(it.target)] == it.target and TEXT[it.start - 1] == " "
         assert re.fullmatch(r"[A-Za-z]{2,}", it.target)
-        assert len(it.context.split()) == 5
+        assert len(TEXT[:it.start].split()) - 1 >= 5
         # never the first word (it may be cut) nor the last one
-        start = TEXT.index(it.context + it.target) + len(it.context)
-        assert start > TEXT.index(words[1]) and start < TEXT.rindex(words[-1])
+        assert it.start > TEXT.index(words[1]) and it.start < TEXT.rindex(words[-1])
     assert len({it.id for it in items}) == len(items)
     # "3" and "cats," are not targets as such: digits never, and a word is taken without its comma
     assert all(it.target not in {"3"} for it in items)
@@ -36,6 +35,70 @@ def test_lastword_items_are_whole_words_with_their_context():
     assert "End" not in {it.target for it in many}
     with pytest.raises(AccuracyError):
         lastword_items([TEXT], ["w0"], per_window=0, context_words=2)
+
+
+def test_token_cuts_are_exact_prefixes(smol_tokenizer):
+    """Every cut found decodes to exactly the start of the window's text, including around
+    characters of several bytes that byte-level tokens split (never a cut inside one), and every
+    word after a space starts at one."""
+    text = "Le café naïve — 東京 was where the ÆSIR sailed, 🙂 twice: a Ñandú ran, 🙂🙂 then stopped."
+    ids = smol_tokenizer(text)["input_ids"]
+    assert smol_tokenizer.decode(ids) == text
+    cuts = {at: token_cut(smol_tokenizer, ids, text, at) for at in range(len(text) + 1)}
+    for at, i in cuts.items():
+        assert i is None or smol_tokenizer.decode(ids[:i]) == text[:at]
+    by_prefix = {len(smol_tokenizer.decode(ids[:i])): i for i in range(len(ids) + 1)
+                 if text.startswith(smol_tokenizer.decode(ids[:i]))}
+    assert {at: i for at, i in cuts.items() if i is not None} == by_prefix  # all of them, by brute force
+    # some token ends inside a character here (that prefix is no cut); every word start is one
+    assert len(by_prefix) < len(ids) + 1
+    assert all(cuts[m.start() - 1] is not None for m in re.finditer(r"(?<= )\w", text))
+
+
+def _harness_positions(tokenizer, text: str, it) -> tuple[int, int]:
+    """The target's tokens as the harness finds them, independently of ``token_boundaries``: the
+    context without its trailing space encoded alone, then with the target (space included)."""
+    a = len(tokenizer(text[:it.start - 1])["input_ids"])
+    b = len(tokenizer(text[:it.start + len(it.target)])["input_ids"])
+    return a, b
+
+
+def _doc_windows(tokenizer, n: int, length: int) -> np.ndarray:
+    """Windows that each start at a document's start, so that encoding any prefix of a window's
+    text gives back the window's own tokens (the harness re-encodes the context)."""
+    from actpat.sources import PACKAGED
+
+    docs = [d.text for d in PACKAGED["enwiki-excerpt"][0]()][:40]
+    rows = [ids[:length] for ids in (tokenizer(d)["input_ids"] for d in docs) if len(ids) >= length]
+    assert len(rows) >= n
+    return np.asarray(rows[:n])
+
+
+def test_lastword_items_are_read_off_the_right_positions(smol_tokenizer):
+    """An item is correct exactly when the greedy hits at its target's tokens all hold: checked
+    against the positions the harness's own tokenization gives, on random hit patterns."""
+    windows = _doc_windows(smol_tokenizer, 4, 80)
+    ids = [f"w{i}" for i in range(4)]
+    rng = np.random.default_rng(0)
+    hits = rng.random((4, 79)) < 0.7
+    result = lastword_accuracy(smol_tokenizer, windows, ids, hits, per_window=5, context_words=8)
+    texts = [smol_tokenizer.decode(row.tolist()) for row in windows]
+    items = lastword_items(texts, ids, 5, 8)
+    assert result["n_items"] == len(items) >= 12 and result["n_unaligned"] == 0
+    assert result["item_ids"] == [it.id for it in items] and result["item_windows"] == [it.window for it in items]
+    expected = []
+    for it in items:
+        a, b = _harness_positions(smol_tokenizer, texts[it.window], it)
+        assert list(windows[it.window, :b]) == smol_tokenizer(texts[it.window][:it.start + len(it.target)])["input_ids"]
+        expected.append(float(hits[it.window, a - 1:b - 1].all()))
+    assert result["item_correct"] == expected and 0 < sum(expected) < len(expected)
+    assert result["value"] == pytest.approx(np.mean(expected))
+    assert result["stderr"] == pytest.approx(np.std(expected, ddof=1) / np.sqrt(len(expected)))
+    assert lastword_accuracy(smol_tokenizer, windows, ids, np.ones_like(hits), 5, 8)["value"] == 1.0
+    with pytest.raises(AccuracyError, match="shape"):
+        lastword_accuracy(smol_tokenizer, windows, ids, hits[:, :-1], 5, 8)
+    none = lastword_accuracy(smol_tokenizer, windows[:, :10], ids, hits[:, :9], 5, 8)
+    assert none["value"] is None and none["n_items"] == 0 and "context" in none["undefined"]
 
 
 def _greedy_correct(model, tokenizer, context: str, target: str) -> bool:
@@ -51,26 +114,40 @@ def _greedy_correct(model, tokenizer, context: str, target: str) -> bool:
     return predicted == cont
 
 
+def _harness_lastword(model, tokenizer, items: list[tuple[str, str, str]], tmp_path, batch_size: int = 4) -> list[float]:
+    """The same items (id, context, target) as a harness ``loglikelihood`` task over a local file:
+    its ``acc`` per item, in our order."""
+    data = tmp_path / "lastword.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "context": c, "target": t}) + "\n" for i, c, t in items))
+    task = {"task": "lastword_ref", "dataset_path": "json", "test_split": "test", "output_type": "loglikelihood",
+            "dataset_kwargs": {"data_files": {"test": str(data)}, "cache_dir": str(tmp_path / "cache")},
+            "doc_to_text": "context", "doc_to_target": "target", "target_delimiter": "",
+            "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]}
+    r = run_tasks(model, tokenizer, [task], batch_size, "cpu")["lastword_ref"]
+    by_id = dict(zip(r["item_ids"], r["item_correct"]))
+    assert len(by_id) == len(items)
+    return [by_id[i] for i, _, _ in items]
+
+
 @pytest.mark.slow
-def test_lastword_accuracy_matches_an_independent_greedy_check(smol_checkpoint):
+def test_lastword_accuracy_matches_the_harness_and_an_independent_greedy_check(smol_checkpoint, tmp_path):
+    """The items read off the perplexity pass score as lm-evaluation-harness scores the same items
+    (the window before the target as context), and as a greedy check written out here."""
+    from actpat.evaluate import window_nll
     from actpat.models import load_checkpoint
-    from actpat.sources import PACKAGED
 
     model, tokenizer, _ = load_checkpoint(smol_checkpoint)
-    docs = [d.text for _, d in zip(range(6), PACKAGED["enwiki-excerpt"][0]())]
-    ids = tokenizer("\n\n".join(docs))["input_ids"]
-    windows = np.asarray([ids[i * 96:(i + 1) * 96] for i in range(4)])
+    windows = _doc_windows(tokenizer, 4, 96)
     window_ids = [f"w{i}" for i in range(4)]
-    result = lastword_accuracy(model, tokenizer, windows, window_ids, per_window=3, context_words=20, batch_size=4, device="cpu")
+    _, _, hits = window_nll(model, windows)
+    result = lastword_accuracy(tokenizer, windows, window_ids, hits, per_window=4, context_words=20)
     texts = [tokenizer.decode(row.tolist(), skip_special_tokens=True) for row in windows]
-    items = lastword_items(texts, window_ids, 3, 20)
-    assert result["item_ids"] == [it.id for it in items] and result["n_items"] == len(items) >= 8
-    expected = [float(_greedy_correct(model, tokenizer, it.context, it.target)) for it in items]
-    assert result["item_correct"] == expected
-    assert result["value"] == pytest.approx(np.mean(expected))
-    n = len(expected)
-    assert result["stderr"] == pytest.approx(np.std(expected, ddof=1) / np.sqrt(n))  # the harness's standard error
-    assert result["harness"].startswith("lm-eval ")
+    items = lastword_items(texts, window_ids, 4, 20)
+    assert result["item_ids"] == [it.id for it in items] and result["n_items"] == len(items) >= 12
+    expected = [float(_greedy_correct(model, tokenizer, texts[it.window][:it.start], it.target)) for it in items]
+    assert result["item_correct"] == expected and 0 < sum(expected) < len(expected)
+    harness = _harness_lastword(model, tokenizer, [(it.id, texts[it.window][:it.start], it.target) for it in items], tmp_path)
+    assert result["item_correct"] == harness
 
 
 @pytest.mark.slow
@@ -121,7 +198,7 @@ def test_named_custom_task_from_local_files(smol_checkpoint, tmp_path):
         run_tasks(model, tokenizer, ["no_such_task_here"], batch_size=4, device="cpu", include_path=str(tmp_path / "tasks"))
 
 
-def test_a_bfloat16_model_is_scored_with_float32_log_probabilities(tiny_checkpoint, monkeypatch):
+def test_a_bfloat16_model_is_scored_with_float32_log_probabilities(tiny_checkpoint, monkeypatch, tmp_path):
     """In bfloat16 the harness would round every continuation's log-likelihood to 1/16-1/8 nat
     and break near-ties by order; its log-softmax must run in float32 whatever the model's dtype."""
     import torch.nn.functional as F
@@ -137,10 +214,9 @@ def test_a_bfloat16_model_is_scored_with_float32_log_probabilities(tiny_checkpoi
         return out
 
     monkeypatch.setattr(F, "log_softmax", spy)
-    text = "The council rebuilt the old bridge in stone after the river flooded the lower town in the spring of that year."
-    ids = np.asarray([tokenizer(text * 3)["input_ids"][:64]])
-    result = lastword_accuracy(model, tokenizer, ids, ["w0"], per_window=2, context_words=6, batch_size=2, device="cpu")
-    assert result["n_items"] == 2 and seen and set(seen) == {torch.float32}
+    context = "The council rebuilt the old bridge in stone after the river flooded the lower town in the "
+    correct = _harness_lastword(model, tokenizer, [("a", context, "spring"), ("b", context, "autumn")], tmp_path, 2)
+    assert len(correct) == 2 and seen and set(seen) == {torch.float32}
 
 
 def test_paired_accuracy_difference_resamples_windows():

@@ -187,15 +187,16 @@ def test_a_checkpoint_prepared_before_checksums_is_checked_by_its_sha256(tmp_pat
 
 def test_file_crc32c_is_the_castagnoli_crc(tmp_path):
     """CRC-32C's published check value: "123456789" gives e3069283 (RFC 3720, iSCSI); and the
-    empty file 00000000."""
-    from actpat.models import file_crc32c
+    empty file 00000000. Checkpoints record it in hex, stores as an integer: the same function."""
+    from actpat.models import _crc32c_hex
+    from actpat.store import crc32c, file_crc32c
 
     (tmp_path / "check").write_bytes(b"123456789")
     (tmp_path / "empty").write_bytes(b"")
-    assert file_crc32c(tmp_path / "check") == "e3069283"
-    assert file_crc32c(tmp_path / "empty") == "00000000"
+    assert file_crc32c(tmp_path / "check") == 0xE3069283 == crc32c(b"123456789")
+    assert _crc32c_hex(tmp_path / "check") == "e3069283" and _crc32c_hex(tmp_path / "empty") == "00000000"
     (tmp_path / "long").write_bytes(b"123456789" * 1000)  # read in blocks: the same as in one piece
-    assert file_crc32c(tmp_path / "long", block=7) == file_crc32c(tmp_path / "long")
+    assert file_crc32c(tmp_path / "long", block=7) == file_crc32c(tmp_path / "long") == crc32c(b"123456789" * 1000)
 
 
 def test_a_changed_configuration_or_tokenizer_file_is_refused(tmp_path, tiny_checkpoint):

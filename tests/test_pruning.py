@@ -212,13 +212,13 @@ def test_perplexity_of_the_default_model_matches_transformers(smollm2):
             "schools and the maintenance of roads. ") * 6
     windows = eval_windows("fixed", [Document("a", text), Document("b", text)], tokenizer, 48, 4, log=lambda m: None)
     assert windows.token_ids.shape == (4, 48)
-    nll, count = window_nll(model, windows.token_ids)
+    nll, count, _ = window_nll(model, windows.token_ids)
     ppl = perplexity(nll, count)
     with torch.no_grad():
         losses = [model(torch.as_tensor(w[None].astype(np.int64)), labels=torch.as_tensor(w[None].astype(np.int64))).loss.item()
                   for w in windows.token_ids]
     assert ppl == pytest.approx(math.exp(np.mean(losses)), rel=1e-5)
-    assert ppl == perplexity(*window_nll(model, windows.token_ids))  # same result twice, bit for bit
+    assert ppl == perplexity(*window_nll(model, windows.token_ids)[:2])  # same result twice, bit for bit
     assert 1.0 < ppl < 20.0  # repeated English prose is easy for a pretrained model
     lo, hi = bootstrap_perplexity(nll, count, 200, 0)
     assert lo <= ppl <= hi
@@ -239,7 +239,7 @@ def test_bfloat16_evaluation_of_the_default_model_stays_close_to_float32(smol_ch
     text = ("In 1845 the river flooded the lower town, and the council rebuilt the bridge in stone two years later; "
             "the old wooden piers can still be seen at low water. ") * 3
     ids = np.asarray(tokenizer(text)["input_ids"][:64], dtype=np.int64)[None]
-    nll, count = window_nll(half, ids)
+    nll, count, _ = window_nll(half, ids)
     with torch.no_grad():
         ref = model(torch.as_tensor(ids), labels=torch.as_tensor(ids)).loss.item()
     assert count[0] == 63

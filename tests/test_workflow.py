@@ -95,7 +95,7 @@ def test_smoke_workflow_end_to_end(smoke_run):
     v1 = pd.read_csv(pr / "validation1.csv")
     assert set(v1["method"]) == {"dense", "magnitude", "wanda", "wanda-density", "wanda-owl", "sparsegpt-alpha"}
     assert (v1["n_windows"] == 4).all() and (v1["seq_len"] == 32).all() and np.isfinite(v1["perplexity"]).all()
-    # last-word accuracy (lm-evaluation-harness) beside perplexity, on items cut from the same windows
+    # last-word accuracy beside perplexity, on items cut from the same windows (read off the same passes)
     assert (v1["accuracy_items"] >= 4).all() and v1["accuracy"].between(0, 1).all() and (v1["accuracy_se"] >= 0).all()
     layerwise = v1[v1["method"].isin(["wanda-density", "wanda-owl"])]
     assert layerwise["acc_vs_uniform"].notna().all() and (layerwise["acc_vs_uniform_low"] <= layerwise["acc_vs_uniform_high"]).all()
@@ -120,7 +120,7 @@ def test_smoke_workflow_end_to_end(smoke_run):
     assert summary["validation2"]["n_columns"] == 2 and summary["validation2"]["calibration_domains"] == ["code", "medical"]
     v2_acc = summary["validation2"]["accuracy"]
     assert v2_acc["n_columns"] == 2 and set(v2_acc["matrix"]) == {"code", "medical"}
-    assert "lm-eval" in (tmp_path / "logs/smollm2-135m/perplexity/dense/medical.log").read_text()
+    assert "last-word accuracy" in (tmp_path / "logs/smollm2-135m/perplexity/dense/medical.log").read_text()
     v2 = pd.read_csv(pr / "validation2.csv", index_col=0)
     assert list(v2.index) == list(v2.columns[: len(v2.index)]) == ["code", "medical"]  # the diagonal is the matching pair
     assert "perplexity medical: 100%|" in (tmp_path / "logs/smollm2-135m/perplexity/dense/medical.log").read_text()

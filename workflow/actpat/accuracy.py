@@ -1,28 +1,26 @@
-"""Zero-shot accuracy through EleutherAI's lm-evaluation-harness, on the in-memory (pruned) model.
+"""Zero-shot accuracy: last-word prediction read off the perplexity pass, and named tasks through
+EleutherAI's lm-evaluation-harness on the in-memory (pruned) model.
 
-Two kinds of task:
-
-* **last-word prediction** (LAMBADA-style), offline, from the same held-out text as perplexity:
-  items are cut from each evaluation window (``lastword_items``): a target word (letters only, not
-  the window's first or last word, which may be cut) with the ``context_words`` words before it. An
-  item is correct when greedy decoding reproduces the word (the harness's ``acc`` of a
-  ``loglikelihood`` task, i.e. LAMBADA's metric). The task is defined through the harness's own
-  custom-task mechanism: a task config over a local JSON-lines file (``lastword_task``).
+* **last-word prediction** (LAMBADA-style), offline, on the held-out text of perplexity: items are
+  cut from each evaluation window (``lastword_items``): a target word (letters only, not the
+  window's first or last word, which may be cut) with at least ``context_words`` words before it in
+  the window. An item is correct when greedy decoding reproduces the word, space included, after all
+  of the window before it: every one of its tokens is the most likely next token given the ones
+  before (LAMBADA's metric, the harness's ``acc`` of a ``loglikelihood`` task). The perplexity pass
+  has computed every position's prediction already (``actpat.evaluate.window_nll`` keeps which
+  positions the model predicts greedily), so the items cost no forward pass of their own.
 * **harness tasks by name** (``boolq``, ``piqa``, ``hellaswag``, ``social_iqa``, ``arc_easy``,
   ``winogrande``, ``mmlu``, ...): they download their data sets, so they need a network, unless
   ``include_path`` holds task YAML files over local data (the harness's custom tasks).
 
 Every item's correctness is kept (``item_correct``), so that two models evaluated on the same items
-compare pair by pair; the harness's standard error comes with every accuracy.
+compare pair by pair; a standard error comes with every accuracy.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -45,13 +43,13 @@ METRICS = ("acc", "acc_norm", "exact_match")
 class Item:
     id: str
     window: int  # the evaluation window it was cut from (the unit of the paired bootstrap)
-    context: str  # ends with the whitespace before the target
+    start: int  # the target's first character in the window's decoded text (the space before it is start - 1)
     target: str
 
 
 def lastword_items(texts: list[str], window_ids: list[str], per_window: int, context_words: int) -> list[Item]:
     """Up to ``per_window`` last-word items from each window's decoded text, evenly spaced over
-    the candidate target words that have ``context_words`` whole words before them."""
+    the candidate target words that have at least ``context_words`` whole words before them."""
     if per_window < 1 or context_words < 1:
         raise AccuracyError("last-word items need per_window >= 1 and context_words >= 1")
     items: list[Item] = []
@@ -66,37 +64,69 @@ def lastword_items(texts: list[str], window_ids: list[str], per_window: int, con
         for m in TARGET_WORD.finditer(text, first_start, last_start):
             k = int(np.searchsorted(starts, m.start()))  # index of the word the target starts
             if k - context_words >= 1:
-                candidates.append((m, k))
+                candidates.append(m)
         if not candidates:
             continue
         picks = np.unique(np.linspace(0, len(candidates) - 1, min(per_window, len(candidates))).round().astype(int))
-        for p in picks:
-            m, k = candidates[p]
-            context = text[starts[k - context_words]:m.start()]
-            items.append(Item(f"{wid}#{m.start()}", w, context, m.group(1)))
+        items += [Item(f"{wid}#{candidates[p].start()}", w, candidates[p].start(), candidates[p].group(1)) for p in picks]
     return items
 
 
-def lastword_task(name: str, items_file: Path, cache_dir: Path) -> dict:
-    """The harness task config of a last-word item file (JSON lines of ``Item``); ``datasets``
-    caches it under ``cache_dir`` (a job's temporary directory, not the user's cache)."""
-    return {
-        "task": name,
-        "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"test": str(items_file)}, "cache_dir": str(cache_dir)},
-        "test_split": "test",
-        "output_type": "loglikelihood",
-        "doc_to_text": "context",
-        "doc_to_target": "target",
-        "target_delimiter": "",  # the context ends with the text's own whitespace
-        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
-    }
+def token_cut(tokenizer, ids: list[int], text: str, at: int) -> int | None:
+    """How many of a window's tokens decode to exactly ``text[:at]`` (``text``: the whole window
+    decoded), or ``None`` where no token boundary falls there (inside a token, or inside a character
+    of several bytes). A binary search over the decoded prefixes' lengths, then an exact check of
+    the prefixes next to it: a few dozen decodes, whatever the window's length."""
+    def decoded(i: int) -> str:
+        return tokenizer.decode(ids[:i], skip_special_tokens=True)
+
+    lo, hi = 0, len(ids)
+    while lo < hi:  # the fewest tokens whose text reaches ``at`` characters
+        mid = (lo + hi) // 2
+        if len(decoded(mid)) < at:
+            lo = mid + 1
+        else:
+            hi = mid
+    # a prefix that ends inside a character decodes to a replacement character: lengths are not
+    # strictly monotone there, so the neighbours are checked too (the first exact one: a special
+    # token that decodes to nothing is not part of what follows)
+    return next((i for i in range(max(lo - 2, 0), min(lo + 3, len(ids) + 1)) if decoded(i) == text[:at]), None)
 
 
-def write_items(items: list[Item], path: Path) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        for it in items:
-            fh.write(json.dumps({"id": it.id, "window": it.window, "context": it.context, "target": it.target}) + "\n")
+def lastword_accuracy(tokenizer, token_ids: np.ndarray, window_ids: list[str], hits: np.ndarray, per_window: int,
+                      context_words: int) -> dict:
+    """Last-word accuracy on items cut from evaluation windows (token ids), read off ``hits``:
+    ``hits[j, t]`` says whether the model's most likely token after window ``j``'s first ``t + 1``
+    tokens is token ``t + 1`` (``actpat.evaluate.window_nll``). An item is correct when all of its
+    tokens are hits: the target word with the space before it, as the harness continues a context
+    that ends with whitespace. An item whose word does not begin and end at token boundaries (the
+    space merged into the token before, say) cannot be read off and is left out, and counted."""
+    if hits.shape != (len(token_ids), token_ids.shape[1] - 1):
+        raise AccuracyError(f"greedy hits of shape {hits.shape} for windows of shape {token_ids.shape}")
+    texts = [tokenizer.decode([int(t) for t in row], skip_special_tokens=True) for row in token_ids]
+    items = lastword_items(texts, window_ids, per_window, context_words)
+    base = {"task": "lastword", "metric": "acc", "per_window": per_window, "context_words": context_words,
+            "context": "the window before the target"}
+    kept, correct, unaligned = [], [], 0
+    for it in items:
+        ids, text = [int(t) for t in token_ids[it.window]], texts[it.window]
+        a = token_cut(tokenizer, ids, text, it.start - 1)
+        b = token_cut(tokenizer, ids, text, it.start + len(it.target)) if a is not None else None
+        if a is None or b is None or not 1 <= a < b:
+            unaligned += 1
+            continue
+        kept.append(it)
+        correct.append(float(hits[it.window, a - 1:b - 1].all()))
+    if not kept:
+        why = ("no window has a target word with enough context" if not items else
+               "no last-word target begins and ends at token boundaries")
+        return {**base, "value": None, "stderr": None, "n_items": 0, "n_unaligned": unaligned, "item_ids": [],
+                "item_windows": [], "item_correct": [], "undefined": why}
+    n = len(correct)
+    # the harness's standard error of a mean of 0/1 items (None for one item)
+    stderr = float(np.std(correct, ddof=1) / np.sqrt(n)) if n > 1 else None
+    return {**base, "value": float(np.mean(correct)), "stderr": stderr, "n_items": n, "n_unaligned": unaligned,
+            "item_ids": [it.id for it in kept], "item_windows": [it.window for it in kept], "item_correct": correct}
 
 
 def harness_version() -> str:
@@ -176,28 +206,3 @@ def run_tasks(model, tokenizer, tasks: list, batch_size: int, device: str, inclu
     if missing:
         raise AccuracyError(f"lm-evaluation-harness reported no accuracy-like metric ({', '.join(METRICS)}) for {missing}")
     return results
-
-
-def lastword_accuracy(model, tokenizer, token_ids: np.ndarray, window_ids: list[str], per_window: int,
-                      context_words: int, batch_size: int, device: str) -> dict:
-    """Last-word accuracy of ``model`` on items cut from evaluation windows (token ids)."""
-    texts = [tokenizer.decode([int(t) for t in row], skip_special_tokens=True) for row in token_ids]
-    items = lastword_items(texts, window_ids, per_window, context_words)
-    base = {"task": "lastword", "harness": harness_version(), "per_window": per_window, "context_words": context_words}
-    if not items:
-        return {**base, "metric": "acc", "value": None, "stderr": None, "n_items": 0, "item_ids": [],
-                "item_windows": [], "item_correct": [], "undefined": "no window has a target word with enough context"}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "lastword.jsonl"
-        write_items(items, path)
-        result = run_tasks(model, tokenizer, [lastword_task("actpat_lastword", path, Path(tmp) / "cache")], batch_size, device)
-    result = result["actpat_lastword"]
-    # the harness returns items in its own order: put them back in ours
-    order = {it.id: i for i, it in enumerate(items)}
-    rank = sorted(range(len(result["item_ids"])), key=lambda i: order[result["item_ids"][i]])
-    for key in ("item_ids", "item_correct"):
-        result[key] = [result[key][i] for i in rank]
-    if result["item_ids"] != [it.id for it in items]:
-        raise AccuracyError("the harness did not score every last-word item exactly once")
-    result["item_windows"] = [it.window for it in items]  # ours, not read back from the harness
-    return {**base, **result}

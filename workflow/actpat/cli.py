@@ -185,7 +185,7 @@ OOM_HINTS = {
     "score-shard": "lower resources.score_batch_size or samples.seq_len, use scoring.compute_dtype: bfloat16, lower "
                    "scoring.sketch_size, or raise resources.score_mem_mb (samples.shard_size only shortens the job)",
     "prune": "lower pruning.calibration.windows or pruning.calibration.seq_len, or raise pruning.mem_mb",
-    "perplexity": "lower pruning.evaluation.seq_len or pruning.evaluation.accuracy.batch_size, or raise pruning.mem_mb",
+    "perplexity": "lower pruning.evaluation.seq_len, or raise pruning.mem_mb",
     "zero-shot": "lower pruning.evaluation.accuracy.batch_size, or raise pruning.mem_mb",
 }
 OOM_EXIT = 3

@@ -24,20 +24,26 @@ class EvaluationError(ActpatError):
 
 
 @torch.no_grad()
-def window_nll(model, token_ids: np.ndarray, device: str = "cpu", progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """Summed next-token NLL (nats, float64) and predicted-token count of every window."""
+def window_nll(model, token_ids: np.ndarray, device: str = "cpu", progress=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Summed next-token NLL (nats, float64) and predicted-token count of every window, and its greedy
+    hits: ``hits[j, t]`` is whether the most likely token after window ``j``'s first ``t + 1`` tokens
+    is the one that follows (last-word accuracy reads its items off them: ``actpat.accuracy``)."""
     nll = np.zeros(len(token_ids))
     count = np.zeros(len(token_ids), dtype=np.int64)
+    hits = np.zeros((len(token_ids), max(token_ids.shape[1] - 1, 0)), dtype=bool)
     for j, row in enumerate(token_ids):
         ids = torch.as_tensor(np.asarray(row, dtype=np.int64), device=device).unsqueeze(0)
-        loss = summed_nll(model(ids, use_cache=False).logits[0, :-1], ids[0, 1:])
+        logits = model(ids, use_cache=False).logits[0, :-1]
+        loss = summed_nll(logits, ids[0, 1:])
         if not math.isfinite(loss):
             raise EvaluationError(f"window {j}: the loss is not finite ({loss}); the model's outputs overflow")
         nll[j] = loss
         count[j] = ids.shape[1] - 1
+        # ties go to the lowest token id (torch's argmax), as in the harness's greedy check
+        hits[j] = (logits.argmax(-1) == ids[0, 1:]).cpu().numpy()
         if progress:
             progress(j)
-    return nll, count
+    return nll, count, hits
 
 
 def summed_nll(logits: torch.Tensor, targets: torch.Tensor, rows: int = 32) -> float:
@@ -119,7 +125,7 @@ def write_perplexity(job, model_dir: Path, mask: Path | None, windows_store: Pat
     tokens = window_tokens(windows)
     window_ids = windows["sample"].values.tolist()
     bar = tqdm(total=len(tokens), desc=f"perplexity {name}", unit="window", file=sys.stderr, mininterval=5, ascii=True)
-    nll, count = window_nll(model, tokens, device, progress=lambda j: bar.update(1))
+    nll, count, hits = window_nll(model, tokens, device, progress=lambda j: bar.update(1))
     bar.close()
     ppl = perplexity(nll, count)
     log(f"{run or 'dense'} on {name}: perplexity {ppl:.3f} over {len(tokens)} windows of {tokens.shape[1]} tokens ({dtype}) "
@@ -128,14 +134,14 @@ def write_perplexity(job, model_dir: Path, mask: Path | None, windows_store: Pat
     if job.lastword:
         from actpat.accuracy import lastword_accuracy
 
-        t1 = time.time()
-        accuracy = lastword_accuracy(model, tokenizer, tokens, window_ids, job.lastword, job.context_words,
-                                     job.batch_size, device)
+        accuracy = lastword_accuracy(tokenizer, tokens, window_ids, hits, job.lastword, job.context_words)
         if accuracy["value"] is None:
             log(f"last-word accuracy undefined: {accuracy['undefined']}")
         else:
             log(f"{run or 'dense'} on {name}: last-word accuracy {accuracy['value']:.4f} ± {_se(accuracy['stderr'])} "
-                f"over {accuracy['n_items']} items from {len(tokens)} windows ({accuracy['harness']}) in {time.time() - t1:.1f}s")
+                f"over {accuracy['n_items']} items from {len(tokens)} windows")
+        if accuracy["n_unaligned"]:
+            log(f"{accuracy['n_unaligned']} last-word targets left out: their words do not begin and end at token boundaries")
     write_json({
         "run": run or "dense", "set": name, "perplexity": ppl, "seq_len": int(tokens.shape[1]),
         "n_windows": int(len(tokens)), "tokens_predicted": int(count.sum()), "window_nll": nll, "window_tokens": count,

@@ -155,7 +155,7 @@ def _method_style(method: str) -> dict:
 
 def perplexity_by_sparsity(table, stem: Path, general: str) -> list[Path]:
     """Validation 1: perplexity (95% bootstrap interval) against target sparsity, per method; and,
-    when measured, last-word accuracy (± the harness's standard error) beside it. Colour: the
+    when measured, last-word accuracy (± its standard error) beside it. Colour: the
     allocation; line and marker: the base."""
     with_accuracy = "accuracy" in table and table["accuracy"].notna().any()
     fig, axes = plt.subplots(1, 2 if with_accuracy else 1, figsize=(12.5 if with_accuracy else 7.5, 4.5), squeeze=False)
@@ -181,7 +181,7 @@ def perplexity_by_sparsity(table, stem: Path, general: str) -> list[Path]:
             acc.axhline(float(dense["accuracy"].iloc[0]), color="grey", ls=":", label="dense")
         acc.set_xlabel("target sparsity (unstructured)")
         acc.set_ylabel(f"last-word accuracy on {general}")
-        acc.set_title("last-word accuracy (lm-evaluation-harness, ± s.e.)")
+        acc.set_title("last-word accuracy (± s.e.)")
     axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     return save(fig, stem)

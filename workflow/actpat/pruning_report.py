@@ -120,7 +120,7 @@ def validation1_table(runs: list[dict], dense: dict, general: str, n_boot: int, 
         return paired_ratio(r["sets"][general], ref, n_boot, seed)
 
     def accuracy_columns(s: dict, ref: dict | None) -> dict:
-        """Last-word accuracy (the harness's standard error) and the paired difference to ``ref``."""
+        """Last-word accuracy (its standard error) and the paired difference to ``ref``."""
         acc = _accuracy(s)
         cols = {"accuracy": np.nan, "accuracy_se": np.nan, "accuracy_items": 0, "acc_vs_uniform": np.nan,
                 "acc_vs_uniform_low": np.nan, "acc_vs_uniform_high": np.nan}
@@ -311,8 +311,8 @@ def write_pruning_report(job, run_dirs: list[Path], dense: Path, out_dir: Path, 
           f"## Validation 1: perplexity on `{general}` by method and target sparsity", "",
           "`vs_wanda`: perplexity ratio to uniform Wanda at the same sparsity and structure (paired bootstrap over windows, 95%); "
           "`vs_uniform`: the same against the uniform allocation of the method's own base (`uniform`). "
-          "`accuracy`: last-word accuracy (lm-evaluation-harness, items cut from the same windows; `accuracy_se` the "
-          "harness's standard error); `acc_vs_uniform`: its difference to the uniform allocation (paired bootstrap over windows).", "",
+          "`accuracy`: last-word accuracy (items cut from the same windows, each predicted after the window before it; "
+          "`accuracy_se` its standard error); `acc_vs_uniform`: its difference to the uniform allocation (paired bootstrap over windows).", "",
           _markdown(v1), ""]
     if r2:
         matrix, stats = validation2(r2, dense_ppl, n_boot, seed)
@@ -334,7 +334,7 @@ def write_pruning_report(job, run_dirs: list[Path], dense: Path, out_dir: Path, 
         if acc_matrix is not None:
             acc_matrix.to_csv(out_dir / "validation2_accuracy.csv", index_label="calibration")
             lo, hi = acc_stats["mean_accuracy_advantage_ci95"]
-            md += ["Last-word accuracy (lm-evaluation-harness), calibration domain (rows) × evaluation set (columns):", "",
+            md += ["Last-word accuracy, calibration domain (rows) × evaluation set (columns):", "",
                    acc_matrix.reset_index(names="calibration").pipe(_markdown), "",
                    f"The matching calibration is best in **{acc_stats['diagonal_best_count']} of {acc_stats['n_columns']}** "
                    f"columns; its mean accuracy advantage over the other calibrations is "

@@ -211,14 +211,15 @@ class Calibration:
 
 @dataclass(frozen=True)
 class Accuracy:
-    """Zero-shot accuracy through lm-evaluation-harness (``actpat.accuracy``)."""
+    """Zero-shot accuracy (``actpat.accuracy``): last-word items read off the perplexity pass, named
+    tasks through lm-evaluation-harness."""
 
     lastword: int  # last-word items per perplexity window (0: off)
-    context_words: int
+    context_words: int  # at least this many words before a last-word target
     tasks: tuple[str, ...]  # harness tasks by name
     include_path: str | None  # harness task YAML files
     limit: int | None  # items per named task
-    batch_size: int
+    batch_size: int  # items per forward pass of the harness
 
     @property
     def zero_shot(self) -> bool:
@@ -245,7 +246,6 @@ class EvaluateJob:
     dtype: str
     lastword: int
     context_words: int
-    batch_size: int
 
 
 @dataclass(frozen=True)
@@ -552,7 +552,7 @@ class Settings:
 
     def evaluate_job(self) -> EvaluateJob:
         a = self.pruning.evaluation.accuracy
-        return EvaluateJob(self.pruning.evaluation.dtype, a.lastword, a.context_words, a.batch_size)
+        return EvaluateJob(self.pruning.evaluation.dtype, a.lastword, a.context_words)
 
     def zero_shot_job(self) -> ZeroShotJob:
         a = self.pruning.evaluation.accuracy

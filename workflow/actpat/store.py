@@ -101,6 +101,15 @@ def crc32c(data: bytes) -> int:
     return google_crc32c.value(bytes(data))
 
 
+def file_crc32c(path: Path, block: int = 1 << 24) -> int:
+    """A file's CRC-32C, read in blocks (a checkpoint's weights are hundreds of megabytes)."""
+    checksum = google_crc32c.Checksum()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            checksum.update(chunk)
+    return int.from_bytes(checksum.digest(), "big")
+
+
 def _files(root: Path) -> dict[str, list[int]]:
     """Every file of a store but the inventory itself: [size in bytes, CRC-32C]."""
     out = {}
@@ -184,7 +193,7 @@ def verify_checksums(path: Path) -> None:
     files = read_inventory(path)
     verify_files(path, files)
     for rel, (_, crc) in files.items():
-        if crc32c((Path(path) / rel).read_bytes()) != crc:
+        if file_crc32c(Path(path) / rel) != crc:
             raise _damaged(path, rel, "does not match its checksum")
 
 

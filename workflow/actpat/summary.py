@@ -168,7 +168,7 @@ def build_summary(findings: dict | None, pairs: dict[str, dict], pruning: dict |
             if "holds" in acc:
                 text = (f"{acc['diagonal_best_count']} of {acc['n_columns']} domains best with their own calibration; mean "
                         f"last-word accuracy advantage {_fmt(acc['mean_accuracy_advantage'], 4)} "
-                        f"{_ci(acc['mean_accuracy_advantage_ci95'])} (lm-evaluation-harness)") if "n_columns" in acc else ""
+                        f"{_ci(acc['mean_accuracy_advantage_ci95'])}") if "n_columns" in acc else ""
                 rows.append(("Validation 2 (accuracy): calibrating on a domain raises last-word accuracy on that domain's text "
                              "over the other calibrations (mean advantage's interval above 0)", text, _verdict(acc["holds"], acc.get("undefined")),
                              "MMLU calibration: MMLU 35.16 vs 34.77 with SIQA; SIQA calibration: SIQA 41.02 vs 42.19 with MMLU "
