@@ -24,17 +24,24 @@ RUN = "encyclopedic/wanda/unstructured/0.5"
 SET = "encyclopedic"
 
 
+def make_inputs(work: Path) -> tuple[str, str]:
+    """The pruned model's mask and the evaluation windows (paths relative to ``work``), made in
+    ``work`` by the workflow itself."""
+    work.mkdir(parents=True, exist_ok=True)
+    mask = f"results/{MODEL}/pruning/runs/{RUN}/mask.zarr"
+    windows = f"results/{MODEL}/pruning/text/eval/{SET}.zarr"
+    subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", "2",
+                    mask, windows], cwd=work, check=True, capture_output=True)
+    return mask, windows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the workflow's default job has 1)")
     args = ap.parse_args()
     work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    mask = f"results/{MODEL}/pruning/runs/{RUN}/mask.zarr"
-    windows = f"results/{MODEL}/pruning/text/eval/{SET}.zarr"
-    subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", "2",
-                    mask, windows], cwd=work, check=True, capture_output=True)
+    mask, windows = make_inputs(work)
     sys.path.insert(0, str(ROOT / "workflow"))
     from actpat.evaluate import bootstrap_perplexity
     from actpat.settings import EvaluateJob, encode

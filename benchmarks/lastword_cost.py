@@ -25,10 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation_dtype import MODEL, RUN, SET, make_inputs  # the same model and windows
+
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = "smollm2-135m"
-RUN = "encyclopedic/wanda/unstructured/0.5"
-SET = "encyclopedic"
 
 
 def job(code: Path, settings: dict, work: Path, out: Path, mask: str, windows: str) -> float:
@@ -49,11 +48,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     args = ap.parse_args()
     work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    mask = f"results/{MODEL}/pruning/runs/{RUN}/mask.zarr"
-    windows = f"results/{MODEL}/pruning/text/eval/{SET}.zarr"
-    subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", "2",
-                    mask, windows], cwd=work, check=True, capture_output=True)
+    mask, windows = make_inputs(work)
     old_tree = Path(tempfile.mkdtemp(prefix="actpat-old-"))
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old_tree), args.old], check=True,
                    capture_output=True)
