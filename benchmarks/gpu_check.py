@@ -98,6 +98,9 @@ def reset_peak(device):
         torch.cuda.reset_peak_memory_stats()
 
 
+PARTS = ("determinism", "breakdown", "throughput", "largest")  # what --parts can name, in the order they run
+
+
 def memory_model_gib(model, layout, batch: int, seq_len: int) -> dict:
     """The README's memory model (``benchmarks/scoring_memory.py``), GPU part, in GiB."""
     from scoring_memory import memory_model
@@ -341,12 +344,12 @@ def main():
     ap.add_argument("--quick", action="store_true", help="tiny shapes (a smoke test of this script)")
     ap.add_argument("--out", default=None, help="also write the results as JSON")
     ap.add_argument("--samples", type=int, default=32, help="samples per throughput row (at 0.8/s, 40 s a row)")
-    ap.add_argument("--parts", default="determinism,breakdown,throughput,largest",
+    ap.add_argument("--parts", default=",".join(PARTS),
                     help="the parts to run, comma-separated (default: all four, in this order)")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
-    if parts - {"determinism", "breakdown", "throughput", "largest"}:
-        ap.error(f"unknown parts: {sorted(parts - {'determinism', 'breakdown', 'throughput', 'largest'})}")
+    if parts - set(PARTS):
+        ap.error(f"unknown parts: {sorted(parts - set(PARTS))}")
     import torch
 
     start = time.perf_counter()

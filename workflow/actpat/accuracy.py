@@ -103,13 +103,14 @@ def lastword_accuracy(tokenizer, token_ids: np.ndarray, window_ids: list[str], h
     space merged into the token before, say) cannot be read off and is left out, and counted."""
     if hits.shape != (len(token_ids), token_ids.shape[1] - 1):
         raise AccuracyError(f"greedy hits of shape {hits.shape} for windows of shape {token_ids.shape}")
-    texts = [tokenizer.decode([int(t) for t in row], skip_special_tokens=True) for row in token_ids]
+    rows = [[int(t) for t in row] for row in token_ids]
+    texts = [tokenizer.decode(row, skip_special_tokens=True) for row in rows]
     items = lastword_items(texts, window_ids, per_window, context_words)
     base = {"task": "lastword", "metric": "acc", "per_window": per_window, "context_words": context_words,
             "context": "the window before the target"}
     kept, correct, unaligned = [], [], 0
     for it in items:
-        ids, text = [int(t) for t in token_ids[it.window]], texts[it.window]
+        ids, text = rows[it.window], texts[it.window]
         a = token_cut(tokenizer, ids, text, it.start - 1)
         b = token_cut(tokenizer, ids, text, it.start + len(it.target)) if a is not None else None
         if a is None or b is None or not 1 <= a < b:
