@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from actpat.accuracy import AccuracyError, lastword_accuracy, lastword_items, run_tasks, token_cut
+from test_stats import sandwich_se
 
 TEXT = ("half-word the quick brown fox jumps over the lazy dog and then the fox sleeps under a tree while "
         "the dog barks at 3 cats, which run away quickly. End")
@@ -53,6 +54,11 @@ def test_token_cuts_are_exact_prefixes(smol_tokenizer):
     # some token ends inside a character here (that prefix is no cut); every word start is one
     assert len(by_prefix) < len(ids) + 1
     assert all(cuts[m.start() - 1] is not None for m in re.finditer(r"(?<= )\w", text))
+    # cuts that share their decoded prefixes (as the items of one window do), in any order, find the same
+    memo: dict[int, str] = {}
+    order = np.random.default_rng(0).permutation(len(text) + 1)
+    assert {int(at): token_cut(smol_tokenizer, ids, text, int(at), memo) for at in order} == cuts
+    assert 0 < len(memo) <= len(ids) + 1
 
 
 def _harness_positions(tokenizer, text: str, it) -> tuple[int, int]:
@@ -93,7 +99,9 @@ def test_lastword_items_are_read_off_the_right_positions(smol_tokenizer):
         expected.append(float(hits[it.window, a - 1:b - 1].all()))
     assert result["item_correct"] == expected and 0 < sum(expected) < len(expected)
     assert result["value"] == pytest.approx(np.mean(expected))
-    assert result["stderr"] == pytest.approx(np.std(expected, ddof=1) / np.sqrt(len(expected)))
+    # clustered by window (items of a window share its text), against the textbook sandwich estimate
+    assert result["stderr"] == pytest.approx(sandwich_se(expected, result["item_windows"]), rel=1e-9)
+    assert result["stderr_clusters"] == "window" and result["n_windows"] == 4
     assert lastword_accuracy(smol_tokenizer, windows, ids, np.ones_like(hits), 5, 8)["value"] == 1.0
     with pytest.raises(AccuracyError, match="shape"):
         lastword_accuracy(smol_tokenizer, windows, ids, hits[:, :-1], 5, 8)

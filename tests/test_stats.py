@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actpat.stats import MIN_N, dyadic_spearman, interval, permutation_p, resample, spearman, spearman_with_ci, undefined_because
+from actpat.stats import MIN_N, clustered_standard_error, dyadic_spearman, interval, permutation_p, resample, spearman, spearman_with_ci, undefined_because
 
 
 def test_percentile_interval_covers_the_mean_about_95_percent_of_the_time():
@@ -137,3 +137,57 @@ def test_dyadic_spearman_equals_resampling_texts_one_by_one():
 def test_dyadic_spearman_of_no_pairs_is_undefined():
     res = dyadic_spearman(np.array([]), np.array([]), np.array([], int), np.array([], int), 3, 20, np.random.default_rng(0))
     assert np.isnan(res["rho"]) and all(np.isnan(res["ci95"]))
+
+
+def sandwich_se(values, clusters) -> float:
+    """Reference: the mean as least squares on a constant, its cluster-robust covariance written out
+    as bread · meat · bread with the G/(G-1) correction (the econometrics textbook's CR1 for K = 1)."""
+    y = np.asarray(values, dtype=float)
+    X = np.ones((len(y), 1))
+    beta = np.linalg.solve(X.T @ X, X.T @ y)
+    u = y - X @ beta
+    bread = np.linalg.inv(X.T @ X)
+    labels = sorted(set(clusters))
+    meat = sum((X[[c == g for c in clusters]].T @ u[[c == g for c in clusters]])[:, None]
+               @ (X[[c == g for c in clusters]].T @ u[[c == g for c in clusters]])[None, :] for g in labels)
+    G = len(labels)
+    return float(np.sqrt(G / (G - 1) * (bread @ meat @ bread)[0, 0]))
+
+
+def test_clustered_standard_error_is_the_sandwich_estimate_and_reduces_to_the_textbook_cases():
+    rng = np.random.default_rng(3)
+    x = rng.random(37) < 0.4
+    g = rng.integers(0, 9, 37)
+    assert clustered_standard_error(x, g) == pytest.approx(sandwich_se(x, list(g)), rel=1e-12)
+    # one item per cluster: the harness's std(ddof=1)/sqrt(n)
+    assert clustered_standard_error(x, np.arange(37)) == pytest.approx(np.std(x, ddof=1) / np.sqrt(37), rel=1e-12)
+    # clusters of equal size: the standard error of the mean of the cluster means
+    y = rng.normal(size=(6, 4))
+    labels = np.repeat(np.arange(6), 4)
+    assert clustered_standard_error(y.ravel(), labels) == pytest.approx(np.std(y.mean(1), ddof=1) / np.sqrt(6), rel=1e-12)
+    # labels of any kind, in any order
+    assert clustered_standard_error(y.ravel(), [f"w{k}" for k in labels[::-1]]) == pytest.approx(
+        clustered_standard_error(y.ravel()[::-1], labels))
+    assert clustered_standard_error([1.0, 0.0, 1.0], [0, 0, 0]) is None  # one cluster: no spread to estimate from
+    assert clustered_standard_error([], []) is None
+    with pytest.raises(ValueError, match="cluster labels"):
+        clustered_standard_error([1.0, 0.0], [0])
+
+
+def test_clustered_standard_error_matches_the_spread_of_means_of_dependent_items():
+    """Items that share a window's difficulty: over many draws the clustered standard error is, on
+    average, the true spread of the mean, while std/sqrt(n), which takes the items as independent,
+    is far too small (it would fail this test)."""
+    rng = np.random.default_rng(4)
+    windows, per = 16, 8
+    labels = np.repeat(np.arange(windows), per)
+    means, clustered, naive = [], [], []
+    for _ in range(2000):
+        p = np.clip(rng.normal(0.3, 0.2, windows), 0, 1)  # each window's own difficulty
+        x = (rng.random((windows, per)) < p[:, None]).ravel().astype(float)
+        means.append(x.mean())
+        clustered.append(clustered_standard_error(x, labels))
+        naive.append(np.std(x, ddof=1) / np.sqrt(x.size))
+    true_se = np.std(means)
+    assert np.mean(clustered) == pytest.approx(true_se, rel=0.08)
+    assert np.mean(naive) < 0.75 * true_se

@@ -13,8 +13,9 @@ EleutherAI's lm-evaluation-harness on the in-memory (pruned) model.
   ``winogrande``, ``mmlu``, ...): they download their data sets, so they need a network, unless
   ``include_path`` holds task YAML files over local data (the harness's custom tasks).
 
-Every item's correctness is kept (``item_correct``), so that two models evaluated on the same items
-compare pair by pair; a standard error comes with every accuracy.
+Every item's correctness is kept (``item_correct``, with its window in ``item_windows``), so that two
+models evaluated on the same items compare pair by pair; a standard error comes with every accuracy
+(for last-word items, clustered by window: items of one window are not independent).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from actpat.errors import ActpatError
+from actpat.stats import clustered_standard_error
 
 
 class AccuracyError(ActpatError):
@@ -72,13 +74,18 @@ def lastword_items(texts: list[str], window_ids: list[str], per_window: int, con
     return items
 
 
-def token_cut(tokenizer, ids: list[int], text: str, at: int) -> int | None:
+def token_cut(tokenizer, ids: list[int], text: str, at: int, decoded_prefixes: dict[int, str] | None = None) -> int | None:
     """How many of a window's tokens decode to exactly ``text[:at]`` (``text``: the whole window
     decoded), or ``None`` where no token boundary falls there (inside a token, or inside a character
     of several bytes). A binary search over the decoded prefixes' lengths, then an exact check of
-    the prefixes next to it: a few dozen decodes, whatever the window's length."""
+    the prefixes next to it: a few dozen decodes, whatever the window's length. Cuts in the same
+    window share the prefixes they decode through ``decoded_prefixes`` (number of tokens: text)."""
+    memo = {} if decoded_prefixes is None else decoded_prefixes
+
     def decoded(i: int) -> str:
-        return tokenizer.decode(ids[:i], skip_special_tokens=True)
+        if i not in memo:
+            memo[i] = tokenizer.decode(ids[:i], skip_special_tokens=True)
+        return memo[i]
 
     lo, hi = 0, len(ids)
     while lo < hi:  # the fewest tokens whose text reaches ``at`` characters
@@ -109,10 +116,11 @@ def lastword_accuracy(tokenizer, token_ids: np.ndarray, window_ids: list[str], h
     base = {"task": "lastword", "metric": "acc", "per_window": per_window, "context_words": context_words,
             "context": "the window before the target"}
     kept, correct, unaligned = [], [], 0
+    prefixes: dict[int, dict[int, str]] = {}  # per window, its prefixes decoded so far
     for it in items:
-        ids, text = rows[it.window], texts[it.window]
-        a = token_cut(tokenizer, ids, text, it.start - 1)
-        b = token_cut(tokenizer, ids, text, it.start + len(it.target)) if a is not None else None
+        ids, text, memo = rows[it.window], texts[it.window], prefixes.setdefault(it.window, {})
+        a = token_cut(tokenizer, ids, text, it.start - 1, memo)
+        b = token_cut(tokenizer, ids, text, it.start + len(it.target), memo) if a is not None else None
         if a is None or b is None or not 1 <= a < b:
             unaligned += 1
             continue
@@ -124,9 +132,11 @@ def lastword_accuracy(tokenizer, token_ids: np.ndarray, window_ids: list[str], h
         return {**base, "value": None, "stderr": None, "n_items": 0, "n_unaligned": unaligned, "item_ids": [],
                 "item_windows": [], "item_correct": [], "undefined": why}
     n = len(correct)
-    # the harness's standard error of a mean of 0/1 items (None for one item)
-    stderr = float(np.std(correct, ddof=1) / np.sqrt(n)) if n > 1 else None
-    return {**base, "value": float(np.mean(correct)), "stderr": stderr, "n_items": n, "n_unaligned": unaligned,
+    # items of one window share its text: a standard error clustered by window (the harness's
+    # std/√n when each window has one item; None with items from a single window)
+    stderr = clustered_standard_error(correct, [it.window for it in kept])
+    return {**base, "value": float(np.mean(correct)), "stderr": stderr, "stderr_clusters": "window",
+            "n_windows": len({it.window for it in kept}), "n_items": n, "n_unaligned": unaligned,
             "item_ids": [it.id for it in kept], "item_windows": [it.window for it in kept], "item_correct": correct}
 
 

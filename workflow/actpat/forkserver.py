@@ -39,10 +39,10 @@ VOLATILE = frozenset({"_", "SHLVL", "PWD", "OLDPWD", "TMPDIR", "TMP", "TEMP", "T
 # Snakemake sets these to the job's thread count (snakemake/shell.py); the first names a job's server
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-# modules a job may import; a missing optional one (e.g. the harness) is skipped
+# modules most jobs import (a missing one is skipped); not lm-evaluation-harness (about 3 s here),
+# which only the zero-shot task jobs need: they import it themselves, as a plain job does
 PRELOAD = (
     "numpy", "torch", "transformers", "transformers.modeling_utils", "transformers.models.llama.modeling_llama",
-    "lm_eval.evaluator", "lm_eval.models.huggingface", "lm_eval.tasks",
     "actpat.cli", "actpat.models", "actpat.store", "actpat.samples", "actpat.sources", "actpat.scoring",
     "actpat.reduce", "actpat.findings", "actpat.pairs", "actpat.pairs_report", "actpat.pruning",
     "actpat.evaluate", "actpat.accuracy", "actpat.pruning_report", "actpat.summary", "actpat.plots",
@@ -330,7 +330,7 @@ def _child(conn: socket.socket, lines: _Lines, request: dict, fds: list[int]) ->
             os.close(fd)
     os.chdir(request["cwd"])
     # the job's environment is the server's at its start (checked), up to VOLATILE; keep what the
-    # imports added (e.g. lm_eval's HF_XET_HIGH_PERFORMANCE), as they would in the job's own process
+    # imports added (a library's settings made at import), as they would in the job's own process
     for key in VOLATILE:
         if key in request["env"]:
             os.environ[key] = request["env"][key]

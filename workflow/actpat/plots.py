@@ -155,7 +155,7 @@ def _method_style(method: str) -> dict:
 
 def perplexity_by_sparsity(table, stem: Path, general: str) -> list[Path]:
     """Validation 1: perplexity (95% bootstrap interval) against target sparsity, per method; and,
-    when measured, last-word accuracy (± its standard error) beside it. Colour: the
+    when measured, last-word accuracy (± its standard error, clustered by window) beside it. Colour: the
     allocation; line and marker: the base."""
     with_accuracy = "accuracy" in table and table["accuracy"].notna().any()
     fig, axes = plt.subplots(1, 2 if with_accuracy else 1, figsize=(12.5 if with_accuracy else 7.5, 4.5), squeeze=False)

@@ -312,7 +312,7 @@ def write_pruning_report(job, run_dirs: list[Path], dense: Path, out_dir: Path, 
           "`vs_wanda`: perplexity ratio to uniform Wanda at the same sparsity and structure (paired bootstrap over windows, 95%); "
           "`vs_uniform`: the same against the uniform allocation of the method's own base (`uniform`). "
           "`accuracy`: last-word accuracy (items cut from the same windows, each predicted after the window before it; "
-          "`accuracy_se` its standard error); `acc_vs_uniform`: its difference to the uniform allocation (paired bootstrap over windows).", "",
+          "`accuracy_se` its standard error, clustered by window); `acc_vs_uniform`: its difference to the uniform allocation (paired bootstrap over windows).", "",
           _markdown(v1), ""]
     if r2:
         matrix, stats = validation2(r2, dense_ppl, n_boot, seed)

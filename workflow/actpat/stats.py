@@ -67,6 +67,27 @@ def undefined_because(**counts: int) -> str | None:
 # Dependent data
 
 
+def clustered_standard_error(values, clusters) -> float | None:
+    """Standard error of the mean of ``values`` whose observations are independent only between
+    ``clusters`` (items cut from one evaluation window share its text): the cluster-robust
+    (sandwich) estimate with the usual G/(G-1) correction,
+
+        se² = G/(G-1) · Σ_g (Σ_{i in g} (x_i - x̄))² / n².
+
+    With one observation per cluster it is the textbook std(ddof=1)/√n; with clusters of equal
+    size, the standard error of the mean of the cluster means. ``None`` under two clusters (no
+    spread between them to estimate it from)."""
+    x = np.asarray(values, dtype=np.float64)
+    _, g = np.unique(np.asarray(clusters), return_inverse=True)
+    n, n_clusters = len(x), int(g.max()) + 1 if len(x) else 0
+    if len(g) != n:
+        raise ValueError(f"{n} values but {len(g)} cluster labels")
+    if n_clusters < 2:
+        return None
+    totals = np.bincount(g, weights=x - x.mean(), minlength=n_clusters)
+    return float(np.sqrt(n_clusters / (n_clusters - 1) * np.sum(totals ** 2)) / n)
+
+
 def multiplicities(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """(n_boot, n) how often each of n items is drawn in each bootstrap resample (a resample of
     the items themselves, expressed as counts so that pair statistics can be rebuilt from them)."""
