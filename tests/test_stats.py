@@ -172,6 +172,8 @@ def test_clustered_standard_error_is_the_sandwich_estimate_and_reduces_to_the_te
     assert clustered_standard_error([], []) is None
     with pytest.raises(ValueError, match="cluster labels"):
         clustered_standard_error([1.0, 0.0], [0])
+    with pytest.raises(ValueError, match="cluster labels"):
+        clustered_standard_error([1.0], [])
 
 
 def test_clustered_standard_error_matches_the_spread_of_means_of_dependent_items():

@@ -78,10 +78,11 @@ def clustered_standard_error(values, clusters) -> float | None:
     size, the standard error of the mean of the cluster means. ``None`` under two clusters (no
     spread between them to estimate it from)."""
     x = np.asarray(values, dtype=np.float64)
-    _, g = np.unique(np.asarray(clusters), return_inverse=True)
+    labels = np.asarray(clusters)
+    if labels.shape != x.shape:
+        raise ValueError(f"{len(x)} values but {len(labels)} cluster labels")
+    _, g = np.unique(labels, return_inverse=True)
     n, n_clusters = len(x), int(g.max()) + 1 if len(x) else 0
-    if len(g) != n:
-        raise ValueError(f"{n} values but {len(g)} cluster labels")
     if n_clusters < 2:
         return None
     totals = np.bincount(g, weights=x - x.mean(), minlength=n_clusters)
