@@ -1,5 +1,7 @@
 """Where a local run's wall time went, from Snakemake's own log: how busy the cores were (job-
-seconds over cores × wall), how long fewer jobs ran than there were cores, and which jobs ran then.
+seconds over cores × wall), how long fewer jobs ran than there were cores, the longest jobs and the
+last ones (``workflow_walltime.sh`` runs it after its per-rule sums, which come from the
+benchmark files).
 
   python benchmarks/run_timeline.py <run.log> [--cores 2] [--top 12]
 
@@ -55,14 +57,8 @@ def main():
         by_k[running] = by_k.get(running, 0.0) + t - last
         running, last = running + step, t
     print(f"{len(jobs)} jobs in {wall:.0f} s wall; {busy:.0f} job-s: the {args.cores} cores {100 * busy / (args.cores * wall):.0f}% busy")
-    for k in sorted(by_k):
+    for k in sorted(k for k in by_k if by_k[k] > 0):  # jobs of no length (to the second) add empty rows
         print(f"  {k} jobs running: {by_k[k]:7.0f} s")
-    by_rule: dict[str, list[float]] = {}
-    for j in jobs:
-        by_rule.setdefault(j["rule"], []).append(j["end"] - j["start"])
-    print(f"{'rule':20s} {'jobs':>4s} {'job-s':>7s} {'mean s':>7s} {'max s':>6s}")
-    for rule, d in sorted(by_rule.items(), key=lambda kv: -sum(kv[1])):
-        print(f"{rule:20s} {len(d):4d} {sum(d):7.0f} {sum(d) / len(d):7.1f} {max(d):6.0f}")
     print(f"the {args.top} longest jobs (start, end in s from the run's start):")
     for j in sorted(jobs, key=lambda j: j["start"] - j["end"])[:args.top]:
         print(f"  {j['end'] - j['start']:6.0f} s  {j['start']:6.0f}-{j['end']:6.0f}  {j['rule']} {j['wildcards']}")

@@ -16,6 +16,7 @@ run() {  # name, extra args...
         awk -v r="$rule" 'FNR==2 {s+=$1; n++} END {if (n) printf "  %-14s %3d jobs, %7.1f s summed, %6.1f s each\n", r, n, s, s/n}' \
             $(find "$dir/logs" \( -path "$dir/logs/*/$rule/*" -o -path "$dir/logs/*/$rule.bench.tsv" \) -name "*.bench.tsv")
     done
+    "$ROOT/.venv/bin/python" "$ROOT/benchmarks/run_timeline.py" "$dir/run.log" --cores "$(nproc)" --top 5
 }
 [[ $which == smoke || $which == both ]] && run smoke --configfile "$ROOT/tests/config/smoke.yaml"
 [[ $which == default || $which == both ]] && run default

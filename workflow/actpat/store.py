@@ -117,8 +117,8 @@ def _files(root: Path) -> dict[str, list[int]]:
         for f in files:
             rel = os.path.relpath(os.path.join(dirpath, f), root)
             if rel not in NOT_IN_STORE:
-                data = Path(dirpath, f).read_bytes()
-                out[rel.replace(os.sep, "/")] = [len(data), crc32c(data)]
+                file = Path(dirpath, f)
+                out[rel.replace(os.sep, "/")] = [file.stat().st_size, file_crc32c(file)]
     return out
 
 
