@@ -395,6 +395,28 @@ def test_sparsegpt_equals_the_sequential_obs_reference(ratio, nm, block):
         assert (mask.reshape(w.shape[0], -1, nm[1]).sum(-1) == nm[0]).all()
 
 
+@pytest.mark.parametrize("inner", [1, 5, 12, 128])
+@pytest.mark.parametrize("ratio, nm", [(0.6, None), (0.0, (2, 4))])
+def test_sparsegpt_sub_blocks_change_only_the_order_of_the_arithmetic(inner, ratio, nm):
+    """Columns taken ``inner`` at a time inside each block, each sub-block's errors from one
+    triangular solve per row (N:M: one group of M at a time, whatever ``inner``), give the
+    sequential reference's mask and weights; blocks of 24 over 40 columns end mid-sub-block."""
+    from actpat.pruning import InputGram, SparseGPT
+    from reference import sparsegpt_reference
+
+    w, x = _sparsegpt_case(rows=10, cols=40, tokens=120, seed=inner)
+    expected_w, expected_mask = sparsegpt_reference(w, x, ratio, 24, 0.01, nm)
+    lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False).double()
+    with torch.no_grad():
+        lin.weight.copy_(w)
+    gram = InputGram(lin)
+    gram.add_batch(x)
+    with torch.no_grad():
+        mask = SparseGPT(block=24, damp=0.01, inner=inner).prune(lin.weight, gram, ratio, nm)
+    assert torch.equal(mask, expected_mask)
+    torch.testing.assert_close(lin.weight.detach(), expected_w, rtol=1e-9, atol=1e-10)
+
+
 def test_sparsegpt_reconstructs_the_layer_output_better_than_its_mask_alone():
     """The point of the update: with the same mask, ‖X (W − Ŵ)ᵀ‖ is smaller than with the kept
     weights left as they were (and than magnitude pruning's), on correlated inputs."""

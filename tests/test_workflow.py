@@ -216,7 +216,9 @@ def test_local_gpu_jobs_are_capped_at_visible_gpus(smoke_run, tmp_path):
     fake.mkdir()
     (fake / "nvidia-smi").write_text("#!/bin/sh\nfor i in 0 1 2; do echo \"GPU $i: Fake (UUID: $i)\"; done\n")
     (fake / "nvidia-smi").chmod(0o755)
-    base = ["--cores", "2", "--configfile", str(SMOKE), "-R", "findings"]
+    # one job of seconds (SUMMARY.md) is enough for Snakemake to print the resources it schedules
+    # with; without the fork server, which would take longer to start than the job
+    base = ["--cores", "2", "--configfile", str(SMOKE), "--config", "fork_server=False", "-R", "summary"]
     env_path = os.environ["PATH"]
     try:
         os.environ["PATH"] = f"{fake}:{env_path}"
@@ -225,6 +227,8 @@ def test_local_gpu_jobs_are_capped_at_visible_gpus(smoke_run, tmp_path):
     finally:
         os.environ["PATH"] = env_path
     none = run(base, cwd=where)
+    assert [r.returncode for r in (three, one, none)] == [0, 0, 0], (none.stdout + none.stderr)[-2000:]
+    assert "Rule: summary" in none.stdout + none.stderr and "Rule: findings" not in none.stdout + none.stderr
     assert 'Provided resources: gpu=Resource("gpu", 3)' in three.stdout + three.stderr
     assert 'gpu=Resource("gpu", 1)' in one.stdout + one.stderr or "gpu=1" in one.stdout + one.stderr
     assert 'Provided resources: gpu=Resource("gpu", 0)' in none.stdout + none.stderr or "gpu=0" in none.stdout + none.stderr

@@ -1,0 +1,115 @@
+"""Time of SparseGPT's prune step on one decoder layer of a real checkpoint.
+
+The baseline is the authors' form, one column at a time over each block of 128 (``column_loop``
+below, as actpat had it before); against it, ``actpat.pruning.SparseGPT`` with each sub-block width
+``inner`` (a batched triangular solve per sub-block). The layer's seven matrices are pruned from
+the dense weights with the Gram matrix of the same random calibration inputs per input width (the
+time does not depend on their values), unstructured to 0.5 and 2:4; the masks are compared with the
+baseline's, and the largest weight difference (rounding: the same arithmetic in another order).
+
+  python benchmarks/sparsegpt_cost.py --model-dir resources/models/smollm2-135m [--layer 0]
+      [--inner 8 16 32] [--threads 1] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "workflow"))
+
+
+def column_loop(weight: torch.Tensor, gram: torch.Tensor, ratio: float, nm, block: int = 128, damp: float = 0.01):
+    """The baseline: each column's error applied to the rest of its block before the next column."""
+    from actpat.pruning import matrix_mask, nm_mask
+
+    rows, cols = weight.shape
+    w = weight.detach().double().clone()
+    h = gram.clone()
+    dead = torch.diagonal(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    h.diagonal().add_(damp * torch.diagonal(h).mean())
+    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    mask = torch.zeros(rows, cols, dtype=torch.bool)
+    for c1 in range(0, cols, block):
+        c2 = min(c1 + block, cols)
+        w1, u1 = w[:, c1:c2].clone(), u[c1:c2, c1:c2]
+        d = torch.diagonal(u1)
+        err = torch.zeros_like(w1)
+        m1 = mask[:, c1:c2]
+        if not nm:
+            m1.copy_(matrix_mask(w1 ** 2 / d ** 2, ratio))
+        for c in range(c2 - c1):
+            if nm and c % nm[1] == 0:
+                m1[:, c:c + nm[1]] = nm_mask(w1[:, c:c + nm[1]] ** 2 / d[c:c + nm[1]] ** 2, *nm)
+            q = torch.where(m1[:, c], 0.0, w1[:, c])
+            err[:, c] = (w1[:, c] - q) / d[c]
+            w1[:, c:] -= err[:, c:c + 1] * u1[c:c + 1, c:]
+            w1[:, c] = q
+        w[:, c1:c2] = w1
+        w[:, c2:] -= err @ u[c1:c2, c2:]
+    weight.copy_(w.to(weight.dtype))
+    return mask
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model-dir", type=Path, required=True)
+    ap.add_argument("--layer", type=int, default=0)
+    ap.add_argument("--inner", type=int, nargs="+", default=[8, 16, 32])
+    ap.add_argument("--block", type=int, default=128)
+    ap.add_argument("--tokens", type=int, default=4096, help="calibration tokens of the Gram matrices")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from actpat.models import load_checkpoint, weight_layout
+    from actpat.pruning import InputGram, SparseGPT
+
+    model, _, _ = load_checkpoint(args.model_dir)
+    layout = weight_layout(model)
+    layer = model.get_submodule(f"{layout.layer_prefix}.{args.layer}")
+    modules = [layer.get_submodule(name) for name in layout.matrices]
+    gen = torch.Generator().manual_seed(0)
+    grams = {}
+    for m in modules:
+        width = m.weight.shape[1]
+        if width not in grams:
+            g = InputGram(m)
+            g.add_batch(torch.randn(args.tokens, width, generator=gen, dtype=torch.float64))
+            grams[width] = g
+    dense = [m.weight.detach().clone() for m in modules]
+    shapes = ", ".join(f"{n} {tuple(w.shape)}" for n, w in zip(layout.matrices, dense))
+    print(f"layer {args.layer}: {shapes}; block {args.block}, {args.threads} thread(s), best of {args.repeats}")
+    print(f"{'structure':<12} {'method':<22} {'s/layer':>8} {'speed-up':>8} {'max |Δw| vs baseline':>21} {'same mask':>9}")
+
+    def prune_all(fn):
+        best, result = float("inf"), None
+        for _ in range(args.repeats):
+            weights = [w.clone() for w in dense]
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                masks = [fn(w, grams[m.weight.shape[1]]) for w, m in zip(weights, modules)]
+            best = min(best, time.perf_counter() - t0)
+            result = (weights, masks)
+        return best, result
+
+    for nm in (None, (2, 4)):
+        label = "unstructured" if nm is None else f"{nm[0]}:{nm[1]}"
+        base_time, base = prune_all(lambda w, g: column_loop(w, g.gram, 0.5, nm, args.block))
+        print(f"{label:<12} {'column loop (baseline)':<22} {base_time:>8.3f} {1.0:>7.2f}x {0.0:>21.2e} {'True':>9}", flush=True)
+        for inner in args.inner if nm is None else [nm[1]]:
+            took, (weights, masks) = prune_all(lambda w, g: SparseGPT(block=args.block, inner=inner).prune(w, g, 0.5, nm))
+            diff = max(float((a - b).abs().max()) for a, b in zip(weights, base[0]))
+            same = all(torch.equal(a, b) for a, b in zip(masks, base[1]))
+            name = f"actpat, inner {inner}" if nm is None else "actpat, one group of M"
+            print(f"{label:<12} {name:<22} {took:>8.3f} {base_time / took:>7.2f}x {diff:>21.2e} {str(same):>9}", flush=True)
+
+if __name__ == "__main__":
+    main()
