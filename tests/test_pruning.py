@@ -480,11 +480,14 @@ def test_hill_alpha_recovers_a_known_power_law(alpha, xmin):
     assert abs(hill_alpha(lam, xmin) - alpha) < 4 * (alpha - 1) / math.sqrt(n_tail) + 0.02
 
 
-def test_esd_is_the_spectrum_of_wtw():
+@pytest.mark.parametrize("shape", [(7, 5), (5, 7)])
+def test_esd_is_the_spectrum_of_wtw(shape):
+    """min(rows, cols) eigenvalues: the squared singular values (an SVD in float64 as reference)."""
     from actpat.pruning import esd
 
-    w = torch.randn(7, 5, generator=torch.Generator().manual_seed(0))
-    np.testing.assert_allclose(esd(w), np.sort(np.linalg.eigvalsh(w.double().numpy().T @ w.double().numpy())), rtol=1e-5)
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    expected = np.sort(np.linalg.svd(w.double().numpy(), compute_uv=False) ** 2)
+    np.testing.assert_allclose(esd(w), expected, rtol=1e-10)
 
 
 def test_alpha_ratios_follow_the_papers_mapping():

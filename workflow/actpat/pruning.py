@@ -149,9 +149,12 @@ def dlp_ratios(unimportance: np.ndarray, target: float, alpha: float = 0.15,
 
 def esd(weight: torch.Tensor) -> np.ndarray:
     """The empirical spectral density's eigenvalues of a weight matrix: the squared singular
-    values (eigenvalues of WᵀW), ascending, in float64."""
-    sv = torch.linalg.svdvals(weight.detach().float())
-    return np.sort(sv.double().cpu().numpy() ** 2)
+    values, ascending, in float64 -- computed as the eigenvalues of the smaller of WᵀW and WWᵀ in
+    float64 (rounding below zero clipped), which is 2-4x faster than the float32 SVD the
+    AlphaPruning authors take and more accurate (benchmarks/sparsegpt_cost.py)."""
+    w = weight.detach().double()
+    gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+    return np.sort(torch.linalg.eigvalsh(gram).clamp_min(0.0).cpu().numpy())
 
 
 def hill_alpha(eigs: np.ndarray, xmin: str = "peak", bins: int = 100) -> float:
