@@ -371,15 +371,11 @@ def _sparsegpt_case(rows=12, cols=24, tokens=80, seed=0):
     return w, x
 
 
-@pytest.mark.parametrize("ratio, nm, block", [(0.5, None, 8), (0.7, None, 10), (0.0, (2, 4), 8), (0.3, None, 128)])
-def test_sparsegpt_equals_the_sequential_obs_reference(ratio, nm, block):
-    """The blocked, Cholesky-based update equals the paper's sequential form computed with explicit
-    inverses of each remaining-columns Hessian (tests/reference.py): same mask, same weights."""
+def _sparsegpt_prune(w, x, ratio, nm, block, **options):
+    """actpat's SparseGPT on a float64 linear layer with weights ``w``, calibrated on ``x`` (in
+    chunks of 32 tokens): (pruned weights, mask)."""
     from actpat.pruning import InputGram, SparseGPT
-    from reference import sparsegpt_reference
 
-    w, x = _sparsegpt_case()
-    expected_w, expected_mask = sparsegpt_reference(w, x, ratio, block, 0.01, nm)
     lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False).double()
     with torch.no_grad():
         lin.weight.copy_(w)
@@ -387,10 +383,22 @@ def test_sparsegpt_equals_the_sequential_obs_reference(ratio, nm, block):
     for chunk in x.split(32):
         gram.add_batch(chunk[None])
     with torch.no_grad():
-        mask = SparseGPT(block=block, damp=0.01).prune(lin.weight, gram, ratio, nm)
+        mask = SparseGPT(block=block, damp=0.01, **options).prune(lin.weight, gram, ratio, nm)
+    return lin.weight.detach(), mask
+
+
+@pytest.mark.parametrize("ratio, nm, block", [(0.5, None, 8), (0.7, None, 10), (0.0, (2, 4), 8), (0.3, None, 128)])
+def test_sparsegpt_equals_the_sequential_obs_reference(ratio, nm, block):
+    """The blocked, Cholesky-based update equals the paper's sequential form computed with explicit
+    inverses of each remaining-columns Hessian (tests/reference.py): same mask, same weights."""
+    from reference import sparsegpt_reference
+
+    w, x = _sparsegpt_case()
+    expected_w, expected_mask = sparsegpt_reference(w, x, ratio, block, 0.01, nm)
+    pruned, mask = _sparsegpt_prune(w, x, ratio, nm, block)
     assert torch.equal(mask, expected_mask)
-    torch.testing.assert_close(lin.weight.detach(), expected_w, rtol=1e-9, atol=1e-10)
-    assert (lin.weight[:, 5] == 0).all()
+    torch.testing.assert_close(pruned, expected_w, rtol=1e-9, atol=1e-10)
+    assert (pruned[:, 5] == 0).all()
     if nm:
         assert (mask.reshape(w.shape[0], -1, nm[1]).sum(-1) == nm[0]).all()
 
@@ -401,20 +409,13 @@ def test_sparsegpt_sub_blocks_change_only_the_order_of_the_arithmetic(inner, rat
     """Columns taken ``inner`` at a time inside each block, each sub-block's errors from one
     triangular solve per row (N:M: one group of M at a time, whatever ``inner``), give the
     sequential reference's mask and weights; blocks of 24 over 40 columns end mid-sub-block."""
-    from actpat.pruning import InputGram, SparseGPT
     from reference import sparsegpt_reference
 
     w, x = _sparsegpt_case(rows=10, cols=40, tokens=120, seed=inner)
     expected_w, expected_mask = sparsegpt_reference(w, x, ratio, 24, 0.01, nm)
-    lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False).double()
-    with torch.no_grad():
-        lin.weight.copy_(w)
-    gram = InputGram(lin)
-    gram.add_batch(x)
-    with torch.no_grad():
-        mask = SparseGPT(block=24, damp=0.01, inner=inner).prune(lin.weight, gram, ratio, nm)
+    pruned, mask = _sparsegpt_prune(w, x, ratio, nm, block=24, inner=inner)
     assert torch.equal(mask, expected_mask)
-    torch.testing.assert_close(lin.weight.detach(), expected_w, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(pruned, expected_w, rtol=1e-9, atol=1e-10)
 
 
 def test_sparsegpt_reconstructs_the_layer_output_better_than_its_mask_alone():
