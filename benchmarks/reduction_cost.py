@@ -1,7 +1,8 @@
 """The scorer's work after the backward pass, alone: everything a store keeps from one batch of
 per-sample weight gradients, for every scored matrix of the embedded model, with the eager torch
-path and with the fused one-pass kernel (actpat.fused); and the kernel's compile time, cold (an
-empty numba cache) and cached.
+path and with the fused one-pass kernel (actpat.fused); the second pass of the relative counts
+(the gradients formed again, then counted against two thresholds per sample); and the kernel's
+compile time, cold (an empty numba cache) and cached.
 
 The gradients are random (their values do not change the work); the weights are the embedded
 model's. Reported per sample: seconds for all 30 x 7 matrices, and for reference the seconds of
@@ -29,10 +30,13 @@ sys.path.insert(0, {workflow!r})
 import numpy as np
 t0 = time.perf_counter()
 from actpat import fused
+from actpat.sketch import GROUP_ROWS
 g, w = np.zeros((1, 4, 5), np.float32), np.zeros((4, 5), np.float32)
 parts = dict(l1=np.zeros((1, 1)), l2=np.zeros((1, 1)), above=np.zeros((1, 1, 1), np.int64), zeros=np.zeros((1, 1), np.int64),
-             hist=np.zeros((1, 1, fused.HIST_BINS), np.int32), sketch=np.zeros((1, 1, 8), np.float32))
-fused.reduce_batch(g, w, w.copy(), np.ones(1, np.float32), np.zeros(4, np.int32), np.zeros(5, np.int32), 8, **parts)
+             sketch=np.zeros((1, 1, 8), np.float32))
+codes = (np.ones(4, np.float32), np.ones(5, np.float32), np.zeros(1, np.int32), np.zeros(GROUP_ROWS, np.int32))
+fused.reduce_batch(g, w, w.copy(), np.ones(1, np.float32), codes, **parts)
+fused.count_above(g, w, np.ones((1, 2), np.float32), np.zeros((1, 1, 2), np.int64))
 print(time.perf_counter() - t0)
 """
 
@@ -57,8 +61,11 @@ def main():
 
     import torch
 
+    from actpat import fused
     from actpat.models import ModelSource, load_source, weight_layout
-    from actpat.scoring import HIST_BINS, ShardScorer
+    import numpy as np
+
+    from actpat.scoring import ShardScorer
     from actpat.settings import load_settings
 
     cold, cached = compile_seconds()
@@ -72,33 +79,44 @@ def main():
     print(f"SmolLM2-135M, {L} layers x {M} matrices ({layout.weights_per_layer * L / 1e6:.0f}M weights), batch {B}, "
           f"{args.threads} threads; per sample")
     results = {}
+    thresholds = np.full((B, 2), 1e-7, np.float32)
     for kernel in ("eager", "fused"):
         scorer = ShardScorer(model, layout, scoring, kernel=kernel)
         st = {"l1": torch.zeros(B, L, M, dtype=torch.float64), "l2": torch.zeros(B, L, M, dtype=torch.float64),
               "above": torch.zeros(B, L, M, len(scoring.thresholds), dtype=torch.int64),
-              "zeros": torch.zeros(B, L, M, dtype=torch.int64), "hist": torch.zeros(B, L, M, HIST_BINS, dtype=torch.int32)}
-        best, bmm = float("inf"), float("inf")
+              "zeros": torch.zeros(B, L, M, dtype=torch.int64)}
+        best, bmm, count = float("inf"), float("inf"), float("inf")
         for _ in range(args.repeats + 1):  # the first round warms up (and fills the hash codes' cache)
             sketches = [None] * L
-            spent = spent_bmm = 0.0
+            spent = spent_bmm = spent_count = 0.0
             for i, layer in enumerate(scorer.modules):
                 for j, mod in enumerate(layer):
                     rows, cols = mod.weight.shape
                     delta = torch.randn(B, args.tokens, rows, generator=gen) * 1e-3
                     x = torch.randn(B, args.tokens, cols, generator=gen)
+                    w = mod.weight.detach()
                     t0 = time.perf_counter()
                     g = torch.bmm(delta.transpose(1, 2), x)
                     t1 = time.perf_counter()
                     if kernel == "fused":
-                        scorer._reduce_fused(g, mod.weight.detach(), i, j, st, sketches)
+                        scorer._reduce_fused(g, w, i, j, st, sketches)
                     else:
-                        scorer._reduce_eager(g.mul_(mod.weight.detach()).abs_(), i, j, st, sketches)
+                        scorer._reduce_eager(g.mul_(w).abs_(), i, j, st, sketches)
                     t2 = time.perf_counter()
+                    g = torch.bmm(delta.transpose(1, 2), x)  # the second pass: formed again, counted
+                    if kernel == "fused":
+                        fused.count_above(g.numpy(), w.numpy(), thresholds, np.zeros((scorer._chunks, B, 2), np.int64))
+                    else:
+                        s = g.mul_(w).abs_()
+                        [[torch.count_nonzero(s[b] > float(t)) for t in thresholds[b]] for b in range(B)]
+                    t3 = time.perf_counter()
                     spent_bmm += t1 - t0
                     spent += t2 - t1
-            best, bmm = min(best, spent / B), min(bmm, spent_bmm / B)
+                    spent_count += t3 - t2
+            best, bmm, count = min(best, spent / B), min(bmm, spent_bmm / B), min(count, spent_count / B)
         results[kernel] = best
-        print(f"  {kernel:<6} reduction {best:.3f} s   (the per-sample gradients themselves: {bmm:.3f} s)")
+        print(f"  {kernel:<6} first pass {best:.3f} s, count pass {count:.3f} s (gradients again included)   "
+              f"(the per-sample gradients themselves: {bmm:.3f} s)")
     print(f"  fused / eager: {results['fused'] / results['eager']:.2f}")
     print(f"  kernel compile: {cold:.2f} s with an empty cache, {cached:.2f} s from the cache (import included)")
 

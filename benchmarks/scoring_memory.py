@@ -4,15 +4,18 @@ Random-initialised Llama-shaped models of three sizes (SmolLM2-135M's shape, abo
 1.5B parameters), in bfloat16, each scored in its own process with the workflow's scorer; the peak
 RSS is compared with
 
-    P0 + W·d + 4·W_s + (8B + 12)·N_max + B·L·M·2^14·4 + B·T·L·(22·H + 8·I) + B·T·(L + 1)·H·d
+    P0 + W·d + 4·W_s + (8B + 12)·N_max + B·T·L·(22·H + 8·I) + B·T·L·R·d + B·T·(L + 1)·H·d
 
 P0: the process before the model (Python, torch, transformers); W parameters of d bytes; W_s
 scored weights (their float32 sums); N_max the largest scored matrix (the batch's weight
-gradients and the reduction's temporaries); the per-sample histograms of log2|s| (B × L × M ×
-16384 int32 counts); the activations kept for the backward pass (norm inputs in float32,
+gradients and the reduction's temporaries: (8B + 12)·N_max for the fused CPU kernel, 4B·N_max for
+the eager path and the ``triton-gradients`` kernel, none for the ``triton`` kernel, which forms
+them tile by tile); the activations kept for the backward pass (norm inputs in float32,
 attention's q, k, v and output, the linear inputs the scorer keeps, the MLP's activation inputs);
-the hidden states (L + 1 per sample, for the baseline of validation 3). B batch, T tokens, L
-layers, M matrices per layer, H hidden size, I MLP size.
+the scored modules' output gradients, kept until the backward pass ends for the relative counts'
+second pass (R = Σ of the scored matrices' output sizes per layer: 3H + 2·kv + 2I for Llama); the
+hidden states (L + 1 per sample, for the baseline of validation 3). B batch, T tokens, L layers,
+H hidden size, I MLP size.
 
 And the peak must not grow with the number of samples scored (2 batches against 6).
 
@@ -37,22 +40,22 @@ SHAPES = {  # hidden, intermediate, layers, heads, kv heads, vocab
     "0.5b": (1024, 4096, 24, 16, 4, 49152),
     "1.5b": (2048, 8192, 20, 16, 4, 49152),
 }
-HIST_BYTES = (1 << 14) * 4  # int32 bins
+GRADIENT_BYTES = {"fused": lambda b: 8 * b + 12, "eager": lambda b: 4 * b, "triton-gradients": lambda b: 4 * b,
+                  "triton": lambda b: 0}  # bytes per weight of the largest matrix, by kernel
 
 
 def memory_model(n_params: int, d: int, layout, hidden: int, inter: int, batch: int, seq_len: int,
-                 gpu: bool = False) -> dict[str, int]:
+                 kernel: str = "fused") -> dict[str, int]:
     """The README's memory model of a scoring job, in bytes per part (without P0): the formula
-    above. ``gpu``: the torch path's gradients (the batch's float32 gradients of the largest
-    matrix, 4·B·N_max) instead of the fused CPU kernel's (8B + 12)·N_max."""
+    above, with the gradients' part of ``kernel`` (``actpat.scoring.KERNELS``)."""
     layers = layout.n_layers
     n_max = max(r * c for r, c in layout.shapes)
     return {
         "weights": n_params * d,
         "sums": 4 * layout.weights_per_layer * layers,
-        "gradients": (4 * batch if gpu else 8 * batch + 12) * n_max,
-        "histograms": batch * layers * len(layout.matrices) * HIST_BYTES,
+        "gradients": GRADIENT_BYTES[kernel](batch) * n_max,
         "activations": batch * seq_len * layers * (22 * hidden + 8 * inter),
+        "kept_gradients": batch * seq_len * layers * sum(r for r, _ in layout.shapes) * d,
         "hidden_states": batch * seq_len * (layers + 1) * hidden * d,
     }
 

@@ -4,7 +4,7 @@ Takes real windows from the default run's sample stores (several per domain, all
 the full score vectors of every other layer, and compares the sketch estimate with the exact
 LLMDcos for every pair of samples (same- and cross-domain) and every kept layer.
 
-  python benchmarks/sketch_error.py [--per-domain 3] [--sketch-size 32768]
+  python benchmarks/sketch_error.py [--workdir <a run's directory>] [--per-domain 3] [--sketch-size 32768]
 """
 
 from __future__ import annotations
@@ -35,12 +35,13 @@ def main():
     ap.add_argument("--per-domain", type=int, default=3)
     ap.add_argument("--sketch-size", type=int, default=32768)
     ap.add_argument("--layer-step", type=int, default=2)
+    ap.add_argument("--workdir", type=Path, default=ROOT, help="where the run's results/ and resources/ are")
     args = ap.parse_args()
     torch.set_num_threads(2)
 
-    model, _, _ = load_checkpoint(ROOT / "resources/models" / args.model)
+    model, _, _ = load_checkpoint(args.workdir / "resources/models" / args.model)
     layout = weight_layout(model)
-    stores = sorted(p for p in (ROOT / "results" / args.model / "samples").glob("*.zarr") if not p.name.startswith("pairs-"))
+    stores = sorted(p for p in (args.workdir / "results" / args.model / "samples").glob("*.zarr") if not p.name.startswith("pairs-"))
     if not stores:
         sys.exit("run the default workflow first (snakemake --cores all): no sample stores found")
     ids, domains = [], []

@@ -43,26 +43,32 @@ def llmdcos_exact(a, b) -> float:
 
 def sketch_dense(vector, layer: int, k: int, seed: int, shapes=None):
     """The CountSketch of a whole layer vector (the layer's matrices flattened and concatenated in
-    ``shapes`` order; one 1 x n matrix by default), written from the hash's definition: row r and
-    column c of matrix j have codes a = (h >> 1) mod k + k (h & 1) from their 32-bit hashes h;
-    weight (r, c) adds to entry (a_r + a_c) mod 2k of a 2k-vector, and the sketch is its first half
-    minus its second half."""
+    ``shapes`` order; one 1 x n matrix by default), written weight by weight from the hash's
+    definition (version 3), G the group size: in matrix j, weight (r, c) belongs to the group of
+    strip r // G and column c' = G (c // G) + ((c mod G) - (r mod G)) mod G; it adds s_r t_c |value|
+    to bucket (u + v) mod k, where s_r, t_c are the signs of the low bits of hashes h_rows(r),
+    h_cols(c) (a set bit: -1), u = (h_strips(r // G) >> 1) mod k and v = (h_groupcols(c') >> 1) mod k."""
     import numpy as np
 
-    from actpat.sketch import axis_hash
+    from actpat.sketch import GROUP_ROWS as G, axis_hash
 
     vector = np.abs(np.asarray(vector, dtype=np.float64)).ravel()
     shapes = shapes or [(1, vector.size)]
-    out = np.zeros(2 * k)
+    out = np.zeros(k)
     pos = 0
     for j, (rows, cols) in enumerate(shapes):
-        hr = axis_hash(rows, layer, j, 0, seed).numpy()
-        hc = axis_hash(cols, layer, j, 1, seed).numpy()
-        code_r, code_c = (hr >> 1) % k + k * (hr & 1), (hc >> 1) % k + k * (hc & 1)
-        idx = ((code_r[:, None] + code_c[None, :]) % (2 * k)).ravel()
-        out += np.bincount(idx, weights=vector[pos : pos + rows * cols], minlength=2 * k)
+        h_rows = axis_hash(rows, layer, j, 0, seed).numpy()
+        h_cols = axis_hash(cols, layer, j, 1, seed).numpy()
+        h_strips = axis_hash(-(-rows // G), layer, j, 2, seed).numpy()
+        h_groupcols = axis_hash(G * -(-cols // G), layer, j, 3, seed).numpy()
+        for r in range(rows):
+            c = np.arange(cols)
+            group_col = G * (c // G) + (c % G - r % G) % G
+            bucket = ((h_strips[r // G] >> 1) % k + (h_groupcols[group_col] >> 1) % k) % k
+            sign = (-1.0 if h_rows[r] & 1 else 1.0) * np.where(h_cols & 1, -1.0, 1.0)
+            out += np.bincount(bucket, weights=sign * vector[pos + r * cols : pos + (r + 1) * cols], minlength=k)
         pos += rows * cols
-    return (out[:k] - out[k:]).astype(np.float32)
+    return out.astype(np.float32)
 
 
 def sparsegpt_reference(weight, x, ratio: float, block: int, damp: float = 0.01, nm=None):

@@ -24,7 +24,7 @@ def _sample_scores(rng, n):
     return [[[rng.exponential(1.0, s) for s in LAYOUT.shapes] for _ in range(LAYOUT.n_layers)] for _ in range(n)]
 
 
-def _write(path, scores, domain, ids, identity_sketch=True):
+def _write(path, scores, domain, ids, identity_sketch=True, hash_version=HASH_VERSION):
     import torch
 
     results = []
@@ -44,7 +44,7 @@ def _write(path, scores, domain, ids, identity_sketch=True):
     samples = xr.Dataset({"doc_id": ("sample", np.asarray(ids, dtype=object)), "offset": ("sample", np.zeros(len(ids), dtype=np.int64))},
                          coords={"sample": np.asarray([f"{domain}:{i}" for i in ids], dtype=object)})
     attrs = {"model": "toy", "checkpoint_sha256": "x", "seed": 1, "seq_len": 8, "target": "max_logit", "dtype": "float32",
-             "sketch_size": 12, "sketch_seed": 0, "sketch_hash_version": HASH_VERSION, "domain": domain, "shard": 0, "code_version": "t"}
+             "sketch_size": 12, "sketch_seed": 0, "sketch_hash_version": hash_version, "domain": domain, "shard": 0, "code_version": "t"}
     write_scores(path, LAYOUT, sums, samples, results, THRESHOLDS, attrs, MULTIPLES)
 
 
@@ -98,6 +98,13 @@ def test_mixing_domains_or_duplicate_samples_is_refused(toy):
         density([root / "x0.zarr", root / "y0.zarr"], [0.5])
     with pytest.raises(StoreError, match="also appear in another shard"):
         density([root / "x0.zarr", root / "xall.zarr"], [0.5])
+
+
+def test_stores_of_an_older_sketch_hash_are_refused_with_the_advice_to_rescore(tmp_path):
+    rng = np.random.default_rng(2)
+    _write(tmp_path / "old.zarr", _sample_scores(rng, 2), "x", ["d0", "d1"], hash_version=HASH_VERSION - 1)
+    with pytest.raises(StoreError, match=rf"hash version {HASH_VERSION - 1}, this code version {HASH_VERSION}; rescore it"):
+        density([tmp_path / "old.zarr"], [0.5])
 
 
 def test_mass_share_against_sorting():

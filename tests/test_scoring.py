@@ -34,11 +34,11 @@ def _check_against_reference(model, samples, target, rtol=1e-5, atol=1e-9, kerne
             assert scorer.sums[i][j].dtype == torch.float32
             for res, ref, mean in zip(results, per_sample, sample_means):
                 for k, mult in enumerate((1.0, 5.0)):
-                    # counted from a histogram of 64 bins per octave: exact up to the weights that
-                    # share the threshold's bin (1.1% wide)
+                    # exact counts, up to the weights whose score the two computations round to
+                    # different sides of the threshold
                     t = mult * mean
-                    in_bin = int(((ref > t / 1.011) & (ref <= t * 1.011)).sum())
-                    assert abs(res.above_rel[i, j, k] - int((ref > t).sum())) <= in_bin + 1
+                    near = int(((ref > t * (1 - 1e-5)) & (ref <= t * (1 + 1e-5))).sum())
+                    assert abs(res.above_rel[i, j, k] - int((ref > t).sum())) <= near
                 # the reference's sums in float64: torch's float32 norm of a whole SmolLM2 matrix
                 # is itself off by about 1e-4 (measured: 1.64413 against 1.64432 in float64)
                 assert res.l1[i, j] == pytest.approx(ref.double().sum().item(), rel=1e-5)
@@ -134,8 +134,8 @@ def test_a_batch_of_padded_samples_scores_like_each_sample_alone():
 @pytest.mark.parametrize("sketch_size", [64, 50])
 def test_fused_kernel_equals_the_eager_path(sketch_size):
     """The one-pass CPU kernel against the torch reference path on a padded batch: the float32
-    sums bit for bit, counts, zeros and histogram-read relative counts exactly, L1/L2 to 1e-6,
-    the sketch to float32 summation order; also with 2k not a power of two (index mod 2k)."""
+    sums bit for bit, counts, zeros and relative counts exactly, L1/L2 to 1e-6, the sketch to
+    float32 summation order; also with k not a power of two."""
     model = tiny_llama()
     with torch.no_grad():
         model.model.layers[0].self_attn.q_proj.weight[:3] = 0  # exact zeros counted
@@ -162,18 +162,53 @@ def test_fused_kernel_equals_the_eager_path(sketch_size):
 
 def test_fused_kernel_refuses_arrays_it_would_write_out_of_bounds_of():
     from actpat import fused
+    from actpat.sketch import GROUP_ROWS
 
     g, w = np.zeros((1, 4, 5), np.float32), np.zeros((4, 5), np.float32)
     parts = dict(l1=np.zeros((1, 1)), l2=np.zeros((1, 1)), above=np.zeros((1, 1, 1), np.int64), zeros=np.zeros((1, 1), np.int64),
-                 hist=np.zeros((1, 1, fused.HIST_BINS), np.int32), sketch=np.zeros((1, 1, 8), np.float32))
-    rows, cols, thr = np.zeros(4, np.int32), np.zeros(5, np.int32), np.ones(1, np.float32)
-    fused.reduce_batch(g, w, w.copy(), thr, rows, cols, 8, **parts)
+                 sketch=np.zeros((1, 1, 8), np.float32))
+    codes = (np.ones(4, np.float32), np.ones(5, np.float32), np.zeros(1, np.int32), np.zeros(GROUP_ROWS, np.int32))
+    thr = np.ones(1, np.float32)
+    fused.reduce_batch(g, w, w.copy(), thr, codes, **parts)
     with pytest.raises(ValueError, match="sketch codes"):
-        fused.reduce_batch(g, w, w.copy(), thr, rows, cols + 8, 8, **parts)
+        fused.reduce_batch(g, w, w.copy(), thr, codes[:3] + (codes[3] + 8,), **parts)
     with pytest.raises(ValueError, match="acc is float64"):
-        fused.reduce_batch(g, w, w.astype(np.float64), thr, rows, cols, 8, **parts)
-    with pytest.raises(ValueError, match="hist"):
-        fused.reduce_batch(g, w, w.copy(), thr, rows, cols, 8, **(parts | {"hist": np.zeros((1, 1, 10), np.int32)}))
+        fused.reduce_batch(g, w, w.astype(np.float64), thr, codes, **parts)
+    with pytest.raises(ValueError, match="group_col"):
+        fused.reduce_batch(g, w, w.copy(), thr, codes[:3] + (np.zeros(5, np.int32),), **parts)
+    with pytest.raises(ValueError, match="counts"):
+        fused.count_above(g, w, np.ones((1, 2), np.float32), np.zeros((1, 1, 3), np.int64))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_relative_counts_are_exact_on_the_scores_themselves(kernel):
+    """One sample: the accumulated sums are its scores s, float32, as the first pass formed them.
+    The relative counts equal the number of those s above m × (Σ L1 / weights), counted here on the
+    sums in float64 against the real-valued threshold (the second pass forms s again)."""
+    model = tiny_llama()
+    layout = weight_layout(model)
+    ids = torch.randint(0, 64, (1, 12), generator=torch.Generator().manual_seed(9))
+    multiples = (0.5, 1.0, 3.0)
+    scorer = ShardScorer(model, layout, scoring(relative_multiples=multiples, sketch_size=64), kernel=kernel)
+    res = scorer.score(ids)
+    mean = res.l1.sum() / (layout.weights_per_layer * layout.n_layers)
+    for i in range(layout.n_layers):
+        for j in range(len(layout.matrices)):
+            s = scorer.sums[i][j].double()
+            for k, m in enumerate(multiples):
+                assert res.above_rel[i, j, k] == int((s > m * mean).sum())
+    assert res.above_rel.sum() > 0
+
+
+def test_float32_below_is_the_largest_float32_not_above():
+    from actpat.scoring import float32_below
+
+    values = np.array([0.1, 1.0, 3.0000001, 1e-30, 2.0**-149 * 1.5])
+    got = float32_below(values)
+    assert got.dtype == np.float32
+    assert (got.astype(np.float64) <= values).all()
+    assert (np.nextafter(got, np.float32(np.inf)).astype(np.float64) > values).all()
+    assert got[1] == 1.0
 
 
 def test_no_weight_gradient_is_ever_stored():

@@ -8,20 +8,23 @@ gradient of sample b is then Σ_t δ_bt x_btᵀ, formed for the batch one module
 
 * added to a float32 accumulator (exact Σ|s| over the shard's samples, per weight), which lives on
   the weight's device (a model spread over GPUs keeps each layer's sums beside the layer);
-* reduced to per-sample statistics per layer and matrix: L1 and L2 (row sums in float32, summed
-  in float64), counts above the absolute thresholds, exact zeros, a histogram of log2|s| (64 bins
-  per octave, from the float's bits) from which the counts above a multiple of the sample's
-  model-wide mean score are read once that mean is known;
+* reduced to per-sample statistics per layer and matrix: L1 and L2 (row or tile sums in float32,
+  summed in float64), counts above the absolute thresholds, exact zeros;
 * added to the layer's CountSketch (``actpat.sketch``), from which LLMDcos between any two
   samples is estimated later.
 
-On the CPU all of this is one pass per weight (``actpat.fused``); the torch path
-(``_reduce_eager``) is the reference and the path on CUDA.
+Once the backward pass is done, each sample's model-wide mean score is known, and a second pass
+counts exactly the weights above each multiple of it (the relative counts).
+
+On the CPU the first pass is one pass per weight (``actpat.fused``); on a GPU one Triton kernel per
+matrix (``actpat.triton_kernels``), which forms each tile of the gradient itself; the torch path
+(``_reduce_eager``) is the reference.
 
 Several samples share one forward/backward pass. Samples of different lengths are padded on the
 right with an attention mask: padded positions feed no real position, so their output gradient is
-zero and a padded sample scores as it would alone. Memory: weights, the float32 sums, and per
-module batch × rows × cols × 4 bytes for the batch's weight gradients, plus the activations.
+zero and a padded sample scores as it would alone. Memory: weights, the float32 sums, per module
+batch × rows × cols × 4 bytes for the batch's weight gradients (none with the ``triton`` kernel),
+the activations, and the scored modules' inputs and output gradients kept for the second pass.
 """
 
 from __future__ import annotations
@@ -34,16 +37,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from actpat import fused
+from actpat import fused, triton_kernels
 from actpat.errors import ActpatError
 from actpat.models import WeightLayout
 from actpat.settings import Scoring
-from actpat.sketch import LayerHasher, finish, sketch_into
-
-# histogram of log2|s| for the relative counts: 64 bins per octave from the float32 bit pattern
-# (23 mantissa bits - 6); every positive float32, inf and nan included
-HIST_SHIFT, HIST_BINS = fused.HIST_SHIFT, fused.HIST_BINS
-
+from actpat.sketch import LayerHasher, sketch_into
 
 class NumericalError(ActpatError):
     """A non-finite score: it would poison every sum it enters."""
@@ -94,20 +92,6 @@ class SampleScores:
     hidden_mean: np.ndarray | None = None  # (layer + 1, hidden) float32, mean over real positions
 
 
-def count_above_from_histogram(hist: np.ndarray, threshold: float) -> float:
-    """Weights above ``threshold`` from a histogram of float32 bit patterns >> HIST_SHIFT: the bins
-    above the threshold's bin, plus the part of its bin above it (uniform within the bin, whose
-    width is 1/64 of an octave)."""
-    if threshold <= 0:
-        return float(hist.sum())
-    bits = int(np.float32(threshold).view(np.int32))
-    b = bits >> HIST_SHIFT
-    lo = np.int32(b << HIST_SHIFT).view(np.float32)
-    hi = np.int32((b + 1) << HIST_SHIFT).view(np.float32)
-    frac = (float(hi) - threshold) / (float(hi) - float(lo))
-    return float(hist[..., b + 1:].sum(-1) + frac * hist[..., b])
-
-
 # How a half-precision batch's per-sample gradients are multiplied on CUDA (``benchmarks/gpu_check.py``
 # times each): "auto" (bf16/fp16 operands with a float32 result where torch has it, else "tf32"),
 # "tf32" (operands widened to float32, TensorFloat-32 products), "float32" (plain float32 matmul).
@@ -143,12 +127,24 @@ def _half_bmm(a: torch.Tensor, b: torch.Tensor, mode: str) -> torch.Tensor:
         matmul.allow_tf32 = before
 
 
+KERNELS = ("auto", "fused", "eager", "triton", "triton-gradients")
+
+
 class ShardScorer:
     """Scores batches of samples and accumulates Σ|s| per weight in float32.
 
-    ``kernel``: how a matrix's scores are reduced on the CPU: ``fused`` (``actpat.fused``: one
-    pass per weight), ``eager`` (torch operations, the reference; always the path on CUDA), or
-    ``auto`` (fused where numba is available)."""
+    ``kernel``: how a matrix's scores are reduced: ``fused`` (the CPU, ``actpat.fused``: one pass
+    per weight over the batch's gradients), ``triton`` (a GPU, ``actpat.triton_kernels``: each
+    gradient tile formed and reduced in one kernel, never written to memory), ``triton-gradients``
+    (a GPU: the batch's gradients formed by a batched matmul, then reduced by one kernel),
+    ``eager`` (torch operations: the reference), or ``auto`` (fused on the CPU where numba is
+    available, triton on CUDA where triton is, else eager).
+
+    The relative counts (weights above a multiple of the sample's model-wide mean score) need that
+    mean, which is known only when the whole backward pass is done: the scorer keeps each scored
+    module's inputs and output gradients until then, and counts in a second pass over the gradients
+    formed again from them (``_count_relative``): exact counts, for the memory of the batch's
+    activations once more (``benchmarks/scoring_memory.py``)."""
 
     def __init__(self, model: nn.Module, layout: WeightLayout, settings: Scoring, kernel: str = "auto"):
         if settings.target not in TARGETS:
@@ -163,11 +159,8 @@ class ShardScorer:
                      for layer in self.modules]
         self.hasher = LayerHasher(layout.shapes, settings.sketch_size, settings.sketch_seed)
         self.n_samples = 0
-        if kernel not in ("auto", "fused", "eager"):
-            raise ActpatError(f"unknown kernel {kernel!r}: auto, fused or eager")
-        if kernel == "fused" and not fused.available():
-            raise ActpatError("the fused kernel needs numba (pip install numba), and ACTPAT_EAGER unset")
-        self.fused = kernel == "fused" or (kernel == "auto" and fused.available())
+        self.kernel = _pick_kernel(kernel, {str(p.device) for p in model.parameters()})
+        self.fused = self.kernel == "fused"
         self._chunks = fused.set_threads(torch.get_num_threads()) if self.fused else 1
         self._thresholds = np.asarray(settings.thresholds, np.float32)
         self._scratch: dict[str, np.ndarray] = {}
@@ -182,16 +175,17 @@ class ShardScorer:
         b_size, width = input_ids.shape
         lengths = torch.as_tensor(lengths, device=device)
         mask = (torch.arange(width, device=device)[None, :] < lengths[:, None]).long()
-        L, M, k = self.layout.n_layers, len(self.layout.matrices), self.settings.sketch_size
+        L, M = self.layout.n_layers, len(self.layout.matrices)
         st = {
             "l1": torch.zeros(b_size, L, M, dtype=torch.float64), "l2": torch.zeros(b_size, L, M, dtype=torch.float64),
             "above": torch.zeros(b_size, L, M, len(self.settings.thresholds), dtype=torch.int64),
             "zeros": torch.zeros(b_size, L, M, dtype=torch.int64),
-            "hist": torch.zeros(b_size, L, M, HIST_BINS, dtype=torch.int32),
         }
         sketches = [None] * L
         inputs: dict[int, torch.Tensor] = {}
+        kept: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []  # for the relative counts
         handles = []
+        lengths32 = lengths.to(torch.int32)
 
         def keep_input(module, args, output):
             inputs[id(module)] = args[0].detach()
@@ -202,13 +196,9 @@ class ShardScorer:
             i, j = self._where[id(module)]
             x = inputs.pop(id(module))
             with torch.no_grad():
-                weight = module.weight.detach()
-                g = _linear_grad(module, x, delta)
-                if self.fused and g.device.type == "cpu":
-                    self._reduce_fused(g, weight, i, j, st, sketches)
-                else:
-                    s = g.mul_(weight.float()).abs_()  # |w · g| per sample, float32, in place of g
-                    self._reduce_eager(s, i, j, st, sketches)
+                self._reduce(module, x, delta, lengths32, i, j, st, sketches)
+            if self.settings.relative_multiples:
+                kept.append((module, x, delta))
 
         def grad_from_embeddings(module, args, output):
             return output.detach().requires_grad_(True)
@@ -224,9 +214,13 @@ class ShardScorer:
             for h in handles:
                 h.remove()
             inputs.clear()
+        _gather(st)
+        with torch.no_grad():
+            above_rel = self._count_relative(kept, lengths32, st["l1"])
+        kept.clear()
         # the fused kernel's per-chunk sketches, added up
         sketches = [torch.from_numpy(sk.sum(0)) if isinstance(sk, np.ndarray) else sk for sk in sketches]
-        return self._results(st, sketches, value, token, hidden, sample_ids or [str(n) for n in range(b_size)])
+        return self._results(st, above_rel, sketches, value, token, hidden, sample_ids or [str(n) for n in range(b_size)])
 
     def score(self, input_ids: torch.Tensor, sample_id: str = "?") -> SampleScores:
         """One unpadded sample (batch of 1)."""
@@ -251,35 +245,67 @@ class ShardScorer:
         hidden = torch.stack([(h.detach().float() * m).sum(1) / m.sum(1) for h in out.hidden_states], dim=1)
         return value, token, hidden.cpu().numpy()
 
+    def _reduce(self, module, x, delta, lengths, i: int, j: int, st: dict, sketches: list) -> None:
+        """The first pass over one matrix's scores of the batch, by the scorer's kernel."""
+        weight = module.weight.detach()
+        if self.kernel == "triton":
+            self._reduce_triton(weight, i, j, st, sketches, pq=triton_kernels.operands(module, x, delta),
+                                lengths=lengths)
+            return
+        g = _linear_grad(module, x, delta)
+        if self.kernel == "triton-gradients":
+            self._reduce_triton(weight, i, j, st, sketches, g=g)
+        elif self.fused and g.device.type == "cpu":
+            self._reduce_fused(g, weight, i, j, st, sketches)
+        else:
+            self._reduce_eager(g.mul_(weight.float()).abs_(), i, j, st, sketches)  # |w · g|, in place of g
+
+    def _batch_sketch(self, sketches: list, i: int, b_size: int, device) -> torch.Tensor:
+        if sketches[i] is None:
+            sketches[i] = torch.zeros(b_size, self.settings.sketch_size, dtype=torch.float32, device=device)
+        return sketches[i]
+
+    def _reduce_triton(self, weight, i, j, st, sketches, g=None, pq=None, lengths=None) -> None:
+        """``_reduce_eager``'s results by one Triton kernel (``actpat.triton_kernels``): partial
+        sums per tile, added here in float64 (L1, L2) and int64 (counts)."""
+        b_size = len(g) if g is not None else len(pq[0])
+        device = weight.device
+        thresholds = torch.as_tensor(self._thresholds, device=device)
+        sketch = self._batch_sketch(sketches, i, b_size, device)
+        part = triton_kernels.reduce(weight, self.sums[i][j], thresholds, self.hasher.codes(i, j, device), sketch,
+                                     g=g, pq=pq, lengths=lengths)
+        d = _on_device(st, device)
+        d["l1"][:, i, j] = part["l1"].double().sum(0)
+        d["l2"][:, i, j] = part["l2"].double().sum(0).sqrt()
+        d["above"][:, i, j] = part["above"].long().sum(0)
+        d["zeros"][:, i, j] = part["zeros"].long().sum(0)
+
     def _reduce_fused(self, g: torch.Tensor, weight: torch.Tensor, i: int, j: int, st: dict, sketches: list) -> None:
         """``_reduce_eager``'s results from the gradients g (batch, rows, cols) in one pass
         (``actpat.fused``). Its partial outputs live in buffers made once per batch size and
-        zeroed before use (a fresh allocation per matrix left the allocator holding ~250 MB more
-        at the peak)."""
-        b_size, chunks, two_k = len(g), self._chunks, 2 * self.settings.sketch_size
+        zeroed before use (a fresh allocation per matrix left the allocator holding more memory at
+        the peak)."""
+        b_size, chunks, k = len(g), self._chunks, self.settings.sketch_size
         if not self._scratch or self._scratch["l1"].shape[1] != b_size:
             self._scratch = {
                 "l1": np.zeros((chunks, b_size)), "l2": np.zeros((chunks, b_size)),
                 "above": np.zeros((chunks, b_size, len(self._thresholds)), dtype=np.int64),
                 "zeros": np.zeros((chunks, b_size), dtype=np.int64),
-                "hist": np.zeros((chunks, b_size, HIST_BINS), dtype=np.int32),
-                "sketch": np.zeros((self.layout.n_layers, chunks, b_size, two_k), dtype=np.float32),
+                "sketch": np.zeros((self.layout.n_layers, chunks, b_size, k), dtype=np.float32),
             }
         part = self._scratch
-        for key in ("l1", "l2", "above", "zeros", "hist"):
+        for key in ("l1", "l2", "above", "zeros"):
             part[key].fill(0)
         if sketches[i] is None:
             sketches[i] = part["sketch"][i]
             sketches[i].fill(0)
-        rows, cols = self.hasher.codes(i, j, "cpu")
+        codes = tuple(c.numpy() for c in self.hasher.codes(i, j, "cpu"))
         fused.reduce_batch(g.contiguous().numpy(), weight.float().contiguous().numpy(), self.sums[i][j].numpy(),
-                           self._thresholds, rows.numpy(), cols.numpy(), two_k, part["l1"], part["l2"],
-                           part["above"], part["zeros"], part["hist"], sketches[i])
+                           self._thresholds, codes, part["l1"], part["l2"], part["above"], part["zeros"], sketches[i])
         st["l1"][:, i, j] = torch.from_numpy(part["l1"].sum(0))
         st["l2"][:, i, j] = torch.from_numpy(np.sqrt(part["l2"].sum(0)))
         st["above"][:, i, j] = torch.from_numpy(part["above"].sum(0))
         st["zeros"][:, i, j] = torch.from_numpy(part["zeros"].sum(0))
-        st["hist"][:, i, j] = torch.from_numpy(part["hist"].sum(0, dtype=np.int32))
 
     def _reduce_eager(self, s: torch.Tensor, i: int, j: int, st: dict, sketches: list) -> None:
         """Everything the store keeps from one matrix's scores of a batch (batch, rows, cols).
@@ -293,38 +319,101 @@ class ShardScorer:
         d = _on_device(st, s.device)
         d["l1"][:, i, j] = s.sum(-1).double().sum(-1)
         d["l2"][:, i, j] = torch.linalg.vector_norm(s, dim=-1).double().square().sum(-1).sqrt()
-        if sketches[i] is None:
-            sketches[i] = torch.zeros(len(s), 2 * self.settings.sketch_size, dtype=torch.float32, device=s.device)
-        sketch_into(sketches[i], s, self.hasher.index(i, j, s.device))
+        sketch_into(self._batch_sketch(sketches, i, len(s), s.device), s, self.hasher.codes(i, j, s.device))
         for b in range(len(s)):
             flat = s[b].reshape(-1)
             for t, thr in enumerate(self.settings.thresholds):
                 d["above"][b, i, j, t] = torch.count_nonzero(flat > thr)
             d["zeros"][b, i, j] = flat.numel() - torch.count_nonzero(flat)
-            d["hist"][b, i, j] = torch.bincount(flat.view(torch.int32) >> HIST_SHIFT, minlength=HIST_BINS)
 
-    def _results(self, st, sketches, value, token, hidden, sample_ids) -> list[SampleScores]:
-        for d in st.pop("devices", {}).values():  # each (layer, matrix) was written on one device
-            for key, v in d.items():
-                st[key] += v.cpu()
+    def _count_relative(self, kept: list, lengths: torch.Tensor, l1: torch.Tensor) -> torch.Tensor:
+        """The second pass: per sample, layer and matrix, the weights whose score exceeds each
+        multiple of the sample's model-wide mean score (Σ L1 / weights), counted exactly on |w·g|
+        formed again from the kept inputs and output gradients, the same way as in the first pass.
+        The float64 threshold t is compared as the largest float32 not above it, t₃₂: for a
+        float32 score s, s > t exactly when s > t₃₂."""
+        multiples = self.settings.relative_multiples
+        b_size, L, M = l1.shape
+        out = torch.zeros(b_size, L, M, len(multiples), dtype=torch.int64)
+        if not multiples:
+            return out
+        mean = l1.sum((1, 2)).numpy() / (self.layout.weights_per_layer * L)
+        thresholds = float32_below(np.outer(mean, multiples))  # (batch, multiple)
+        on_device: dict[str, torch.Tensor] = {}
+        for module, x, delta in kept:
+            i, j = self._where[id(module)]
+            weight = module.weight.detach()
+            device = weight.device
+            dev_out = out if device.type == "cpu" else on_device.setdefault(str(device), torch.zeros_like(out, device=device))
+            relative = torch.as_tensor(thresholds, device=device)
+            if self.kernel == "triton":
+                counts = triton_kernels.count_above(weight, relative, pq=triton_kernels.operands(module, x, delta),
+                                                    lengths=lengths).long().sum(0)
+            else:
+                g = _linear_grad(module, x, delta)
+                if self.kernel == "triton-gradients":
+                    counts = triton_kernels.count_above(weight, relative, g=g).long().sum(0)
+                elif self.fused and g.device.type == "cpu":
+                    part = np.zeros((self._chunks, b_size, len(multiples)), dtype=np.int64)
+                    fused.count_above(g.contiguous().numpy(), weight.float().contiguous().numpy(), thresholds, part)
+                    counts = torch.from_numpy(part.sum(0))
+                else:
+                    s = g.mul_(weight.float()).abs_()
+                    counts = torch.stack([torch.stack([torch.count_nonzero(s[b] > relative[b, t])
+                                                       for t in range(len(multiples))]) for b in range(b_size)])
+            dev_out[:, i, j] = counts
+        for v in on_device.values():
+            out += v.cpu()
+        return out
+
+    def _results(self, st, above_rel, sketches, value, token, hidden, sample_ids) -> list[SampleScores]:
         l1 = st["l1"].numpy()
         bad = ~np.isfinite(l1)
         if bad.any():
             b, i, j = (int(v[0]) for v in np.nonzero(bad))
             raise NumericalError(f"sample {sample_ids[b]}: non-finite score in layer {i} ({self.layout.matrices[j]})")
-        n_weights = self.layout.weights_per_layer * self.layout.n_layers
-        hist = st["hist"].numpy()
         out = []
         for b in range(len(sample_ids)):
-            mean = l1[b].sum() / n_weights
-            rel = np.stack([np.rint([[count_above_from_histogram(hist[b, i, j], m * mean)
-                                      for j in range(l1.shape[2])] for i in range(l1.shape[1])])
-                            for m in self.settings.relative_multiples], axis=-1).astype(np.int64)
-            sketch = torch.stack([finish(sk[b]) for sk in sketches]).cpu().numpy()
+            sketch = torch.stack([sk[b] for sk in sketches]).cpu().numpy()
             out.append(SampleScores(float(value[b].detach()), int(token[b]), l1[b], st["l2"][b].numpy(),
-                                    st["above"][b].numpy(), rel, st["zeros"][b].numpy(), sketch, hidden[b]))
+                                    st["above"][b].numpy(), above_rel[b].numpy(), st["zeros"][b].numpy(), sketch,
+                                    hidden[b]))
         self.n_samples += len(out)
         return out
+
+
+def float32_below(values: np.ndarray) -> np.ndarray:
+    """Each value as the largest float32 not above it (float64 in, float32 out)."""
+    values = np.asarray(values, np.float64)
+    down = values.astype(np.float32)
+    over = down.astype(np.float64) > values
+    down[over] = np.nextafter(down[over], np.float32(-np.inf))
+    return down
+
+
+def _pick_kernel(kernel: str, devices: set[str]) -> str:
+    """The kernel ``auto`` means for a model on ``devices``; a named kernel checked against them."""
+    if kernel not in KERNELS:
+        raise ActpatError(f"unknown kernel {kernel!r}: {', '.join(KERNELS)}")
+    cuda = any(d.startswith("cuda") for d in devices)
+    if kernel == "auto":
+        if cuda:
+            return "triton" if all(triton_kernels.available(d) for d in devices) else "eager"
+        return "fused" if fused.available() else "eager"
+    if kernel == "fused" and not fused.available():
+        raise ActpatError("the fused kernel needs numba (pip install numba), and ACTPAT_EAGER unset")
+    if kernel == "fused" and cuda:
+        raise ActpatError("the fused kernel runs on the CPU; a model on a GPU takes kernel triton or eager")
+    if kernel.startswith("triton") and not all(triton_kernels.available(d) for d in devices):
+        raise ActpatError(f"kernel {kernel} needs triton and a CUDA device (or TRITON_INTERPRET=1 on the CPU)")
+    return kernel
+
+
+def _gather(st: dict) -> None:
+    """Add the statistics that each device kept (``_on_device``) into the host's ``st``."""
+    for d in st.pop("devices", {}).values():  # each (layer, matrix) was written on one device
+        for key, v in d.items():
+            st[key] += v.cpu()
 
 
 def _on_device(st: dict, device: torch.device) -> dict:
@@ -381,7 +470,7 @@ def _score_shard(job, samples_path, shard, model_dir, model_name, device, thread
     from actpat.models import load_checkpoint, pick_device, weight_layout
     from actpat.provenance import scores_attrs
     from actpat.samples import length_span, shard_slices
-    from actpat.sketch import HASH_VERSION
+    from actpat.sketch import GROUP_ROWS, HASH_VERSION
     from actpat.store import open_samples, sample_lengths, sample_tokens, write_scores
 
     torch.set_num_threads(threads)
@@ -418,6 +507,8 @@ def _score_shard(job, samples_path, shard, model_dir, model_name, device, thread
             bar.update(len(idx))
     log(f"scored {len(results)} samples in {time.time() - t0:.1f}s; writing {out}")
     attrs = scores_attrs(model_name, checkpoint, samples.attrs, shard, job, device, threads, HASH_VERSION)
-    attrs |= {"batch_size": batch_size, "dtype": dtype, "devices": placed, "kernel": "fused" if scorer.fused else "eager"}
+    attrs |= {"batch_size": batch_size, "dtype": dtype, "devices": placed, "kernel": scorer.kernel,
+              "sketch_group_rows": GROUP_ROWS,
+              "count_above_rel": "exact: counted in a second pass once each sample's mean score is known"}
     write_scores(out, layout, scorer.sums, rows, results, job.scoring.thresholds, attrs, job.scoring.relative_multiples)
     log(f"done in {time.time() - t0:.1f}s")

@@ -13,7 +13,7 @@ variable                    dims                                meaning
 ``<matrix>``                (layer, <matrix>.row, <matrix>.col)  Σ over the shard's samples of |s|
 ``l1``, ``l2``              (sample, layer, matrix)              per-sample norms of s
 ``count_above``             (sample, layer, matrix, threshold)   weights with |s| > threshold
-``count_above_rel``         (sample, layer, matrix, multiple)    |s| > multiple × sample's mean |s|
+``count_above_rel``         (sample, layer, matrix, multiple)    |s| > multiple × sample's mean |s| (exact)
 ``zeros``                   (sample, layer, matrix)              weights with s == 0 exactly
 ``sketch``                  (sample, layer, bucket)              CountSketch of |s| (actpat.sketch)
 ``hidden_mean``             (sample, hidden_layer, hidden)       mean hidden state (0 = embeddings)
