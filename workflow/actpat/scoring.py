@@ -164,6 +164,7 @@ class ShardScorer:
         self._chunks = fused.set_threads(torch.get_num_threads()) if self.fused else 1
         self._thresholds = np.asarray(settings.thresholds, np.float32)
         self._scratch: dict[str, np.ndarray] = {}
+        self._device_thresholds: dict[str, torch.Tensor] = {}
         self._where = {id(mod): (i, j) for i, layer in enumerate(self.modules) for j, mod in enumerate(layer)}
 
     # --- one batch -----------------------------------------------------------------------------
@@ -270,7 +271,7 @@ class ShardScorer:
         sums per tile, added here in float64 (L1, L2) and int64 (counts)."""
         b_size = len(g) if g is not None else len(pq[0])
         device = weight.device
-        thresholds = torch.as_tensor(self._thresholds, device=device)
+        thresholds = self._device_thresholds.setdefault(str(device), torch.as_tensor(self._thresholds, device=device))
         sketch = self._batch_sketch(sketches, i, b_size, device)
         part = triton_kernels.reduce(weight, self.sums[i][j], thresholds, self.hasher.codes(i, j, device), sketch,
                                      g=g, pq=pq, lengths=lengths)

@@ -44,6 +44,9 @@ def reduce_kernel(
         in_width = rn < width
         group_col = tl.load(group_col_ptr + rn, mask=in_width, other=0)
         bucket = (strip_code[:, None] + group_col[None, :]) % k
+    # each sample's operands: pointers moved on by a sample's stride (b · stride in int32 would pass
+    # 2^31 at batch 48 of a 7B down_proj's gradients)
+    g_b, p_b, q_b = g_ptr, p_ptr, q_ptr
     for b in range(n_batch):
         if FORM:
             g = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -51,9 +54,9 @@ def reduce_kernel(
             for t0 in range(0, length, BLOCK_T):
                 rt = t0 + tl.arange(0, BLOCK_T)
                 in_t = rt < length
-                p = tl.load(p_ptr + b * s_pb + rm[:, None] * s_pr + rt[None, :] * s_pt,
+                p = tl.load(p_b + rm[:, None] * s_pr + rt[None, :] * s_pt,
                             mask=in_m[:, None] & in_t[None, :], other=0.0)
-                q = tl.load(q_ptr + b * s_qb + rt[:, None] * s_qt + rn[None, :] * s_qc,
+                q = tl.load(q_b + rt[:, None] * s_qt + rn[None, :] * s_qc,
                             mask=in_t[:, None] & in_n[None, :], other=0.0)
                 if UPCAST:
                     p = p.to(tl.float32)
@@ -63,7 +66,7 @@ def reduce_kernel(
                 else:
                     g += tl.dot(p, q)
         else:
-            g = tl.load(g_ptr + b * s_gb + rm[:, None] * s_gr + rn[None, :] * s_gc, mask=inside, other=0.0)
+            g = tl.load(g_b + rm[:, None] * s_gr + rn[None, :] * s_gc, mask=inside, other=0.0)
         s = tl.abs(g * w)
         if COUNT_ONLY:
             for t in tl.static_range(N_REL):
@@ -84,5 +87,8 @@ def reduce_kernel(
             rotated = tl.gather(s * sign, rotation, axis=1)
             per_group = tl.sum(tl.reshape(rotated, (BLOCK_M // GROUP, GROUP, BLOCK_N)), axis=1)
             tl.atomic_add(sketch_ptr + b * k + bucket, per_group, mask=in_strip[:, None] & in_width[None, :])
+        g_b += s_gb
+        p_b += s_pb
+        q_b += s_qb
     if not COUNT_ONLY:
         tl.store(acc_ptrs, acc, mask=inside)
