@@ -1,0 +1,111 @@
+"""Reruns after the config or the text changed: a rerun that a setting dooms deletes nothing, a
+corpus or pair file whose content changed reruns its domain whatever its modification time says.
+
+One real run of the workflow's sampling jobs (a tiny random Llama, pruning off), then plans and runs
+against it.
+"""
+
+from __future__ import annotations
+
+import copy
+import zlib
+
+import pytest
+import yaml
+
+from conftest import run_snakemake, tiny_llama, with_value
+from test_hostile import TEXTS
+
+TARGETS = ["results/tiny/samples/texts.zarr", "results/tiny/samples/pairs-mine.zarr"]
+
+
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory, smol_tokenizer):
+    base = tmp_path_factory.mktemp("reruns")
+    tiny_llama(vocab_size=len(smol_tokenizer)).save_pretrained(base / "model")
+    smol_tokenizer.save_pretrained(base / "model")
+    (base / "texts").mkdir()
+    for i, text in enumerate(TEXTS):
+        (base / "texts" / f"a{i}.txt").write_text(f"{text} {text} {text}")
+    rows = ["sentence1,sentence2,score"] + [f"\"{TEXTS[i][:40]}\",\"{TEXTS[j][:40]}\",{i + j}" for i in range(4) for j in range(i + 1, 4)]
+    (base / "pairs.csv").write_text("\n".join(rows) + "\n")
+    cfg = {
+        "models": {"tiny": {"source": str(base / "model")}},
+        "device": "cpu", "threads": 1,
+        "samples": {"per_domain": 4, "seq_len": 16, "shard_size": 4},
+        "pruning": {"enabled": False},
+        "domains": {"texts": {"source": "files", "paths": [str(base / "texts" / "*.txt")]},
+                    "medical": {"source": "packaged", "name": "hpo-definitions"}},
+        "pairs": {"mine": {"source": "files", "path": str(base / "pairs.csv"), "max_tokens": 16}},
+    }
+    work = base / "work"
+    work.mkdir()
+    res = run_snakemake(TARGETS + ["--cores", "2", "--configfile", str(_config_file(base, "config", cfg))], cwd=work)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    return {"base": base, "work": work, "cfg": cfg}
+
+
+def _config_file(base, name, cfg):
+    path = base / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _plan(sampled, cfg=None):
+    config = _config_file(sampled["base"], "plan", cfg or sampled["cfg"])
+    res = run_snakemake(TARGETS + ["-n", "--cores", "2", "--configfile", str(config)], cwd=sampled["work"])
+    assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
+    return res.stdout + res.stderr
+
+
+def _snapshot(root) -> dict[str, tuple[int, int, int]]:
+    """Every file below ``root``: size, modification time (ns) and CRC-32."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns, zlib.crc32(p.read_bytes()))
+            for p in sorted(root.rglob("*")) if p.is_file() and ".snakemake" not in p.parts}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("field, value", [("seed", 1.0), ("samples.seq_len", 16.0)])
+def test_a_rerun_doomed_by_a_setting_deletes_nothing(sampled, field, value):
+    """The issue's case: `seed: 1.0` planned a rerun, Snakemake removed the valid samples store, and
+    the job crashed. Now the run stops at start-up in one line and every file is as it was."""
+    work = sampled["work"]
+    before = _snapshot(work / "results")
+    assert any(name.startswith("samples/texts.zarr/") for name in (k.split("tiny/", 1)[-1] for k in before))
+    bad = _config_file(sampled["base"], "bad", with_value(copy.deepcopy(sampled["cfg"]), field, value))
+    res = run_snakemake(TARGETS + ["--cores", "2", "--configfile", str(bad)], cwd=work)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert f"config error at {field}: {value!r} is not an integer; write {int(value)}" in out, out[-2000:]
+    assert "Building DAG" not in out  # stopped before Snakemake planned any job
+    assert _snapshot(work / "results") == before
+    assert "Nothing to be done" in _plan(sampled)
+
+
+def test_job_settings_of_another_type_are_refused_naming_the_field():
+    """Rules encode each job's settings while Snakemake plans, and jobs decode them: a value of
+    another type than its field declares stops either, naming the field (4.0 is not an int, 0 not
+    a float: the JSON that triggers reruns would spell them differently)."""
+    from dataclasses import replace
+
+    from actpat.settings import SettingsTypeError, WindowJob, decode, encode
+    from conftest import default_settings
+
+    s = default_settings()
+    job = s.window_job("samples", "code")
+    assert decode(WindowJob, encode(job)) == job
+    cases = [
+        (replace(job, seed=1.0), r"^WindowJob\.seed: 1\.0 is of type float, not int$"),
+        (replace(job, n=True), r"^WindowJob\.n: True is of type bool, not int$"),
+        (replace(job, holdout_fraction=0), r"^WindowJob\.holdout_fraction: 0 is of type int, not float$"),
+        (replace(job, kind=None), r"^WindowJob\.kind: None is of type NoneType, not str$"),
+        (replace(s.scoring_job("code"), scoring=replace(s.scoring, thresholds=(2e-5, "x"))),
+         r"^ScoringJob\.scoring\.thresholds\[1\]: 'x' is of type str, not float$"),
+        (replace(s.analysis_job(), analysis=replace(s.analysis, deep_layers=(0.5,))),
+         r"^AnalysisJob\.analysis\.deep_layers: \(0\.5,\) has 1 items, not 2$"),
+    ]
+    for bad, says in cases:
+        with pytest.raises(SettingsTypeError, match=says):
+            encode(bad)
+    with pytest.raises(SettingsTypeError, match=r"^WindowJob\.seed: 1\.0 is of type float"):
+        decode(WindowJob, encode(job).replace('"seed":1,', '"seed":1.0,'))
