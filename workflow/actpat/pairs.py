@@ -185,6 +185,7 @@ def write_pair_texts(job, model_dir: Path, out: Path, log=print) -> None:
     from actpat.models import check_window_length, load_tokenizer
     from actpat.provenance import code_version
     from actpat.samples import SampleSet, padded, prefix_tokens
+    from actpat.sources import bom_files
     from actpat.store import write_samples
 
     spec, name = job.pairs.spec, job.pairs.domain
@@ -198,7 +199,8 @@ def write_pair_texts(job, model_dir: Path, out: Path, log=print) -> None:
     truncated = sum(len(ids) > room for ids in full)
     tokens, lengths = padded(encoded)
     sample_set = SampleSet(name, tokens, pairs.text_ids, [0] * len(encoded),
-                           stats={"n_texts": len(encoded), "n_pairs": int(len(pairs.score)), "n_truncated": int(truncated)},
+                           stats={"n_texts": len(encoded), "n_pairs": int(len(pairs.score)), "n_truncated": int(truncated),
+                                  "n_bom_stripped": len(bom_files(spec))},
                            lengths=lengths)
     extra = {
         "text": xr.DataArray(np.asarray(pairs.texts, dtype=object), dims="sample"),

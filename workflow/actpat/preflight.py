@@ -2,9 +2,10 @@
 input is refused in one line before hours are spent.
 
 * duplicate keys in a config file (YAML keeps the last one silently);
-* local text files: a domain's globs match files that hold text; a task's ``path`` matches files of
-  a kind ``datasets`` reads; a pair file loads and every pair has a score; the harness task
-  directory (``accuracy.include_path``) exists;
+* local text files: a domain's globs match files that hold text, whose first bytes neither look
+  like another encoding (UTF-16/32) nor hold a NUL byte; a task's ``path`` matches files of a kind
+  ``datasets`` reads; a pair file loads and every pair has a score; the harness task directory
+  (``accuracy.include_path``) exists;
 * a local model directory holds a causal language model, and no window is longer than its maximum
   number of positions (also for the embedded model). Hub ids are checked by ``prepare_model``.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from actpat.config import ConfigError
-from actpat.sources import SourceError, local_files, task_files
+from actpat.sources import HEAD, SourceError, check_head, local_files, task_files, text_files
 from actpat.models import EMBEDDED_MAX_POSITIONS, POSITION_KEYS, check_window_length, has_lm_head
 
 
@@ -62,6 +63,18 @@ def _check_files(where: str, spec: dict, needs_holdout: bool) -> None:
     if needs_holdout and text_only and len(matched) < 2:
         raise ConfigError(f"config error at {where}.paths: one document ({matched[0]}); validations 1-2 measure "
                           "perplexity on held-out documents, so a domain needs at least two (or set pruning.enabled: false)")
+    _check_heads(f"{where}.paths", spec)
+
+
+def _check_heads(where: str, spec: dict, settable: bool = True) -> None:
+    """The first bytes of each text file are text of the source's encoding (``sources.check_head``)."""
+    for path in text_files(spec):
+        with open(path, "rb") as fh:
+            head = fh.read(HEAD)
+        try:
+            check_head(path, head, spec.get("encoding", "utf-8"), settable)
+        except SourceError as exc:
+            raise ConfigError(f"config error at {where}: {exc}") from None
 
 
 def _check_task_file(where: str, spec: dict) -> None:
@@ -70,6 +83,7 @@ def _check_task_file(where: str, spec: dict) -> None:
         task_files(spec)
     except SourceError as exc:
         raise ConfigError(f"config error at {where}.path: {exc}") from None
+    _check_heads(f"{where}.path", spec, settable=False)
 
 
 def _window_lengths(cfg: dict) -> dict[str, int]:

@@ -270,7 +270,7 @@ def write_windows(job, model_dir: Path, out: Path, samples_store: Path | None = 
 
     from actpat.models import check_window_length, load_tokenizer
     from actpat.provenance import window_attrs
-    from actpat.sources import describe, load_documents
+    from actpat.sources import bom_files, describe, load_documents
     from actpat.store import open_samples, write_samples
 
     tokenizer, checkpoint = load_tokenizer(model_dir)
@@ -280,6 +280,7 @@ def write_windows(job, model_dir: Path, out: Path, samples_store: Path | None = 
     docs = load_documents(job.text)
     log(f"{job.text.name}: {len(docs)} documents from {describe(job.text.spec)} in {time.time() - t0:.1f}s")
     attrs = window_attrs(job, describe(job.text.spec), model_dir)
+    attrs["n_bom_stripped"] = len(bom_files(job.text.spec))  # files whose leading byte-order mark was not read as text
     if job.kind == "evaluation":
         if samples_store is not None:  # a scored domain: only the documents its samples store set aside
             held = set(open_samples(samples_store)["holdout_doc_id"].values.tolist())
