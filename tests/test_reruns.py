@@ -8,6 +8,7 @@ against it.
 from __future__ import annotations
 
 import copy
+import json
 import zlib
 
 import pytest
@@ -109,3 +110,50 @@ def test_job_settings_of_another_type_are_refused_naming_the_field():
             encode(bad)
     with pytest.raises(SettingsTypeError, match=r"^WindowJob\.seed: 1\.0 is of type float"):
         decode(WindowJob, encode(job).replace('"seed":1,', '"seed":1.0,'))
+
+
+def _edit_keeping_mtime(path, edit):
+    """Rewrite ``path`` with ``edit(bytes)`` and set its modification time back, as `cp -p`,
+    `rsync -a` and `tar x` do; returns the old content."""
+    import os
+
+    st, old = path.stat(), path.read_bytes()
+    assert edit(old) != old
+    path.write_bytes(edit(old))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_mtime_ns == st.st_mtime_ns and path.stat().st_size == st.st_size
+    return old
+
+
+@pytest.mark.slow
+def test_a_file_whose_content_changed_reruns_its_jobs_whatever_its_mtime(sampled):
+    """Same size, same modification time, other content: its domain (only) is planned again; the
+    store made from it records the file's new size and CRC-32C; the old content back, after a run
+    with it, nothing is to be done."""
+    import google_crc32c
+
+    from actpat.store import open_samples
+    from test_workflow import job_counts
+
+    base, work = sampled["base"], sampled["work"]
+    assert "Nothing to be done" in _plan(sampled)
+    pairs = base / "pairs.csv"
+    old = _edit_keeping_mtime(pairs, lambda b: b.replace(b",1\n", b",7\n", 1))
+    plan = _plan(sampled)
+    assert job_counts(plan) == {"sample_pairs": 1, "total": 1}, plan[-1500:]
+    pairs.write_bytes(old)
+    corpus = base / "texts" / "a2.txt"
+    old = _edit_keeping_mtime(corpus, lambda b: b.replace(b"The archive", b"THE ARCHIVE"))
+    plan = _plan(sampled)
+    counts = job_counts(plan)
+    assert counts["sample_domain"] == 1 and "sample_pairs" not in counts, plan[-1500:]
+    assert "domain=texts" in plan and "domain=medical" not in plan
+    config = _config_file(base, "config", sampled["cfg"])
+    for content in (corpus.read_bytes(), old):
+        corpus.write_bytes(content)
+        res = run_snakemake(TARGETS + ["--cores", "2", "--configfile", str(config)], cwd=work)
+        assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
+        recorded = dict((p, (size, crc)) for p, size, crc in json.loads(open_samples(work / TARGETS[0]).attrs["source_files"]))
+        assert recorded[str(corpus)] == (len(content), google_crc32c.value(content).to_bytes(4, "big").hex())
+        assert len(recorded) == len(TEXTS)
+    assert "Nothing to be done" in _plan(sampled)

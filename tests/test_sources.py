@@ -194,3 +194,54 @@ def test_a_samples_store_of_marked_files_equals_that_of_unmarked_ones_and_counts
     assert list(stores["bom"]["offset"].values) == list(stores["plain"]["offset"].values)
     assert 0 in stores["bom"]["offset"].values  # a window at the start of a document, where the mark was
     assert stores["bom"].attrs["n_bom_stripped"] == 6 and stores["plain"].attrs["n_bom_stripped"] == 0
+
+
+def test_content_ids_read_a_file_again_only_when_its_stat_changed(tmp_path, monkeypatch):
+    """The planning process checksums each local file; a new one reads its cache and reads a file
+    again only when its size, times or inode changed: a write with the modification time set back
+    still moves the change time."""
+    import os
+
+    import google_crc32c
+
+    from actpat import sources
+
+    reads = []
+    crc = sources._crc32c
+    monkeypatch.setattr(sources, "_crc32c", lambda path: reads.append(path) or crc(path))
+    path, cache = tmp_path / "a.txt", str(tmp_path / "plan" / "content-ids.json")
+    path.write_bytes(b"one text")
+    first = sources.content_ids([path], cache)
+    assert first == [[str(path), 8, google_crc32c.value(b"one text").to_bytes(4, "big").hex()]] and len(reads) == 1
+    sources._CACHES.clear()  # the next plan
+    assert sources.content_ids([path], cache) == first and len(reads) == 1
+    st = path.stat()
+    path.write_bytes(b"two text")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    sources._CACHES.clear()
+    assert sources.content_ids([path], cache)[0][2] == google_crc32c.value(b"two text").to_bytes(4, "big").hex()
+    assert len(reads) == 2
+    assert sources.content_ids([path]) == sources.content_ids([path], cache) and len(reads) == 3  # no cache: read
+
+
+def test_a_job_refuses_text_that_changed_after_it_was_planned(tmp_path):
+    """The plan puts the files' identity in the job's settings (a source without local files keeps
+    its settings as they were); the job reads the files afresh and refuses others."""
+    from actpat.settings import PairTextsJob, PairSetSpec, TextSource, WindowJob, encode
+    from actpat.sources import checked_content, with_content_ids
+
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.txt").write_text(f"text {name}, a few words")
+    spec = {"source": "files", "paths": [str(tmp_path / "*.txt")]}
+    planned = with_content_ids(WindowJob("samples", TextSource("d", spec), 4, 16, 1, 0.2))
+    assert planned.text.spec["content"].startswith("2 file(s), 38 bytes, ") and "content" not in spec
+    assert [row[:2] for row in checked_content(planned.text.spec)] == [[str(tmp_path / "a.txt"), 19], [str(tmp_path / "b.txt"), 19]]
+    (tmp_path / "b.txt").write_text("text B, a few words")
+    with pytest.raises(SourceError, match=r"\.txt'\]: the files changed after this job was planned \(2 file\(s\), 38 bytes, "):
+        checked_content(planned.text.spec)
+    pairs = tmp_path / "p.csv"
+    pairs.write_text("sentence1,sentence2,score\na,b,1\n")
+    job = with_content_ids(PairTextsJob(PairSetSpec("p", {"source": "files", "path": str(pairs)}), 1))
+    assert job.pairs.spec["content"].startswith("1 file(s), 32 bytes, ")
+    packaged = WindowJob("samples", TextSource("code", {"source": "packaged", "name": "python-stdlib"}), 4, 16, 1, 0.2)
+    assert encode(with_content_ids(packaged)) == encode(packaged)

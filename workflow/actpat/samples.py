@@ -266,20 +266,23 @@ def write_windows(job, model_dir: Path, out: Path, samples_store: Path | None = 
     """The job behind sample_domain, calibration_windows and eval_windows: cut ``job``'s windows
     (``actpat.settings.WindowJob``) with the prepared model's tokenizer and write them as a store.
     Evaluation windows of a scored domain come from the held-out documents of its ``samples_store``."""
+    import json
     import time
 
     from actpat.models import check_window_length, load_tokenizer
     from actpat.provenance import window_attrs
-    from actpat.sources import bom_files, describe, load_documents
+    from actpat.sources import bom_files, checked_content, describe, load_documents
     from actpat.store import open_samples, write_samples
 
     tokenizer, checkpoint = load_tokenizer(model_dir)
     check_window_length({"samples": "samples.seq_len", "calibration": "pruning.calibration.seq_len",
                          "evaluation": "pruning.evaluation.seq_len"}[job.kind], job.seq_len, checkpoint.get("max_positions"))
     t0 = time.time()
+    files = checked_content(job.text.spec)  # [path, size, CRC-32C] of each local file: those it was planned with
     docs = load_documents(job.text)
     log(f"{job.text.name}: {len(docs)} documents from {describe(job.text.spec)} in {time.time() - t0:.1f}s")
     attrs = window_attrs(job, describe(job.text.spec), model_dir)
+    attrs["source_files"] = json.dumps(files)
     attrs["n_bom_stripped"] = len(bom_files(job.text.spec))  # files whose leading byte-order mark was not read as text
     if job.kind == "evaluation":
         if samples_store is not None:  # a scored domain: only the documents its samples store set aside

@@ -446,6 +446,101 @@ def _task_origin(spec: dict) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# Content identity: a changed file reruns the jobs that read it, whatever its modification time
+
+
+def input_files(spec: dict) -> list[Path]:
+    """The local files a domain, evaluation set or pair set reads (its rules' inputs)."""
+    if spec["source"] == "files":
+        return local_files(spec["paths"]) if "paths" in spec else [Path(spec["path"]).expanduser()]
+    if spec["source"] == "task" and spec.get("path"):
+        return [Path(f) for f in task_files(spec)]
+    return []
+
+
+def _stat(path: Path) -> list[int]:
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def _crc32c(path: Path) -> str:
+    import google_crc32c
+
+    checksum = google_crc32c.Checksum()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            checksum.update(block)
+    return checksum.digest().hex()
+
+
+_CACHES: dict[str, dict] = {}  # cache file -> {absolute path: [stat, crc32c]}, loaded once per process
+
+
+def content_ids(paths: list[Path], cache_file: str | None = None) -> list[list]:
+    """[path, size in bytes, CRC-32C in hex] of each file. With ``cache_file`` (the planning
+    process) a file whose size, modification and change times, inode and device are those recorded
+    with its checksum is not read again: the change time (ctime) moves with every write and no tool
+    sets it back, as ``cp -p``, ``rsync -a`` and ``tar x`` do with the modification time."""
+    cache = _CACHES.setdefault(cache_file, _load_cache(cache_file)) if cache_file else {}
+    out, changed = [], False
+    for path in paths:
+        key, where = _stat(path), os.path.abspath(path)
+        if cache.get(where, [None])[0] == key:
+            crc = cache[where][1]
+        else:
+            crc = _crc32c(path)
+            if _stat(path) == key:  # not written to while it was read
+                cache[where], changed = [key, crc], True
+        out.append([str(path), key[0], crc])
+    if changed and cache_file:
+        Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(f"{cache_file}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({k: v for k, v in cache.items() if os.path.exists(k)}))
+        os.replace(tmp, cache_file)
+    return out
+
+
+def _load_cache(cache_file: str) -> dict:
+    try:
+        return json.loads(Path(cache_file).read_text())
+    except (OSError, ValueError):
+        return {}  # none yet, or unreadable: every file is read again
+
+
+def content_digest(ids: list[list]) -> str:
+    """The files of ``content_ids`` in one short string: their count, bytes and a digest of the list."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
+    return f"{len(ids)} file(s), {sum(size for _, size, _ in ids)} bytes, {digest}"
+
+
+def with_content_ids(job, cache_file: str | None = None):
+    """A window or pair-texts job (``actpat.settings``) whose source's config entry holds the
+    ``content`` of the local files it reads (``content_digest``): a job's settings are its rerun
+    trigger, so a file whose content changed reruns it. A source without local files is unchanged."""
+    import dataclasses
+
+    field = "text" if hasattr(job, "text") else "pairs"
+    source = getattr(job, field)
+    files = input_files(source.spec)
+    if not files:
+        return job
+    spec = {**source.spec, "content": content_digest(content_ids(files, cache_file))}
+    return dataclasses.replace(job, **{field: dataclasses.replace(source, spec=spec)})
+
+
+def checked_content(spec: dict) -> list[list]:
+    """In the job: ``content_ids`` of the source's local files (read afresh), refused where they
+    are not the files the job was planned with (its settings' ``content``)."""
+    ids = content_ids(input_files(spec))
+    if "content" in spec and content_digest(ids) != spec["content"]:
+        raise SourceError(f"{spec.get('paths') or spec['path']}: the files changed after this job was planned "
+                          f"({spec['content']} planned, {content_digest(ids)} now); run snakemake again")
+    return ids
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def _read_packaged(spec: dict) -> Iterable[Document]:
