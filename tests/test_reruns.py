@@ -157,3 +157,27 @@ def test_a_file_whose_content_changed_reruns_its_jobs_whatever_its_mtime(sampled
         assert recorded[str(corpus)] == (len(content), google_crc32c.value(content).to_bytes(4, "big").hex())
         assert len(recorded) == len(TEXTS)
     assert "Nothing to be done" in _plan(sampled)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("field", ["samples.per_domain", "domains.texts.samples"])
+def test_a_domain_too_small_for_its_samples_is_refused_at_start_up(sampled, field):
+    """A local domain that cannot hold the windows asked of it even at one byte of text a token
+    stops the run before any job, naming the setting, and its bound is above what the tokenizer
+    really found (the samples store's n_windows_available)."""
+    import re
+
+    from actpat.store import open_samples
+
+    work = sampled["work"]
+    found = open_samples(work / TARGETS[0]).attrs["n_windows_available"]
+    before = _snapshot(work / "results")
+    bad = _config_file(sampled["base"], "bad", with_value(copy.deepcopy(sampled["cfg"]), field, 200))
+    res = run_snakemake(TARGETS + ["--cores", "2", "--configfile", str(bad)], cwd=work)
+    out = res.stdout + res.stderr
+    said = re.search(rf"config error at {re.escape(field)}: domain texts has text for at most (\d+) windows of 16 "
+                     rf"tokens even at one byte a token, fewer than the 200 asked for; lower {re.escape(field)} or "
+                     r"samples\.seq_len, or add text\n", out)
+    assert res.returncode != 0 and said, out[-2000:]
+    assert found <= int(said.group(1)) < 200
+    assert _snapshot(work / "results") == before

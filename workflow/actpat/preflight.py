@@ -7,7 +7,9 @@ input is refused in one line before hours are spent.
   ``datasets`` reads; a pair file loads and every pair has a score; the harness task directory
   (``accuracy.include_path``) exists;
 * a local model directory holds a causal language model, and no window is longer than its maximum
-  number of positions (also for the embedded model). Hub ids are checked by ``prepare_model``.
+  number of positions (also for the embedded model). Hub ids are checked by ``prepare_model``;
+* a domain of local UTF-8 text that cannot hold the samples (or calibration windows) asked of it
+  even if each token stood for one byte (``most_windows``), once a model is prepared.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from pathlib import Path
 import yaml
 
 from actpat.config import ConfigError
-from actpat.sources import HEAD, SourceError, check_head, local_files, task_files, text_files
-from actpat.models import EMBEDDED_MAX_POSITIONS, POSITION_KEYS, check_window_length, has_lm_head
+from actpat.sources import HEAD, TEXT_KINDS, SourceError, check_head, local_files, task_files, text_files
+from actpat.models import EMBEDDED_MAX_POSITIONS, POSITION_KEYS, PROVENANCE_FILE, check_window_length, has_lm_head
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -118,6 +120,68 @@ def _check_model(name: str, spec: dict, cfg: dict) -> None:
         check_window_length(field, length, max_pos, name)
 
 
+def most_windows(spec: dict, seq_len: int, prefix: int, whole_documents: bool, packed: bool) -> int | None:
+    """At most how many windows of ``seq_len`` tokens (``prefix`` of them the tokenizer's special
+    tokens) a ``files`` domain yields, or documents where each is one sample (``whole_documents``),
+    without a tokenizer: a token stands for at least one byte of the UTF-8 text, but for one per
+    document (a SentencePiece tokenizer's leading '▁'), as in byte-level BPE (GPT-2, Llama 3, Qwen,
+    SmolLM) and SentencePiece with byte fallback (Llama 2, Gemma). A JSONL line holds its text's
+    bytes and more than a token's worth of punctuation. None where bytes do not bound the text:
+    another encoding than strict UTF-8, parquet files, documents of JSONL records."""
+    import codecs
+
+    if codecs.lookup(spec.get("encoding", "utf-8")).name != "utf-8" or spec.get("errors", "strict") != "strict":
+        return None
+    files = local_files(spec["paths"])
+    kinds = [spec.get("format") or p.suffix.lstrip(".").lower() for p in files]
+    if any(k not in TEXT_KINDS for k in kinds) or whole_documents and any(k in ("jsonl", "json") for k in kinds):
+        return None
+    sizes = [(p.stat().st_size, k in ("jsonl", "json")) for p, k in zip(files, kinds)]
+    if whole_documents:
+        return sum(size > 0 for size, _ in sizes)
+    body = seq_len - prefix
+    if packed:  # one stream: each document's tokens, then a blank line's (two bytes, and a '▁')
+        return sum(size + (0 if jsonl else 4) for size, jsonl in sizes) // body
+    return sum(size // body for size, jsonl in sizes if jsonl) + sum((size + 1) // body for size, jsonl in sizes if not jsonl)
+
+
+def _prefix_tokens(cfg: dict) -> int | None:
+    """The fewest special tokens any configured model's tokenizer puts before a text, from the
+    models prepared so far (``resources/models/<model>``); None before any is prepared."""
+    known = []
+    for name in cfg["models"]:
+        try:
+            known.append(int(json.loads((Path("resources/models") / name / PROVENANCE_FILE).read_text())["prefix_tokens"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return min(known) if known else None
+
+
+def _check_sizes(cfg: dict) -> None:
+    """Each local domain can hold the samples asked of it, and each calibration domain its
+    calibration windows (``most_windows``): refused before a rerun removes a valid store."""
+    prefix = _prefix_tokens(cfg)
+    if prefix is None:
+        return
+    pr = cfg["pruning"]
+    calibration = {pr["calibration"]["domain"], *pr["validation2"]["calibration_domains"]} if pr["enabled"] else set()
+    for name, spec in cfg["domains"].items():
+        if spec["source"] != "files":
+            continue
+        count = "samples.per_domain" if spec["samples"] == cfg["samples"]["per_domain"] else f"domains.{name}.samples"
+        asks = [(count, spec["samples"], "samples.seq_len", cfg["samples"]["seq_len"], spec.get("per_document", False))]
+        if name in calibration:
+            asks.append(("pruning.calibration.windows", pr["calibration"]["windows"], "pruning.calibration.seq_len",
+                         pr["calibration"]["seq_len"], False))
+        for field, n, length_field, seq_len, whole in asks:
+            most = most_windows(spec, seq_len, prefix, whole, spec["pack"] or spec.get("per_document", False))
+            if most is not None and most < n:
+                what = "documents, one sample each" if whole else f"windows of {seq_len} tokens even at one byte a token"
+                raise ConfigError(f"config error at {field}: domain {name} has text for at most {most} {what}, "
+                                  f"fewer than the {n} asked for; lower {field}" + ("" if whole else f" or {length_field}")
+                                  + ", or add text")
+
+
 def preflight(cfg: dict, config_files: list[Path]) -> None:
     """Raise ConfigError (one line, naming the field) for input that would fail a job later."""
     from actpat.pairs import PairsError, load_pairs
@@ -144,3 +208,4 @@ def preflight(cfg: dict, config_files: list[Path]) -> None:
                 raise ConfigError(f"config error at pairs.{name}: {exc}") from None
     for name, spec in cfg["models"].items():
         _check_model(name, spec, cfg)
+    _check_sizes(cfg)

@@ -141,7 +141,10 @@ def make_samples(
     holdout_fraction: float = 0.2,
     pack: bool = False,
     log=print,
+    fields: tuple[str, str] = ("samples.per_domain", "samples.seq_len"),
 ) -> SampleSet:
+    """``n`` windows of ``seq_len`` tokens (see the module docstring); ``fields``: the settings that
+    ask for ``n`` and ``seq_len``, named when the text is too short."""
     prefix, body = _room(tokenizer, seq_len)
     scoring, held = _scoring_documents(domain, docs, holdout_fraction)
     encoded = tokenizer([d.text for d in scoring], add_special_tokens=False)["input_ids"]
@@ -172,9 +175,9 @@ def make_samples(
     if len(candidates) < n:
         hint = "" if pack else ", or set pack: true for a source of short texts"
         raise SamplingError(
-            f"domain {domain}: only {len(candidates)} windows of {seq_len} tokens available "
-            f"({skipped} of {len(scoring)} documents were shorter than a window); lower samples.per_domain "
-            f"or samples.seq_len{hint}"
+            f"domain {domain}: only {len(candidates)} windows of {seq_len} tokens available ({skipped} of "
+            f"{len(scoring)} documents were shorter than a window), {n} asked for by {fields[0]}; lower it or "
+            f"{fields[1]}{hint}"
         )
     chosen = domain_rng(seed, domain).choice(len(candidates), size=n, replace=False)
     tokens = np.asarray([prefix + candidates[c][2] for c in chosen], dtype=np.int32)
@@ -186,6 +189,11 @@ def make_samples(
         stats=stats,
         holdout_doc_ids=held,
     )
+
+
+def _count_field(domain: str) -> str:
+    """The setting that says how many samples a domain has."""
+    return f"domains.{domain}.samples (default samples.per_domain)"
 
 
 def document_samples(
@@ -210,7 +218,8 @@ def document_samples(
     if len(candidates) < n:
         raise SamplingError(
             f"domain {domain}: only {len(candidates)} non-empty documents to score, one sample each "
-            f"({len(held)} of {len(docs)} held out); lower samples.per_domain or samples.holdout_fraction"
+            f"({len(held)} of {len(docs)} held out), {n} asked for by {_count_field(domain)}; lower it or "
+            "samples.holdout_fraction"
         )
     chosen = [candidates[c] for c in domain_rng(seed, domain).choice(len(candidates), size=n, replace=False)]
     offsets = [max(0, len(encoded[j]) - body) for j in chosen]
@@ -296,8 +305,10 @@ def write_windows(job, model_dir: Path, out: Path, samples_store: Path | None = 
         windows = document_samples(job.text.name, docs, tokenizer, job.seq_len, job.n, job.seed, job.holdout_fraction,
                                    log=log)
     else:  # calibration wants long token streams: a per-document domain's calibration windows tile its joined documents
+        fields = {"samples": (_count_field(job.text.name), "samples.seq_len"),
+                  "calibration": ("pruning.calibration.windows", "pruning.calibration.seq_len")}[job.kind]
         windows = make_samples(job.text.name, docs, tokenizer, job.seq_len, job.n, job.seed, job.holdout_fraction,
-                               pack=job.text.pack or job.text.per_document, log=log)
+                               pack=job.text.pack or job.text.per_document, log=log, fields=fields)
         if job.kind == "calibration":
             windows.holdout_doc_ids = []
     write_samples(out, windows, attrs)
