@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import run_snakemake, tiny_llama, with_value
-from test_hostile import TEXTS
+from test_hostile import TEXTS, tiny_run_inputs
 
 TARGETS = ["results/tiny/samples/texts.zarr", "results/tiny/samples/pairs-mine.zarr"]
 
@@ -25,20 +25,7 @@ def sampled(tmp_path_factory, smol_tokenizer):
     base = tmp_path_factory.mktemp("reruns")
     tiny_llama(vocab_size=len(smol_tokenizer)).save_pretrained(base / "model")
     smol_tokenizer.save_pretrained(base / "model")
-    (base / "texts").mkdir()
-    for i, text in enumerate(TEXTS):
-        (base / "texts" / f"a{i}.txt").write_text(f"{text} {text} {text}")
-    rows = ["sentence1,sentence2,score"] + [f"\"{TEXTS[i][:40]}\",\"{TEXTS[j][:40]}\",{i + j}" for i in range(4) for j in range(i + 1, 4)]
-    (base / "pairs.csv").write_text("\n".join(rows) + "\n")
-    cfg = {
-        "models": {"tiny": {"source": str(base / "model")}},
-        "device": "cpu", "threads": 1,
-        "samples": {"per_domain": 4, "seq_len": 16, "shard_size": 4},
-        "pruning": {"enabled": False},
-        "domains": {"texts": {"source": "files", "paths": [str(base / "texts" / "*.txt")]},
-                    "medical": {"source": "packaged", "name": "hpo-definitions"}},
-        "pairs": {"mine": {"source": "files", "path": str(base / "pairs.csv"), "max_tokens": 16}},
-    }
+    cfg = tiny_run_inputs(base, "texts")
     work = base / "work"
     work.mkdir()
     res = run_snakemake(TARGETS + ["--cores", "2", "--configfile", str(_config_file(base, "config", cfg))], cwd=work)
