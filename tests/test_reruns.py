@@ -57,16 +57,9 @@ def _snapshot(root) -> dict[str, tuple[int, int, int]]:
 def test_a_rerun_doomed_by_a_setting_deletes_nothing(sampled, field, value):
     """The issue's case: `seed: 1.0` planned a rerun, Snakemake removed the valid samples store, and
     the job crashed. Now the run stops at start-up in one line and every file is as it was."""
-    work = sampled["work"]
-    before = _snapshot(work / "results")
-    assert any(name.startswith("samples/texts.zarr/") for name in (k.split("tiny/", 1)[-1] for k in before))
-    bad = _config_file(sampled["base"], "bad", with_value(copy.deepcopy(sampled["cfg"]), field, value))
-    res = run_snakemake(TARGETS + ["--cores", "2", "--configfile", str(bad)], cwd=work)
-    out = res.stdout + res.stderr
-    assert res.returncode != 0
-    assert f"config error at {field}: {value!r} is not an integer; write {int(value)}" in out, out[-2000:]
-    assert "Building DAG" not in out  # stopped before Snakemake planned any job
-    assert _snapshot(work / "results") == before
+    assert any(p.name == "zarr.json" for p in (sampled["work"] / TARGETS[0]).iterdir())
+    line = _refused(sampled, {field: value})
+    assert line == f"config error at {field}: {value!r} is not an integer; write {int(value)}"
     assert "Nothing to be done" in _plan(sampled)
 
 
@@ -146,25 +139,46 @@ def test_a_file_whose_content_changed_reruns_its_jobs_whatever_its_mtime(sampled
     assert "Nothing to be done" in _plan(sampled)
 
 
+def _refused(sampled, changes: dict) -> str:
+    """The start-up error of the tiny run with ``changes`` (a real run: nothing may start)."""
+    cfg = copy.deepcopy(sampled["cfg"])
+    for field, value in changes.items():
+        with_value(cfg, field, value)
+    before = _snapshot(sampled["work"] / "results")
+    res = run_snakemake(TARGETS + ["--cores", "2", "--configfile", str(_config_file(sampled["base"], "bad", cfg))],
+                        cwd=sampled["work"])
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and "Building DAG" not in out, out[-2000:]
+    assert _snapshot(sampled["work"] / "results") == before
+    return next(line for line in out.splitlines() if "config error" in line)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("field", ["samples.per_domain", "domains.texts.samples"])
-def test_a_domain_too_small_for_its_samples_is_refused_at_start_up(sampled, field):
-    """A local domain that cannot hold the windows asked of it even at one byte of text a token
-    stops the run before any job, naming the setting, and its bound is above what the tokenizer
-    really found (the samples store's n_windows_available)."""
+def test_a_rerun_asking_a_domain_for_more_than_its_text_holds_is_refused_at_start_up(sampled, field):
+    """The domain's samples store says how many windows its text holds (the tokenizer's count); a
+    rerun asking for one more stops before any job, naming the setting; asking for all is planned."""
+    from actpat.store import open_samples
+    from test_workflow import job_counts
+
+    found = int(open_samples(sampled["work"] / TARGETS[0]).attrs["n_windows_available"])
+    store = "results/tiny/samples/texts.zarr"
+    assert _refused(sampled, {field: found + 1}) == (
+        f"config error at {field}: domain texts holds {found} windows of 16 tokens ({store}), fewer than the "
+        f"{found + 1} asked for; lower {field} or samples.seq_len")
+    plan = _plan(sampled, with_value(copy.deepcopy(sampled["cfg"]), field, found))
+    assert job_counts(plan)["sample_domain"] == 1
+
+
+@pytest.mark.slow
+def test_local_text_too_small_for_its_windows_at_one_byte_a_token_is_refused_at_start_up(sampled):
+    """Without a store cut with these settings (another window length), the bytes of the files bound
+    the windows."""
     import re
 
-    from actpat.store import open_samples
-
-    work = sampled["work"]
-    found = open_samples(work / TARGETS[0]).attrs["n_windows_available"]
-    before = _snapshot(work / "results")
-    bad = _config_file(sampled["base"], "bad", with_value(copy.deepcopy(sampled["cfg"]), field, 200))
-    res = run_snakemake(TARGETS + ["--cores", "2", "--configfile", str(bad)], cwd=work)
-    out = res.stdout + res.stderr
-    said = re.search(rf"config error at {re.escape(field)}: domain texts has text for at most (\d+) windows of 16 "
-                     rf"tokens even at one byte a token, fewer than the 200 asked for; lower {re.escape(field)} or "
-                     r"samples\.seq_len, or add text\n", out)
-    assert res.returncode != 0 and said, out[-2000:]
-    assert found <= int(said.group(1)) < 200
-    assert _snapshot(work / "results") == before
+    line = _refused(sampled, {"samples.seq_len": 8, "samples.per_domain": 1000})
+    said = re.fullmatch(r"config error at samples\.per_domain: domain texts has text for at most (\d+) windows of 8 "
+                        r"tokens even at one byte a token, fewer than the 1000 asked for; lower samples\.per_domain or "
+                        r"samples\.seq_len, or add text", line)
+    size = sum(p.stat().st_size for p in (sampled["base"] / "texts").glob("*.txt"))
+    assert said and size // 8 - len(TEXTS) <= int(said.group(1)) <= (size + len(TEXTS)) // 8, line

@@ -8,8 +8,9 @@ input is refused in one line before hours are spent.
   (``accuracy.include_path``) exists;
 * a local model directory holds a causal language model, and no window is longer than its maximum
   number of positions (also for the embedded model). Hub ids are checked by ``prepare_model``;
-* a domain of local UTF-8 text that cannot hold the samples (or calibration windows) asked of it
-  even if each token stood for one byte (``most_windows``), once a model is prepared.
+* once a model is prepared: a domain that cannot hold the samples asked of it, counted exactly by
+  its samples store where a rerun asks for more of the same text, else, for local UTF-8 text, even
+  if each token stood for one byte (``most_windows``; also its calibration windows).
 """
 
 from __future__ import annotations
@@ -145,41 +146,75 @@ def most_windows(spec: dict, seq_len: int, prefix: int, whole_documents: bool, p
     return sum(size // body for size, jsonl in sizes if jsonl) + sum((size + 1) // body for size, jsonl in sizes if not jsonl)
 
 
-def _prefix_tokens(cfg: dict) -> int | None:
-    """The fewest special tokens any configured model's tokenizer puts before a text, from the
-    models prepared so far (``resources/models/<model>``); None before any is prepared."""
-    known = []
-    for name in cfg["models"]:
-        try:
-            known.append(int(json.loads((Path("resources/models") / name / PROVENANCE_FILE).read_text())["prefix_tokens"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return min(known) if known else None
+def _prepared(cfg: dict, name: str) -> dict | None:
+    """The provenance of model ``name`` as prepared by an earlier run (``resources/models/<name>``,
+    prepare_model's output), where it is the configured model (else it will be prepared again)."""
+    from actpat.models import ModelSource
+
+    try:
+        prov = json.loads((Path("resources/models") / name / PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    spec = cfg["models"][name]
+    same = (prov.get("source") == ModelSource.parse(spec["source"]).location and prov.get("dtype") == spec["dtype"]
+            and spec["revision"] in (None, prov.get("revision")))
+    return prov if same else None
+
+
+def _recorded(store: Path, spec: dict, seq_len: int, holdout: float, whole: bool) -> int | None:
+    """What a domain's samples store, cut by the same tokenizer from the same text (``spec`` with its
+    ``content``) with the same settings but the count, says the text holds: its windows, or its
+    documents where each is one sample. None without such a store."""
+    try:
+        attrs = json.loads((store / "zarr.json").read_text())["attributes"]
+        recorded = json.loads(attrs["source_spec"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    drop = lambda s: {k: v for k, v in s.items() if k != "samples"}  # noqa: E731
+    if not (attrs.get("complete") and attrs.get("seq_len") == seq_len and attrs.get("holdout_fraction") == holdout
+            and drop(recorded) == drop(spec)):
+        return None
+    if whole:
+        return attrs["n_scoring_documents"] - attrs.get("n_empty_documents_skipped", 0)
+    return attrs.get("n_windows_available")
 
 
 def _check_sizes(cfg: dict) -> None:
-    """Each local domain can hold the samples asked of it, and each calibration domain its
-    calibration windows (``most_windows``): refused before a rerun removes a valid store."""
-    prefix = _prefix_tokens(cfg)
-    if prefix is None:
+    """Each domain can hold the samples asked of it, and each local calibration domain its
+    calibration windows: refused at start-up, before a rerun removes a valid store. The count is
+    exact where the domain's samples store was cut from the same text with the same settings but
+    the count (a rerun asking for more); otherwise, for local UTF-8 text, ``most_windows`` bounds it."""
+    from actpat.sources import PLAN_CACHE, with_content
+
+    prepared = {m: prov for m in cfg["models"] if (prov := _prepared(cfg, m))}
+    if not prepared:
         return
-    pr = cfg["pruning"]
+    prefix = min(prov.get("prefix_tokens", -1) for prov in prepared.values())  # -1: prepared before it was recorded
+    pr, seq_len, holdout = cfg["pruning"], cfg["samples"]["seq_len"], cfg["samples"]["holdout_fraction"]
     calibration = {pr["calibration"]["domain"], *pr["validation2"]["calibration_domains"]} if pr["enabled"] else set()
     for name, spec in cfg["domains"].items():
-        if spec["source"] != "files":
-            continue
         count = "samples.per_domain" if spec["samples"] == cfg["samples"]["per_domain"] else f"domains.{name}.samples"
-        asks = [(count, spec["samples"], "samples.seq_len", cfg["samples"]["seq_len"], spec.get("per_document", False))]
+        whole = spec.get("per_document", False)
+        what = "documents, one sample each" if whole else f"windows of {seq_len} tokens"
+        fix = f"lower {count}" + ("" if whole else " or samples.seq_len")
+        for model in prepared:
+            store = Path("results") / model / "samples" / f"{name}.zarr"
+            found = _recorded(store, with_content(spec, PLAN_CACHE), seq_len, holdout, whole)
+            if found is not None and found < spec["samples"]:
+                raise ConfigError(f"config error at {count}: domain {name} holds {found} {what} ({store}), fewer than "
+                                  f"the {spec['samples']} asked for; {fix}")
+        if spec["source"] != "files" or prefix < 0:
+            continue
+        asks = [(count, spec["samples"], seq_len, whole, fix)]
         if name in calibration:
-            asks.append(("pruning.calibration.windows", pr["calibration"]["windows"], "pruning.calibration.seq_len",
-                         pr["calibration"]["seq_len"], False))
-        for field, n, length_field, seq_len, whole in asks:
-            most = most_windows(spec, seq_len, prefix, whole, spec["pack"] or spec.get("per_document", False))
+            asks.append(("pruning.calibration.windows", pr["calibration"]["windows"], pr["calibration"]["seq_len"], False,
+                         "lower pruning.calibration.windows or pruning.calibration.seq_len"))
+        for field, n, length, documents, advice in asks:
+            most = most_windows(spec, length, prefix, documents, spec["pack"] or whole)
             if most is not None and most < n:
-                what = "documents, one sample each" if whole else f"windows of {seq_len} tokens even at one byte a token"
-                raise ConfigError(f"config error at {field}: domain {name} has text for at most {most} {what}, "
-                                  f"fewer than the {n} asked for; lower {field}" + ("" if whole else f" or {length_field}")
-                                  + ", or add text")
+                unit = "documents, one sample each" if documents else f"windows of {length} tokens even at one byte a token"
+                raise ConfigError(f"config error at {field}: domain {name} has text for at most {most} {unit}, "
+                                  f"fewer than the {n} asked for; {advice}, or add text")
 
 
 def preflight(cfg: dict, config_files: list[Path]) -> None:

@@ -474,6 +474,7 @@ def _crc32c(path: Path) -> str:
 
 
 _CACHES: dict[str, dict] = {}  # cache file -> {absolute path: [stat, crc32c]}, loaded once per process
+PLAN_CACHE = ".snakemake/actpat/content-ids.json"  # the planning process's, in Snakemake's working directory
 
 
 def content_ids(paths: list[Path], cache_file: str | None = None) -> list[list]:
@@ -523,11 +524,14 @@ def with_content_ids(job, cache_file: str | None = None):
 
     field = "text" if hasattr(job, "text") else "pairs"
     source = getattr(job, field)
-    files = input_files(source.spec)
-    if not files:
-        return job
-    spec = {**source.spec, "content": content_digest(content_ids(files, cache_file))}
-    return dataclasses.replace(job, **{field: dataclasses.replace(source, spec=spec)})
+    spec = with_content(source.spec, cache_file)
+    return job if spec is source.spec else dataclasses.replace(job, **{field: dataclasses.replace(source, spec=spec)})
+
+
+def with_content(spec: dict, cache_file: str | None = None) -> dict:
+    """A source's config entry with the ``content`` of its local files (``spec`` itself if none)."""
+    files = input_files(spec)
+    return {**spec, "content": content_digest(content_ids(files, cache_file))} if files else spec
 
 
 def checked_content(spec: dict) -> list[list]:

@@ -18,7 +18,7 @@ from actpat.config import ConfigError, validate_config
 from actpat.preflight import preflight
 from actpat.provenance import source_hash
 from actpat.settings import encode, from_config
-from actpat.sources import with_content_ids
+from actpat.sources import PLAN_CACHE, with_content_ids
 
 try:
     CFG = validate_config(config)
@@ -179,7 +179,7 @@ def encode_reading(job):
     """The settings of a job that reads text, with the size and checksum of its local files: a file
     whose content changed reruns the job even when its modification time was restored (cp -p,
     rsync -a, tar x). A file unchanged since the last plan (size, times, inode) is not read again."""
-    return encode(with_content_ids(job, ".snakemake/actpat/content-ids.json"))
+    return encode(with_content_ids(job, PLAN_CACHE))
 
 
 def score_stores(model, domain):
