@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from actpat.config import ConfigError
-from actpat.sources import HEAD, TEXT_KINDS, SourceError, check_head, local_files, task_files, text_files
+from actpat.sources import HEAD, TEXT_KINDS, SourceError, check_head, file_kind, local_files, task_files, text_files
 from actpat.models import EMBEDDED_MAX_POSITIONS, POSITION_KEYS, PROVENANCE_FILE, check_window_length, has_lm_head
 
 
@@ -134,7 +134,7 @@ def most_windows(spec: dict, seq_len: int, prefix: int, whole_documents: bool, p
     if codecs.lookup(spec.get("encoding", "utf-8")).name != "utf-8" or spec.get("errors", "strict") != "strict":
         return None
     files = local_files(spec["paths"])
-    kinds = [spec.get("format") or p.suffix.lstrip(".").lower() for p in files]
+    kinds = [file_kind(spec, p) for p in files]
     if any(k not in TEXT_KINDS for k in kinds) or whole_documents and any(k in ("jsonl", "json") for k in kinds):
         return None
     sizes = [(p.stat().st_size, k in ("jsonl", "json")) for p, k in zip(files, kinds)]

@@ -224,12 +224,8 @@ def text_files(spec: dict) -> list[Path]:
     """The local files of a source that are read as text (a domain's txt and jsonl files, a task's
     .jsonl/.json/.csv files, a pair file): none for packaged and ``datasets`` sources."""
     if spec["source"] == "files" and "paths" in spec:
-        return [p for p in local_files(spec["paths"]) if _kind(spec, p) in TEXT_KINDS]
-    if spec["source"] == "files":  # a pair set's file
-        return [Path(spec["path"]).expanduser()]
-    if spec["source"] == "task" and spec.get("path"):
-        return [Path(f) for f in task_files(spec) if not f.lower().endswith(".parquet")]
-    return []
+        return [p for p in input_files(spec) if file_kind(spec, p) in TEXT_KINDS]
+    return [p for p in input_files(spec) if p.suffix.lower() != ".parquet"]
 
 
 def bom_files(spec: dict) -> list[str]:
@@ -247,7 +243,7 @@ def bom_files(spec: dict) -> list[str]:
 TEXT_KINDS = ("txt", "text", "md", "jsonl", "json")  # file kinds of a ``files`` source read as text
 
 
-def _kind(spec: dict, path: Path) -> str:
+def file_kind(spec: dict, path: Path) -> str:
     """How a file of a ``files`` source is read: its ``format``, else its suffix."""
     return spec.get("format") or path.suffix.lstrip(".").lower()
 
@@ -256,7 +252,7 @@ def _read_files(spec: dict) -> Iterable[Document]:
     field, id_field = spec.get("field", "text"), spec.get("id_field")
     encoding, errors = spec.get("encoding", "utf-8"), spec.get("errors", "strict")
     for path in local_files(spec["paths"]):
-        kind = _kind(spec, path)
+        kind = file_kind(spec, path)
         if kind in ("txt", "text", "md"):
             yield Document(path.name, read_text(path, encoding, errors))
         elif kind in ("jsonl", "json"):
