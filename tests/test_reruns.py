@@ -1,5 +1,6 @@
-"""Reruns after the config or the text changed: a rerun that a setting dooms deletes nothing, a
-corpus or pair file whose content changed reruns its domain whatever its modification time says.
+"""Reruns after the config or the text changed: a rerun that a setting dooms deletes nothing (a
+non-integer count, a domain asked for more samples than its text holds), a corpus or pair file whose
+content changed reruns its domain whatever its modification time says.
 
 One real run of the workflow's sampling jobs (a tiny random Llama, pruning off), then plans and runs
 against it.
