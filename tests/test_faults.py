@@ -109,6 +109,18 @@ def _prepare(case: str, tmp_path):
     if case == "pairs file not utf-8":
         (files / "pairs.csv").write_bytes("sentence1,sentence2,score\ncaf\u00e9,tea,3.5\n".encode("latin-1"))
         return with_value(cfg, "pairs.mine", {"source": "files", "path": str(files / "pairs.csv")})
+    if case.startswith("corpus in utf-") or case == "corpus with a NUL byte":
+        codec = case.split()[-1] if "utf-" in case else "utf-8"
+        for name in ("a", "b"):
+            text = f"Text {name}: a few words about rivers, hills and towns. " * 8
+            (files / f"{name}.txt").write_bytes((text + ("\x00" if codec == "utf-8" else "")).encode(codec))
+        return with_value(cfg, "domains.extra", {"source": "files", "paths": [str(files / "*.txt")]})
+    if case == "pairs file in utf-16":
+        (files / "pairs.csv").write_text("sentence1,sentence2,score\na cat,a dog,3.5\n", encoding="utf-16")
+        return with_value(cfg, "pairs.mine", {"source": "files", "path": str(files / "pairs.csv")})
+    if case == "task file in utf-16":
+        (files / "boolq.jsonl").write_text(json.dumps({"passage": "p", "question": "q"}) + "\n", encoding="utf-16")
+        return with_value(cfg, "domains.extra", {"source": "task", "name": "boolq", "path": str(files / "boolq.jsonl")})
     raise KeyError(case)
 
 
@@ -148,6 +160,12 @@ SWEEP = {
     "pairs file with conflicting duplicates": "are the same pair",
     "pairs file with a self-pair": "pairs a text with itself",
     "pairs file not utf-8": "not utf-8 text at byte 29",
+    "corpus in utf-16": "a.txt: UTF-16 (byte-order mark) text, not utf-8; set encoding: utf-16",
+    "corpus in utf-16-le": "a.txt: UTF-16 (little-endian, NUL bytes between the letters) text, not utf-8; set encoding: utf-16-le",
+    "corpus in utf-32": "a.txt: UTF-32 (byte-order mark) text, not utf-8; set encoding: utf-32",
+    "corpus with a NUL byte": "a.txt: a binary file (NUL byte at byte 408)",  # 8 x 51 characters of text
+    "pairs file in utf-16": "pairs.mine: ",
+    "task file in utf-16": "domains.extra.path: ",
 }
 
 
@@ -183,12 +201,17 @@ def test_bad_input_sweep(tmp_path):
             assert "has the score inf, not a finite number" in message
         if case == "glob matches a directory":
             assert "matches no regular file" in message
+        if case == "pairs file in utf-16":
+            assert message.endswith("pairs.csv: UTF-16 (byte-order mark) text, not utf-8; set encoding: utf-16")
+        if case == "task file in utf-16":
+            assert message.endswith("boolq.jsonl: UTF-16 (byte-order mark) text, not utf-8; task files are read as "
+                                    "UTF-8: convert it (iconv -f utf-16 -t utf-8)")
         table[case] = message
     print("\n".join(f"{case:36s} | {msg}" for case, msg in table.items()))
     assert len(table) >= 35
 
 
-@pytest.mark.parametrize("case", ["duplicate domain", "missing corpus", "non-causal model", "N:M invalid"])
+@pytest.mark.parametrize("case", ["duplicate domain", "missing corpus", "non-causal model", "N:M invalid", "corpus in utf-16"])
 def test_bad_input_stops_the_real_workflow_before_any_job(case, tmp_path):
     """The same refusal through Snakemake itself (no dry run): nothing is started."""
     bad = _config_file(case, tmp_path / "case")

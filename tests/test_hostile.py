@@ -29,6 +29,26 @@ TEXTS = [
 ]
 
 
+def tiny_run_inputs(where, domain: str) -> dict:
+    """The config of a tiny run of the model in ``where/model``, pruning off: a domain of six text
+    files (``where/texts/a<i>.txt``), the packaged medical one, and a pair file (``where/pairs.csv``)."""
+    (where / "texts").mkdir()
+    for i, text in enumerate(TEXTS):
+        (where / "texts" / f"a{i}.txt").write_text(f"{text} {text} {text}")
+    rows = ["sentence1,sentence2,score"] + [f"\"{TEXTS[i][:40]}\",\"{TEXTS[j][:40]}\",{i + j}" for i in range(4) for j in range(i + 1, 4)]
+    (where / "pairs.csv").write_text("\n".join(rows) + "\n")
+    return {
+        "models": {"tiny": {"source": str(where / "model")}},
+        "device": "cpu", "threads": 1,
+        "samples": {"per_domain": 4, "seq_len": 16, "shard_size": 4},
+        "scoring": {"sketch_size": 64},
+        "pruning": {"enabled": False},
+        "domains": {domain: {"source": "files", "paths": [str(where / "texts" / "*.txt")]},
+                    "medical": {"source": "packaged", "name": "hpo-definitions"}},
+        "pairs": {"mine": {"source": "files", "path": str(where / "pairs.csv"), "max_tokens": 16}},
+    }
+
+
 def _snakemake(checkout, args, cwd, env, timeout=900):
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(checkout / "Snakefile"), *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -52,26 +72,13 @@ def hostile(tmp_path_factory, smol_tokenizer):
     init.write_text(init.read_text() + "\nimport os as _os\nif _os.environ.get('ACTPAT_IMPORT_LOG'):\n"
                     "    with open(_os.environ['ACTPAT_IMPORT_LOG'], 'a') as _f:\n        _f.write(__file__ + '\\n')\n")
     evil = base / EVIL
-    (evil / "texts").mkdir(parents=True)
-    for i, text in enumerate(TEXTS):
-        (evil / "texts" / f"a{i}.txt").write_text(f"{text} {text} {text}")
+    evil.mkdir(parents=True)
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=6,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False)
     LlamaForCausalLM(config).save_pretrained(evil / "model")
     smol_tokenizer.save_pretrained(evil / "model")
-    rows = ["sentence1,sentence2,score"] + [f"\"{TEXTS[i][:40]}\",\"{TEXTS[j][:40]}\",{i + j}" for i in range(4) for j in range(i + 1, 4)]
-    (evil / "pairs.csv").write_text("\n".join(rows) + "\n")
-    cfg = {
-        "models": {"tiny": {"source": str(evil / "model")}},
-        "device": "cpu", "threads": 1,
-        "samples": {"per_domain": 4, "seq_len": 16, "shard_size": 4},
-        "scoring": {"sketch_size": 64},
-        "pruning": {"enabled": False},
-        "domains": {"evil": {"source": "files", "paths": [str(evil / "texts" / "*.txt")]},
-                    "medical": {"source": "packaged", "name": "hpo-definitions"}},
-        "pairs": {"mine": {"source": "files", "path": str(evil / "pairs.csv"), "max_tokens": 16}},
-    }
+    cfg = tiny_run_inputs(evil, "evil")
     config_file = evil / "config.yaml"
     config_file.write_text(yaml.safe_dump(cfg, allow_unicode=True))
     work = base / "work dir ü"

@@ -66,3 +66,45 @@ def test_shards_by_count_are_near_equal_and_cover_all():
     sl = shard_slices(50, n_shards=3)
     assert [(x.start, x.stop) for x in sl] == [(0, 17), (17, 33), (33, 50)]
     assert [(x.start, x.stop) for x in shard_slices(2, n_shards=4)] == [(0, 1), (1, 2)]
+
+
+@pytest.mark.parametrize("kind, per_document, count, length", [
+    ("samples", False, r"domains\.d\.samples \(default samples\.per_domain\)", r"samples\.seq_len"),
+    ("calibration", False, r"pruning\.calibration\.windows", r"pruning\.calibration\.seq_len"),
+    ("samples", True, r"domains\.d\.samples \(default samples\.per_domain\)", r"samples\.holdout_fraction"),
+])
+def test_a_sampling_job_short_of_text_names_the_settings_that_ask_for_it(tmp_path, tiny_checkpoint, kind, per_document,
+                                                                          count, length):
+    from actpat.samples import write_windows
+    from actpat.settings import TextSource, WindowJob
+
+    for i in range(4):
+        (tmp_path / f"t{i}.txt").write_text(f"Text {i} tells of rivers, hills and towns. " * 4)
+    spec = {"source": "files", "paths": [str(tmp_path / "*.txt")], "per_document": per_document}
+    job = WindowJob(kind, TextSource("d", spec), 50, 16, 1, 0.2)
+    with pytest.raises(SamplingError, match=rf"^domain d: only \d+ .*, 50 asked for by {count}; lower it or {length}"):
+        write_windows(job, tiny_checkpoint, tmp_path / "out.zarr", log=lambda m: None)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["windows", "packed"])
+def test_the_start_up_bound_on_windows_holds_for_a_real_tokenizer(tmp_path, smol_tokenizer, packed):
+    """``preflight.most_windows`` counts no tokenizer's tokens, only bytes: it is never below what
+    the tokenizer finds, on prose, code, digits, CJK and emoji, in txt and JSONL files."""
+    import json
+
+    from actpat.preflight import most_windows
+    from actpat.sources import load_documents
+
+    texts = [TEXT, "def f(x):\n    return [i ** 2 for i in range(x)]\n" * 9, "3.14159 2.71828 1.41421 " * 30,
+             "\u6c34\u304c\u6d41\u308c\u308b\u3002" * 40, "\U0001f30a\U0001f3d4 waves and peaks " * 25, "short"]
+    for i, text in enumerate(texts):
+        (tmp_path / f"d{i}.txt").write_text(text)
+    (tmp_path / "r.jsonl").write_text("\n".join(json.dumps({"text": t}, ensure_ascii=i % 2 == 0) for i, t in enumerate(texts)))
+    spec = {"source": "files", "paths": [str(tmp_path / "*.txt"), str(tmp_path / "r.jsonl")]}
+    docs = load_documents(spec)
+    for seq_len in (8, 16, 64):
+        found = make_samples("d", docs, smol_tokenizer, seq_len, 1, seed=1, holdout_fraction=0.0, pack=packed)
+        assert found.stats["n_windows_available"] <= most_windows(spec, seq_len, len(prefix_tokens(smol_tokenizer)),
+                                                                  False, packed)
+    assert most_windows({"source": "files", "paths": [str(tmp_path / "*.txt")]}, 16, 0, True, False) == len(texts)
+    assert most_windows({**spec, "encoding": "latin-1"}, 16, 0, False, packed) is None  # bytes bound UTF-8 only

@@ -98,12 +98,63 @@ def test_binary_files_are_refused(tmp_path, content):
         load_documents({"source": "files", "paths": [str(path)]})
 
 
-def test_utf16_files_read_when_the_domain_says_so(tmp_path):
+WIDE = "Two bytes per letter, and NUL bytes between them. Caf\u00e9 \u00e0 sept heures."
+
+
+@pytest.mark.parametrize("codec, says, advice", [
+    ("utf-16", r"UTF-16 \(byte-order mark\)", "utf-16"),
+    ("utf-16-le", r"UTF-16 \(little-endian, NUL bytes between the letters\)", "utf-16-le"),
+    ("utf-16-be", r"UTF-16 \(big-endian, NUL bytes between the letters\)", "utf-16-be"),
+    ("utf-32", r"UTF-32 \(byte-order mark\)", "utf-32"),
+    ("utf-32-le", r"UTF-32 \(little-endian, NUL bytes between the letters\)", "utf-32-le"),
+    ("utf-32-be", r"UTF-32 \(big-endian, NUL bytes between the letters\)", "utf-32-be"),
+])
+def test_utf16_and_utf32_files_are_refused_with_the_encoding_to_set(tmp_path, codec, says, advice):
+    """Not "a binary file": what the bytes look like and the ``encoding:`` that reads them, which
+    then gives back the text Python wrote (a byte-order mark included in the file or not)."""
     path = tmp_path / "wide.txt"
-    path.write_text("Two bytes per letter, and NUL bytes between them.", encoding="utf-16")
-    with pytest.raises(SourceError, match="binary file"):
-        load_documents({"source": "files", "paths": [str(path)]})
-    assert load_documents({"source": "files", "paths": [str(path)], "encoding": "utf-16"})[0].text.startswith("Two bytes")
+    path.write_bytes(WIDE.encode(codec))
+    spec = {"source": "files", "paths": [str(path)]}
+    with pytest.raises(SourceError, match=rf"^{path}: {says} text, not utf-8; set encoding: {advice}$"):
+        load_documents(spec)
+    with pytest.raises(SourceError, match=rf"{says} text, not latin-1; set encoding: {advice}$"):
+        load_documents({**spec, "encoding": "latin-1"})  # latin-1 would decode any byte without a word
+    assert load_documents({**spec, "encoding": advice})[0].text == WIDE
+
+
+def _with_bom(path, text: str, codec: str = "utf-8", bom: bytes = b"\xef\xbb\xbf"):
+    path.write_bytes(bom + text.encode(codec))
+    return path
+
+
+def test_a_byte_order_mark_is_removed_and_counted_in_every_text_format(tmp_path):
+    """Files with a byte-order mark read as the same files without one (a txt file's first window
+    does not begin with the mark's tokens; a JSONL file parses; a CSV pair file's first column is
+    named as written), and ``bom_files`` lists them."""
+    from actpat.pairs import load_pairs
+    from actpat.sources import bom_files
+
+    text = "The ferry crossed the bay twice a day, carrying bicycles and mail."
+    rows = json.dumps({"text": text}) + "\n" + json.dumps({"text": "a second record"})
+    pairs = "sentence1,sentence2,score\na cat,a dog,3.5\nthe sea,a lake,2.0\n"
+    for folder, bom in (("plain", b""), ("bom", b"\xef\xbb\xbf")):
+        (tmp_path / folder).mkdir()
+        _with_bom(tmp_path / folder / "a.txt", text, bom=bom)
+        _with_bom(tmp_path / folder / "b.jsonl", rows, bom=bom)
+        _with_bom(tmp_path / folder / "pairs.csv", pairs, bom=bom)
+    specs = {f: {"source": "files", "paths": [str(tmp_path / f / "a.txt"), str(tmp_path / f / "b.jsonl")]} for f in ("plain", "bom")}
+    assert load_documents(specs["bom"]) == load_documents(specs["plain"])
+    assert [d.text for d in load_documents(specs["bom"])] == [text, text, "a second record"]
+    assert bom_files(specs["bom"]) == [str(tmp_path / "bom" / n) for n in ("a.txt", "b.jsonl")] and not bom_files(specs["plain"])
+    plain, marked = ({"source": "files", "path": str(tmp_path / f / "pairs.csv")} for f in ("plain", "bom"))
+    assert load_pairs(marked).texts == load_pairs(plain).texts == ["a cat", "a dog", "the sea", "a lake"]
+    assert bom_files(marked) == [marked["path"]]
+    # UTF-16 read as UTF-16 with its byte order named: the codec keeps the mark, and it is removed too
+    wide = _with_bom(tmp_path / "le.txt", text, "utf-16-le", b"\xff\xfe")
+    assert load_documents({"source": "files", "paths": [str(wide)], "encoding": "utf-16-le"})[0].text == text
+    # a UTF-8 mark on a file declared latin-1 (which would read it as three letters) is refused
+    with pytest.raises(SourceError, match=r"a.txt: UTF-8 \(byte-order mark\) text, not latin-1; set encoding: utf-8$"):
+        load_documents({"source": "files", "paths": [str(tmp_path / "bom" / "a.txt")], "encoding": "latin-1"})
 
 
 def test_jsonl_records_keep_unicode_line_separators(tmp_path):
@@ -121,3 +172,76 @@ def test_home_relative_paths_and_directory_globs(tmp_path, monkeypatch):
     assert [d.id for d in docs] == ["a.txt"]
     with pytest.raises(SourceError, match="matches no regular file"):
         load_documents({"source": "files", "paths": ["~/corpus/sub.txt"]})
+
+
+def test_a_samples_store_of_marked_files_equals_that_of_unmarked_ones_and_counts_them(tmp_path, tiny_checkpoint):
+    """The sampling job on the same documents with and without UTF-8 byte-order marks (same file
+    names, same domain name): the same windows, and the store says how many files had a mark."""
+    from actpat.samples import write_windows
+    from actpat.settings import TextSource, WindowJob
+    from actpat.store import open_samples
+
+    stores = {}
+    for folder, bom in (("plain", b""), ("bom", b"\xef\xbb\xbf")):
+        (tmp_path / folder).mkdir()
+        for i in range(6):
+            _with_bom(tmp_path / folder / f"t{i}.txt", f"Text {i} tells of rivers, hills and towns. " * 6, bom=bom)
+        spec = {"source": "files", "paths": [str(tmp_path / folder / "*.txt")]}
+        write_windows(WindowJob("samples", TextSource("d", spec), 8, 16, 1, 0.2), tiny_checkpoint, tmp_path / f"{folder}.zarr",
+                      log=lambda m: None)
+        stores[folder] = open_samples(tmp_path / f"{folder}.zarr")
+    assert (stores["bom"]["token_ids"].values == stores["plain"]["token_ids"].values).all()
+    assert list(stores["bom"]["offset"].values) == list(stores["plain"]["offset"].values)
+    assert 0 in stores["bom"]["offset"].values  # a window at the start of a document, where the mark was
+    assert stores["bom"].attrs["n_bom_stripped"] == 6 and stores["plain"].attrs["n_bom_stripped"] == 0
+
+
+def test_content_ids_read_a_file_again_only_when_its_stat_changed(tmp_path, monkeypatch):
+    """The planning process checksums each local file; a new one reads its cache and reads a file
+    again only when its size, times or inode changed: a write with the modification time set back
+    still moves the change time."""
+    import os
+
+    import google_crc32c
+
+    from actpat import sources
+
+    reads = []
+    crc = sources._crc32c
+    monkeypatch.setattr(sources, "_crc32c", lambda path: reads.append(path) or crc(path))
+    path, cache = tmp_path / "a.txt", str(tmp_path / "plan" / "content-ids.json")
+    path.write_bytes(b"one text")
+    first = sources.content_ids([path], cache)
+    assert first == [[str(path), 8, google_crc32c.value(b"one text").to_bytes(4, "big").hex()]] and len(reads) == 1
+    sources._CACHES.clear()  # the next plan
+    assert sources.content_ids([path], cache) == first and len(reads) == 1
+    st = path.stat()
+    path.write_bytes(b"two text")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    sources._CACHES.clear()
+    assert sources.content_ids([path], cache)[0][2] == google_crc32c.value(b"two text").to_bytes(4, "big").hex()
+    assert len(reads) == 2
+    assert sources.content_ids([path]) == sources.content_ids([path], cache) and len(reads) == 3  # no cache: read
+
+
+def test_a_job_refuses_text_that_changed_after_it_was_planned(tmp_path):
+    """The plan puts the files' identity in the job's settings (a source without local files keeps
+    its settings as they were); the job reads the files afresh and refuses others."""
+    from actpat.settings import PairTextsJob, PairSetSpec, TextSource, WindowJob, encode
+    from actpat.sources import checked_content, with_content_ids
+
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.txt").write_text(f"text {name}, a few words")
+    spec = {"source": "files", "paths": [str(tmp_path / "*.txt")]}
+    planned = with_content_ids(WindowJob("samples", TextSource("d", spec), 4, 16, 1, 0.2))
+    assert planned.text.spec["content"].startswith("2 file(s), 38 bytes, ") and "content" not in spec
+    assert [row[:2] for row in checked_content(planned.text.spec)] == [[str(tmp_path / "a.txt"), 19], [str(tmp_path / "b.txt"), 19]]
+    (tmp_path / "b.txt").write_text("text B, a few words")
+    with pytest.raises(SourceError, match=r"\.txt'\]: the files changed after this job was planned \(2 file\(s\), 38 bytes, "):
+        checked_content(planned.text.spec)
+    pairs = tmp_path / "p.csv"
+    pairs.write_text("sentence1,sentence2,score\na,b,1\n")
+    job = with_content_ids(PairTextsJob(PairSetSpec("p", {"source": "files", "path": str(pairs)}), 1))
+    assert job.pairs.spec["content"].startswith("1 file(s), 32 bytes, ")
+    packaged = WindowJob("samples", TextSource("code", {"source": "packaged", "name": "python-stdlib"}), 4, 16, 1, 0.2)
+    assert encode(with_content_ids(packaged)) == encode(packaged)

@@ -1,7 +1,9 @@
 """Validate the workflow configuration against ``workflow/schemas/config.schema.yaml``.
 
 Defaults from the schema are filled in; the first problem found is reported in one line that names
-the field and, where the schema lists them, the allowed values.
+the field and, where the schema lists them, the allowed values. An integer setting takes integers
+only: JSON Schema counts ``4.0`` as an integer, and a job handed it fails or reruns (its settings
+JSON spells ``4.0``), so it is refused here.
 """
 
 from __future__ import annotations
@@ -48,7 +50,15 @@ def _with_defaults(base):
     return validators.extend(base, {"properties": set_defaults})
 
 
-_Validator = _with_defaults(Draft202012Validator)
+def _is_integer(checker, instance) -> bool:
+    """An int, not a bool, and not a float with an integral value (JSON Schema's own rule)."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = validators.extend(
+    _with_defaults(Draft202012Validator),
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
 
 
 def load_schema() -> dict:
@@ -68,6 +78,9 @@ def _message(error) -> str:
         allowed = ", ".join(sorted(error.schema.get("properties", {})))
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         return f"config error at {where}: unknown key(s) {', '.join(map(repr, extra))}; allowed keys: {allowed}"
+    if error.validator == "type" and "integer" in error.validator_value and isinstance(error.instance, float) \
+            and error.instance.is_integer():  # validator_value: "integer" or a list of types
+        return f"config error at {where}: {error.instance!r} is not an integer; write {int(error.instance)}"
     if error.validator == "pattern" and "propertyNames" in error.schema_path:
         return (
             f"config error at {where}: name {error.instance!r} is not usable in file paths "

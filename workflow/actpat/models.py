@@ -206,6 +206,8 @@ def _crc32c_hex(path: Path) -> str:
 
 def prepare_checkpoint(source: ModelSource, out_dir: Path, dtype: str = "float32") -> dict:
     """Convert ``source`` into a plain local checkpoint in ``out_dir``; returns its provenance."""
+    from actpat.samples import prefix_tokens
+
     model, tokenizer = load_source(source, dtype)
     if source.gguf_file:
         model = _plain_copy(model)
@@ -229,6 +231,7 @@ def prepare_checkpoint(source: ModelSource, out_dir: Path, dtype: str = "float32
         "files_sha256": {f.name: file_sha256(f) for f in sorted(out_dir.iterdir())
                          if f.is_file() and f.suffix != ".safetensors" and f.name != PROVENANCE_FILE and not f.name.startswith(".")},
         "max_positions": max_positions(model.config),
+        "prefix_tokens": len(prefix_tokens(tokenizer)),  # special tokens before a text: checks of sizes at start-up
     }
     # what every load checks, each file's size and CRC-32C: a flipped bit, a burst of up to 32
     # flipped bits or a truncation is always caught (other damage with probability 1 - 2^-32), at

@@ -185,11 +185,13 @@ def write_pair_texts(job, model_dir: Path, out: Path, log=print) -> None:
     from actpat.models import check_window_length, load_tokenizer
     from actpat.provenance import code_version
     from actpat.samples import SampleSet, padded, prefix_tokens
+    from actpat.sources import bom_files, checked_content
     from actpat.store import write_samples
 
     spec, name = job.pairs.spec, job.pairs.domain
     tokenizer, checkpoint = load_tokenizer(model_dir)
     check_window_length(f"pairs.{job.pairs.name}.max_tokens", job.pairs.max_tokens, checkpoint.get("max_positions"))
+    files = checked_content(spec)  # the pair file it was planned with
     pairs = load_pairs(spec)
     prefix = prefix_tokens(tokenizer)
     room = job.pairs.max_tokens - len(prefix)
@@ -198,7 +200,8 @@ def write_pair_texts(job, model_dir: Path, out: Path, log=print) -> None:
     truncated = sum(len(ids) > room for ids in full)
     tokens, lengths = padded(encoded)
     sample_set = SampleSet(name, tokens, pairs.text_ids, [0] * len(encoded),
-                           stats={"n_texts": len(encoded), "n_pairs": int(len(pairs.score)), "n_truncated": int(truncated)},
+                           stats={"n_texts": len(encoded), "n_pairs": int(len(pairs.score)), "n_truncated": int(truncated),
+                                  "n_bom_stripped": len(bom_files(spec))},
                            lengths=lengths)
     extra = {
         "text": xr.DataArray(np.asarray(pairs.texts, dtype=object), dims="sample"),
@@ -207,8 +210,8 @@ def write_pair_texts(job, model_dir: Path, out: Path, log=print) -> None:
         "human_score": xr.DataArray(pairs.score.astype(np.float64), dims="pair"),
     }
     write_samples(Path(out), sample_set, {"domain": name, "source": spec.get("name", spec.get("path")),
-                  "source_spec": json.dumps(spec, sort_keys=True), "seed": job.seed, "seq_len": job.pairs.max_tokens,
-                  "code_version": code_version()}, extra)
+                  "source_spec": json.dumps(spec, sort_keys=True), "source_files": json.dumps(files), "seed": job.seed,
+                  "seq_len": job.pairs.max_tokens, "code_version": code_version()}, extra)
     log(f"{name}: {len(encoded)} distinct texts ({truncated} truncated to {job.pairs.max_tokens} tokens), "
         f"{len(pairs.score)} pairs")
 

@@ -141,7 +141,10 @@ def make_samples(
     holdout_fraction: float = 0.2,
     pack: bool = False,
     log=print,
+    fields: tuple[str, str] = ("samples.per_domain", "samples.seq_len"),
 ) -> SampleSet:
+    """``n`` windows of ``seq_len`` tokens (see the module docstring); ``fields``: the settings that
+    ask for ``n`` and ``seq_len``, named when the text is too short."""
     prefix, body = _room(tokenizer, seq_len)
     scoring, held = _scoring_documents(domain, docs, holdout_fraction)
     encoded = tokenizer([d.text for d in scoring], add_special_tokens=False)["input_ids"]
@@ -172,9 +175,9 @@ def make_samples(
     if len(candidates) < n:
         hint = "" if pack else ", or set pack: true for a source of short texts"
         raise SamplingError(
-            f"domain {domain}: only {len(candidates)} windows of {seq_len} tokens available "
-            f"({skipped} of {len(scoring)} documents were shorter than a window); lower samples.per_domain "
-            f"or samples.seq_len{hint}"
+            f"domain {domain}: only {len(candidates)} windows of {seq_len} tokens available ({skipped} of "
+            f"{len(scoring)} documents were shorter than a window), {n} asked for by {fields[0]}; lower it or "
+            f"{fields[1]}{hint}"
         )
     chosen = domain_rng(seed, domain).choice(len(candidates), size=n, replace=False)
     tokens = np.asarray([prefix + candidates[c][2] for c in chosen], dtype=np.int32)
@@ -186,6 +189,11 @@ def make_samples(
         stats=stats,
         holdout_doc_ids=held,
     )
+
+
+def _count_field(domain: str) -> str:
+    """The setting that says how many samples a domain has."""
+    return f"domains.{domain}.samples (default samples.per_domain)"
 
 
 def document_samples(
@@ -210,7 +218,8 @@ def document_samples(
     if len(candidates) < n:
         raise SamplingError(
             f"domain {domain}: only {len(candidates)} non-empty documents to score, one sample each "
-            f"({len(held)} of {len(docs)} held out); lower samples.per_domain or samples.holdout_fraction"
+            f"({len(held)} of {len(docs)} held out), {n} asked for by {_count_field(domain)}; lower it or "
+            "samples.holdout_fraction"
         )
     chosen = [candidates[c] for c in domain_rng(seed, domain).choice(len(candidates), size=n, replace=False)]
     offsets = [max(0, len(encoded[j]) - body) for j in chosen]
@@ -266,20 +275,24 @@ def write_windows(job, model_dir: Path, out: Path, samples_store: Path | None = 
     """The job behind sample_domain, calibration_windows and eval_windows: cut ``job``'s windows
     (``actpat.settings.WindowJob``) with the prepared model's tokenizer and write them as a store.
     Evaluation windows of a scored domain come from the held-out documents of its ``samples_store``."""
+    import json
     import time
 
     from actpat.models import check_window_length, load_tokenizer
     from actpat.provenance import window_attrs
-    from actpat.sources import describe, load_documents
+    from actpat.sources import bom_files, checked_content, describe, load_documents
     from actpat.store import open_samples, write_samples
 
     tokenizer, checkpoint = load_tokenizer(model_dir)
     check_window_length({"samples": "samples.seq_len", "calibration": "pruning.calibration.seq_len",
                          "evaluation": "pruning.evaluation.seq_len"}[job.kind], job.seq_len, checkpoint.get("max_positions"))
     t0 = time.time()
+    files = checked_content(job.text.spec)  # [path, size, CRC-32C] of each local file: those it was planned with
     docs = load_documents(job.text)
     log(f"{job.text.name}: {len(docs)} documents from {describe(job.text.spec)} in {time.time() - t0:.1f}s")
     attrs = window_attrs(job, describe(job.text.spec), model_dir)
+    attrs["source_files"] = json.dumps(files)
+    attrs["n_bom_stripped"] = len(bom_files(job.text.spec))  # files whose leading byte-order mark was not read as text
     if job.kind == "evaluation":
         if samples_store is not None:  # a scored domain: only the documents its samples store set aside
             held = set(open_samples(samples_store)["holdout_doc_id"].values.tolist())
@@ -292,8 +305,10 @@ def write_windows(job, model_dir: Path, out: Path, samples_store: Path | None = 
         windows = document_samples(job.text.name, docs, tokenizer, job.seq_len, job.n, job.seed, job.holdout_fraction,
                                    log=log)
     else:  # calibration wants long token streams: a per-document domain's calibration windows tile its joined documents
+        fields = {"samples": (_count_field(job.text.name), "samples.seq_len"),
+                  "calibration": ("pruning.calibration.windows", "pruning.calibration.seq_len")}[job.kind]
         windows = make_samples(job.text.name, docs, tokenizer, job.seq_len, job.n, job.seed, job.holdout_fraction,
-                               pack=job.text.pack or job.text.per_document, log=log)
+                               pack=job.text.pack or job.text.per_document, log=log, fields=fields)
         if job.kind == "calibration":
             windows.holdout_doc_ids = []
     write_samples(out, windows, attrs)

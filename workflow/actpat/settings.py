@@ -28,15 +28,59 @@ from actpat.methods import METHODS, NM_BASES, PruningMethod
 
 
 def encode(obj) -> str:
-    """Compact, key-sorted JSON of a settings dataclass (stable: it is a rerun trigger)."""
+    """Compact, key-sorted JSON of a settings dataclass (stable: it is a rerun trigger). Its types
+    are checked first (``check_types``): rules encode while Snakemake plans, so settings that would
+    fail a job stop the run before Snakemake removes any output."""
+    check_types(obj)
     return json.dumps(dataclasses.asdict(obj), sort_keys=True, separators=(",", ":"))
 
 
+class SettingsTypeError(TypeError):
+    """A settings field holds a value of another type than it declares."""
+
+
+def check_types(obj, where: str | None = None) -> None:
+    """Raise SettingsTypeError naming the first field of a settings dataclass (nested ones
+    included) whose value is not of its declared type. Strict: a bool is not an int and an int not
+    a float, since a job fails on ``4.0`` windows and its JSON, the rerun trigger, spells ``1`` and
+    ``1.0`` differently. ``Any`` (a source's config entry) is the schema's to check."""
+    _check(type(obj), obj, where or type(obj).__name__)
+
+
+def _check(tp, value, where: str) -> None:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any or (value is None and type(None) in args):
+        return
+    if origin in (typing.Union, types.UnionType):
+        return _check(next(a for a in args if a is not type(None)), value, where)
+    if dataclasses.is_dataclass(tp) and isinstance(value, tp):
+        hints = typing.get_type_hints(tp)
+        for f in dataclasses.fields(tp):
+            _check(hints[f.name], getattr(value, f.name), f"{where}.{f.name}")
+    elif origin is tuple and isinstance(value, tuple):
+        inner = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        if len(inner) != len(value):
+            raise SettingsTypeError(f"{where}: {value!r} has {len(value)} items, not {len(inner)}")
+        for i, (a, v) in enumerate(zip(inner, value)):
+            _check(a, v, f"{where}[{i}]")
+    elif origin is dict and isinstance(value, dict):
+        for k, v in value.items():
+            _check(args[0], k, f"{where} key {k!r}")
+            _check(args[1], v, f"{where}[{k!r}]")
+    elif origin is None and isinstance(value, tp) and (tp is bool or not isinstance(value, bool)):
+        return
+    else:
+        raise SettingsTypeError(f"{where}: {value!r} is of type {type(value).__name__}, not {getattr(tp, '__name__', tp)}")
+
+
 def decode(cls, data):
-    """A ``cls`` instance from JSON text or a parsed dict (nested dataclasses, tuples, dicts)."""
+    """A ``cls`` instance from JSON text or a parsed dict (nested dataclasses, tuples, dicts), its
+    types checked (a job refuses ``"seed": 1.0`` in one line instead of failing inside numpy)."""
     if isinstance(data, (str, bytes)):
         data = json.loads(data)
-    return _build(cls, data)
+    obj = _build(cls, data)
+    check_types(obj)
+    return obj
 
 
 def _build(tp, value):
@@ -573,10 +617,11 @@ def n_shards(n: int, shard_size: int) -> int:
 
 
 def from_config(cfg: dict) -> Settings:
-    """The typed view of a config already checked by ``validate_config`` (defaults filled in)."""
+    """The typed view of a config already checked by ``validate_config`` (defaults filled in),
+    its types checked (``check_types``)."""
     pr = cfg["pruning"]
     texts = lambda d: {n: TextSource(n, dict(s)) for n, s in d.items()}  # noqa: E731
-    return Settings(
+    settings = Settings(
         models={n: ModelSpec(n, m["source"], m["revision"], m["dtype"]) for n, m in cfg["models"].items()},
         seed=cfg["seed"],
         runtime=Runtime(cfg["device"], cfg["threads"], cfg["fork_server"]),
@@ -605,6 +650,8 @@ def from_config(cfg: dict) -> Settings:
         pairs={n: PairSetSpec(n, dict(s)) for n, s in cfg["pairs"].items()},
         domains=texts(cfg["domains"]),
     )
+    check_types(settings)
+    return settings
 
 
 def _accuracy(cfg: dict) -> Accuracy:
@@ -623,5 +670,5 @@ __all__ = [
     "Accuracy", "AlphaPruning", "Analysis", "Calibration", "Dlp", "Evaluation", "ModelSpec", "NM_BASES", "Owl",
     "SparseGPTOptions", "PairSetSpec", "PruneJob", "Pruning",
     "PruningRun", "Ratios", "Resources", "Runtime", "Samples", "Scoring", "Settings", "TextSource", "Validation2",
-    "EvaluateJob", "ZeroShotJob", "decode", "encode", "from_config", "load_settings", "n_shards",
+    "EvaluateJob", "ZeroShotJob", "check_types", "decode", "encode", "from_config", "load_settings", "n_shards",
 ]

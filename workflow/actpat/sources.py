@@ -9,6 +9,7 @@ files are located with ``importlib.util.find_spec`` without importing the packag
 from __future__ import annotations
 
 import bz2
+import codecs
 import glob
 import itertools
 import json
@@ -140,29 +141,118 @@ def local_files(paths: list[str]) -> list[Path]:
     return files
 
 
+# byte-order marks, longest first (UTF-32-LE's begins with UTF-16-LE's): (bytes, what they are, the
+# encoding that reads them)
+BOMS = [(codecs.BOM_UTF32_LE, "UTF-32", "utf-32"), (codecs.BOM_UTF32_BE, "UTF-32", "utf-32"),
+        (codecs.BOM_UTF8, "UTF-8", "utf-8"), (codecs.BOM_UTF16_LE, "UTF-16", "utf-16"),
+        (codecs.BOM_UTF16_BE, "UTF-16", "utf-16")]
+HEAD = 4096  # bytes of a file read at start-up to check its encoding
+
+
+def _codec(encoding: str) -> str:
+    try:
+        return codecs.lookup(encoding).name  # utf8, UTF-8 -> utf-8; utf_16_le -> utf-16-le
+    except LookupError:
+        return encoding
+
+
+def _wide(codec: str) -> bool:
+    return codec.startswith(("utf-16", "utf-32"))
+
+
+def _nul_pattern(head: bytes) -> tuple[str, str] | None:
+    """(UTF-16/32 and byte order, the encoding to set) where NUL bytes fill every second (UTF-16) or
+    three of every four (UTF-32) positions, as in text of Latin letters; None otherwise."""
+    for width, name in ((4, "UTF-32"), (2, "UTF-16")):
+        n = len(head) // width * width
+        if n < 2 * width:
+            continue
+        lanes = [head[i:n:width].count(0) / (n // width) for i in range(width)]  # share of NULs at each position
+        for order, text_lane in (("le", 0), ("be", width - 1)):
+            others = [share for i, share in enumerate(lanes) if i != text_lane]
+            if lanes[text_lane] < 0.1 and min(others) > (0.9 if width == 4 else 0.3):
+                return f"{name} ({'little' if order == 'le' else 'big'}-endian, NUL bytes between the letters)", \
+                    f"{name.lower()}-{order}"
+    return None
+
+
+def check_head(path: Path, head: bytes, encoding: str = "utf-8", settable: bool = True) -> None:
+    """Refuse the first bytes of a text file that ``encoding`` would misread: another encoding's
+    byte-order mark (a UTF-8 one is read, and removed, by the UTF-8 codecs), bytes that look like
+    UTF-16 or UTF-32 (NUL bytes between the letters), or a NUL byte otherwise (a binary file). Run at
+    start-up on each file's first ``HEAD`` bytes, and by ``read_text``. ``settable``: the source has
+    an ``encoding:`` key (task files are read as UTF-8)."""
+    codec = _codec(encoding)
+    found = next(((f"{name} (byte-order mark)", enc) for mark, name, enc in BOMS if head.startswith(mark)), None)
+    if found is None and not _wide(codec) and b"\x00" in head:
+        found = _nul_pattern(head)
+    if found and not codec.startswith(found[1][:6]):  # utf-8[-sig] reads UTF-8, utf-16[-le|-be] UTF-16...
+        what, enc = found
+        fix = f"set encoding: {enc}" if settable else f"task files are read as UTF-8: convert it (iconv -f {enc} -t utf-8)"
+        raise SourceError(f"{path}: {what} text, not {encoding}; {fix}")
+    if not _wide(codec):
+        _no_nul(path, head)
+
+
+def _no_nul(path: Path, data: bytes) -> None:
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise SourceError(f"{path}: a binary file (NUL byte at byte {nul}), not text; remove it from the domain's paths")
+
+
 def read_text(path: Path, encoding: str = "utf-8", errors: str = "strict") -> str:
     """A text file, decoded strictly by default: bytes that are not ``encoding`` stop the run with the
-    file and the byte offset, and a file with NUL bytes is refused as binary (no text encoding of
-    the supported kind puts NUL bytes in prose; UTF-16 files must say ``encoding: utf-16``)."""
+    file and the byte offset, a file that a byte-order mark or NUL pattern marks as UTF-16/32 is
+    refused with the ``encoding:`` to set (``check_head``), and a file with NUL bytes otherwise as
+    binary (no text encoding of the supported kind puts NUL bytes in prose). A leading byte-order
+    mark is not text: it is removed (``bom_files`` counts the files that had one)."""
     data = Path(path).read_bytes()
-    if "16" not in encoding and "32" not in encoding:
-        nul = data.find(b"\x00")
-        if nul >= 0:
-            raise SourceError(f"{path}: a binary file (NUL byte at byte {nul}), not text; remove it from the domain's paths")
+    check_head(path, data[:HEAD], encoding)
+    if not _wide(_codec(encoding)):
+        _no_nul(path, data)
     try:
-        return data.decode(encoding, errors=errors)
+        text = data.decode(encoding, errors=errors)
     except UnicodeDecodeError as exc:
         raise SourceError(f"{path}: not {encoding} text at byte {exc.start} ({exc.reason}); set this domain's "
                           "encoding: (e.g. latin-1) or errors: replace") from None
     except LookupError:
         raise SourceError(f"{path}: unknown encoding {encoding!r}") from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def text_files(spec: dict) -> list[Path]:
+    """The local files of a source that are read as text (a domain's txt and jsonl files, a task's
+    .jsonl/.json/.csv files, a pair file): none for packaged and ``datasets`` sources."""
+    if spec["source"] == "files" and "paths" in spec:
+        return [p for p in input_files(spec) if file_kind(spec, p) in TEXT_KINDS]
+    return [p for p in input_files(spec) if p.suffix.lower() != ".parquet"]
+
+
+def bom_files(spec: dict) -> list[str]:
+    """The text files of a source that begin with a byte-order mark (which reading removes; a
+    samples store counts them)."""
+    marks = tuple(mark for mark, _, _ in BOMS)
+    out = []
+    for path in text_files(spec):
+        with open(path, "rb") as fh:
+            if fh.read(4).startswith(marks):
+                out.append(str(path))
+    return out
+
+
+TEXT_KINDS = ("txt", "text", "md", "jsonl", "json")  # file kinds of a ``files`` source read as text
+
+
+def file_kind(spec: dict, path: Path) -> str:
+    """How a file of a ``files`` source is read: its ``format``, else its suffix."""
+    return spec.get("format") or path.suffix.lstrip(".").lower()
 
 
 def _read_files(spec: dict) -> Iterable[Document]:
-    fmt, field, id_field = spec.get("format"), spec.get("field", "text"), spec.get("id_field")
+    field, id_field = spec.get("field", "text"), spec.get("id_field")
     encoding, errors = spec.get("encoding", "utf-8"), spec.get("errors", "strict")
     for path in local_files(spec["paths"]):
-        kind = fmt or path.suffix.lstrip(".").lower()
+        kind = file_kind(spec, path)
         if kind in ("txt", "text", "md"):
             yield Document(path.name, read_text(path, encoding, errors))
         elif kind in ("jsonl", "json"):
@@ -349,6 +439,105 @@ def _task_origin(spec: dict) -> str:
         return spec["path"]
     d = _task_dataset(spec)
     return d["name"] + (f"/{d['config']}" if d["config"] else "") + f":{d['split']}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Content identity: a changed file reruns the jobs that read it, whatever its modification time
+
+
+def input_files(spec: dict) -> list[Path]:
+    """The local files a domain, evaluation set or pair set reads (its rules' inputs)."""
+    if spec["source"] == "files":
+        return local_files(spec["paths"]) if "paths" in spec else [Path(spec["path"]).expanduser()]
+    if spec["source"] == "task" and spec.get("path"):
+        return [Path(f) for f in task_files(spec)]
+    return []
+
+
+def _stat(path: Path) -> list[int]:
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def _crc32c(path: Path) -> str:
+    import google_crc32c
+
+    checksum = google_crc32c.Checksum()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            checksum.update(block)
+    return checksum.digest().hex()
+
+
+_CACHES: dict[str, dict] = {}  # cache file -> {absolute path: [stat, crc32c]}, loaded once per process
+PLAN_CACHE = ".snakemake/actpat/content-ids.json"  # the planning process's, in Snakemake's working directory
+
+
+def content_ids(paths: list[Path], cache_file: str | None = None) -> list[list]:
+    """[path, size in bytes, CRC-32C in hex] of each file. With ``cache_file`` (the planning
+    process) a file whose size, modification and change times, inode and device are those recorded
+    with its checksum is not read again: the change time (ctime) moves with every write and no tool
+    sets it back, as ``cp -p``, ``rsync -a`` and ``tar x`` do with the modification time."""
+    cache = _CACHES.setdefault(cache_file, _load_cache(cache_file)) if cache_file else {}
+    out, changed = [], False
+    for path in paths:
+        key, where = _stat(path), os.path.abspath(path)
+        if cache.get(where, [None])[0] == key:
+            crc = cache[where][1]
+        else:
+            crc = _crc32c(path)
+            if _stat(path) == key:  # not written to while it was read
+                cache[where], changed = [key, crc], True
+        out.append([str(path), key[0], crc])
+    if changed and cache_file:
+        Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(f"{cache_file}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({k: v for k, v in cache.items() if os.path.exists(k)}))
+        os.replace(tmp, cache_file)
+    return out
+
+
+def _load_cache(cache_file: str) -> dict:
+    try:
+        return json.loads(Path(cache_file).read_text())
+    except (OSError, ValueError):
+        return {}  # none yet, or unreadable: every file is read again
+
+
+def content_digest(ids: list[list]) -> str:
+    """The files of ``content_ids`` in one short string: their count, bytes and a digest of the list."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]
+    return f"{len(ids)} file(s), {sum(size for _, size, _ in ids)} bytes, {digest}"
+
+
+def with_content_ids(job, cache_file: str | None = None):
+    """A window or pair-texts job (``actpat.settings``) whose source's config entry holds the
+    ``content`` of the local files it reads (``content_digest``): a job's settings are its rerun
+    trigger, so a file whose content changed reruns it. A source without local files is unchanged."""
+    import dataclasses
+
+    field = "text" if hasattr(job, "text") else "pairs"
+    source = getattr(job, field)
+    spec = with_content(source.spec, cache_file)
+    return job if spec is source.spec else dataclasses.replace(job, **{field: dataclasses.replace(source, spec=spec)})
+
+
+def with_content(spec: dict, cache_file: str | None = None) -> dict:
+    """A source's config entry with the ``content`` of its local files (``spec`` itself if none)."""
+    files = input_files(spec)
+    return {**spec, "content": content_digest(content_ids(files, cache_file))} if files else spec
+
+
+def checked_content(spec: dict) -> list[list]:
+    """In the job: ``content_ids`` of the source's local files (read afresh), refused where they
+    are not the files the job was planned with (its settings' ``content``)."""
+    ids = content_ids(input_files(spec))
+    if "content" in spec and content_digest(ids) != spec["content"]:
+        raise SourceError(f"{spec.get('paths') or spec['path']}: the files changed after this job was planned "
+                          f"({spec['content']} planned, {content_digest(ids)} now); run snakemake again")
+    return ids
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from actpat.config import ConfigError, validate_config
 from actpat.preflight import preflight
 from actpat.provenance import source_hash
 from actpat.settings import encode, from_config
+from actpat.sources import PLAN_CACHE, with_content_ids
 
 try:
     CFG = validate_config(config)
@@ -172,6 +173,13 @@ def source_files(name):
 def pair_files(pairset):
     spec = S.pairs[pairset].spec
     return [os.path.expanduser(spec["path"])] if spec["source"] == "files" else []
+
+
+def encode_reading(job):
+    """The settings of a job that reads text, with the size and checksum of its local files: a file
+    whose content changed reruns the job even when its modification time was restored (cp -p,
+    rsync -a, tar x). A file unchanged since the last plan (size, times, inode) is not read again."""
+    return encode(with_content_ids(job, PLAN_CACHE))
 
 
 def score_stores(model, domain):

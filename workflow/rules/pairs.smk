@@ -7,7 +7,7 @@ rule sample_pairs:
     output:
         directory("results/{model}/samples/pairs-{pairset}.zarr"),
     params:
-        settings=lambda w: encode(S.pair_texts_job(w.pairset)),
+        settings=lambda w: encode_reading(S.pair_texts_job(w.pairset)),
     log:
         "logs/{model}/sample_pairs/{pairset}.log",
     benchmark:

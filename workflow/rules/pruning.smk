@@ -14,7 +14,7 @@ rule calibration_windows:
     wildcard_constraints:
         domain=_alternatives(DOMAINS),
     params:
-        settings=lambda w: encode(S.window_job("calibration", w.domain)),
+        settings=lambda w: encode_reading(S.window_job("calibration", w.domain)),
     log:
         "logs/{model}/calibration_windows/{domain}.log",
     benchmark:
@@ -38,7 +38,7 @@ rule eval_windows:
     output:
         directory("results/{model}/pruning/text/eval/{evalset}.zarr"),
     params:
-        settings=lambda w: encode(S.window_job("evaluation", w.evalset)),
+        settings=lambda w: encode_reading(S.window_job("evaluation", w.evalset)),
         samples=lambda w, input: optional("--samples", input, "samples") if input.samples else "",
     log:
         "logs/{model}/eval_windows/{evalset}.log",

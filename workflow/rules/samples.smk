@@ -9,7 +9,7 @@ rule sample_domain:
     wildcard_constraints:
         domain=_alternatives(DOMAINS),
     params:
-        settings=lambda w: encode(S.window_job("samples", w.domain)),
+        settings=lambda w: encode_reading(S.window_job("samples", w.domain)),
     log:
         "logs/{model}/sample_domain/{domain}.log",
     benchmark:
