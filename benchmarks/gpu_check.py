@@ -115,7 +115,7 @@ def throughput(shape, device, seq_len, n_samples, quick) -> dict:
     import torch
 
     from actpat import scoring
-    from actpat.models import layer_weights, weight_layout
+    from actpat.decoder import layer_weights, weight_layout
     from actpat.scoring import ShardScorer
 
     model = build(shape, torch.bfloat16, device)
@@ -261,7 +261,7 @@ def determinism(model_factory, device, n, seq_len) -> dict:
     import numpy as np
     import torch
 
-    from actpat.models import weight_layout
+    from actpat.decoder import weight_layout
     from actpat.scoring import ShardScorer
 
     gen = torch.Generator().manual_seed(3)
@@ -312,7 +312,7 @@ def determinism(model_factory, device, n, seq_len) -> dict:
 def largest_shape(device, cap_gb: float, seq_len: int) -> list[dict]:
     import torch
 
-    from actpat.models import weight_layout
+    from actpat.decoder import weight_layout
     from actpat.scoring import ShardScorer
 
     out = []

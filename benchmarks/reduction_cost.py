@@ -57,7 +57,8 @@ def main():
 
     import torch
 
-    from actpat.models import ModelSource, load_source, weight_layout
+    from actpat.decoder import weight_layout
+    from actpat.models import ModelSource, load_source
     from actpat.scoring import HIST_BINS, ShardScorer
     from actpat.settings import load_settings
 

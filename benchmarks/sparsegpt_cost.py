@@ -73,7 +73,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from actpat.models import load_checkpoint, weight_layout
+    from actpat.decoder import weight_layout
+    from actpat.models import load_checkpoint
     from actpat.pruning import InputGram, SparseGPT
 
     model, _, _ = load_checkpoint(args.model_dir)

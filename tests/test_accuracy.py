@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from actpat.accuracy import AccuracyError, lastword_accuracy, lastword_items, run_tasks, token_cut
+from actpat.errors import AccuracyError
+from actpat.accuracy import lastword_accuracy, lastword_items, run_tasks, token_cut
 from test_stats import sandwich_se
 
 TEXT = ("half-word the quick brown fox jumps over the lazy dog and then the fox sleeps under a tree while "

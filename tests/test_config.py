@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from actpat.config import ConfigError, validate_config
+from actpat.errors import ConfigError
+from actpat.config import validate_config
 from actpat.settings import from_config
 from conftest import with_value
 

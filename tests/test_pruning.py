@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from actpat.models import weight_layout
+from actpat.decoder import weight_layout
 from actpat.pruning import (
     AllocationInputs,
     PruningError,
@@ -444,7 +444,7 @@ def test_sparsegpt_reconstructs_the_layer_output_better_than_its_mask_alone():
 def test_sparsegpt_model_mask_store_holds_the_pruned_model(tmp_path):
     """A SparseGPT-pruned model is the dense checkpoint + its mask + its changed weights: written
     to a mask store and applied to a fresh dense model, it gives the same weights bit for bit."""
-    from actpat.models import layer_weights
+    from actpat.decoder import layer_weights
     from actpat.pruning import apply_mask
     from actpat.store import open_mask, write_mask
 

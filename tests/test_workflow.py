@@ -180,7 +180,8 @@ def test_smoke_workflow_end_to_end(smoke_run):
 def _check_mask(where, run_dir, report):
     """The pruned model is the dense checkpoint plus the run's mask: applying the mask gives the
     reported sparsity, and the stored bits are 17 MB, not a checkpoint."""
-    from actpat.models import load_checkpoint, weight_layout
+    from actpat.decoder import weight_layout
+    from actpat.models import load_checkpoint
     from actpat.pruning import apply_mask
     from actpat.store import open_mask
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from jsonschema import Draft202012Validator, validators
 
-from actpat.errors import ActpatError
+from actpat.errors import ConfigError
 from actpat.methods import METHODS
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
@@ -29,10 +29,6 @@ def _packed_by_default(spec: dict) -> bool:
 def _per_document_by_default(spec: dict) -> bool:
     """Task prompts, unless packed: the paper scores each prompt as one input, read at its end."""
     return spec["source"] == "task" and not spec.get("pack")
-
-
-class ConfigError(ActpatError):
-    """The configuration does not match the schema."""
 
 
 def _with_defaults(base):

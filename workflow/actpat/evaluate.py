@@ -15,12 +15,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from actpat.errors import ActpatError
+from actpat.errors import EvaluationError
 from actpat.stats import interval, resample
-
-
-class EvaluationError(ActpatError):
-    """Not enough evaluation text, or windows that do not fit the model."""
 
 
 @torch.no_grad()
@@ -80,7 +76,8 @@ def load_evaluated_model(model_dir: Path, mask: Path | None, device: str, dtype:
     """The model an evaluation job measures, in ``dtype`` (with eager attention on the devices in
     ``EAGER_ATTENTION``): the dense checkpoint, or it with a pruning run's mask applied (checked to be made for this checkpoint; zeroing a weight commutes
     with rounding it). Returns (model, tokenizer, checkpoint provenance, run key or None)."""
-    from actpat.models import load_checkpoint, weight_layout
+    from actpat.decoder import weight_layout
+    from actpat.models import load_checkpoint
     from actpat.provenance import checkpoint_id
     from actpat.store import open_mask
 

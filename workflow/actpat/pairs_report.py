@@ -11,7 +11,8 @@ from actpat.pairs import bag_of_tokens, cosine_rows, layer_ranges
 from actpat.stats import spearman_with_ci
 from actpat.reduce import layer_sketches, open_domain, sample_norms
 from actpat.sketch import llmdcos as sketch_llmdcos
-from actpat.store import StoreError, open_samples, sample_tokens, write_json
+from actpat.errors import StoreError
+from actpat.store import open_samples, sample_tokens, write_json
 
 
 def pair_measures(texts_path: Path, store_paths: list[Path]) -> dict:

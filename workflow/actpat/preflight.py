@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from actpat.config import ConfigError
+from actpat.errors import ConfigError
 from actpat.sources import SourceError, local_files, task_files
 from actpat.models import EMBEDDED_MAX_POSITIONS, POSITION_KEYS, check_window_length, has_lm_head
 
@@ -106,7 +106,8 @@ def _check_model(name: str, spec: dict, cfg: dict) -> None:
 
 def preflight(cfg: dict, config_files: list[Path]) -> None:
     """Raise ConfigError (one line, naming the field) for input that would fail a job later."""
-    from actpat.pairs import PairsError, load_pairs
+    from actpat.errors import PairsError
+    from actpat.pairs import load_pairs
 
     for path in config_files:
         if Path(path).is_file():

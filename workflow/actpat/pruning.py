@@ -30,13 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from actpat.errors import ActpatError
+from actpat.errors import PruningError
 from actpat.methods import METHODS, PruningMethod
-from actpat.models import WeightLayout, _find_decoder_layers, layer_weights
-
-
-class PruningError(ActpatError):
-    """Pruning was asked something impossible, or did not reach its target."""
+from actpat.decoder import WeightLayout, find_decoder_layers, layer_weights
 
 
 # ----------------------------------------------------------------------------------------------
@@ -666,7 +662,7 @@ def prune_model(
         raise PruningError(f"N:M structure applies to uniform allocations, not {method.name} (its sparsity varies by layer)")
     target = nm[0] / nm[1] if nm else sparsity
     base = BASES[method.base](**(base_options or {}))
-    _, layers = _find_decoder_layers(model)
+    _, layers = find_decoder_layers(model)
     weights = layer_weights(model, layout)
     device = weights[0][0].device
     inputs = inputs or AllocationInputs(layout.n_layers, (0.0, 0.99))
@@ -803,7 +799,8 @@ def prune_checkpoint(job, model_dir, model_name: str, calibration_store, density
 
     from tqdm import tqdm
 
-    from actpat.models import load_checkpoint, pick_device, weight_layout
+    from actpat.decoder import weight_layout
+    from actpat.models import load_checkpoint, pick_device
     from actpat.provenance import code_version, mask_attrs
     from actpat.store import open_reduction, open_samples, window_tokens, write_json, write_mask
 

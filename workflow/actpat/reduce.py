@@ -13,16 +13,13 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from actpat.errors import ActpatError
+from actpat.errors import ReductionError
 from actpat.sketch import llmdcos
-from actpat.store import StoreError, check_compatible, open_samples, open_scores, sample_tokens
+from actpat.errors import StoreError
+from actpat.store import check_compatible, open_samples, open_scores, sample_tokens
 
 # log10 histogram of mean scores, for the mass-share density (streamed one matrix at a time)
 HIST_LO, HIST_HI, HIST_PER_DECADE = -16.0, 4.0, 256
-
-
-class ReductionError(ActpatError):
-    pass
 
 
 def open_domain(paths: list[Path]) -> list[xr.Dataset]:

@@ -36,7 +36,7 @@ from torch import nn
 
 from actpat import fused
 from actpat.errors import ActpatError
-from actpat.models import WeightLayout
+from actpat.decoder import WeightLayout
 from actpat.settings import Scoring
 from actpat.sketch import LayerHasher, finish, sketch_into
 
@@ -378,7 +378,8 @@ def _score_shard(job, samples_path, shard, model_dir, model_name, device, thread
 
     from tqdm import tqdm
 
-    from actpat.models import load_checkpoint, pick_device, weight_layout
+    from actpat.decoder import weight_layout
+    from actpat.models import load_checkpoint, pick_device
     from actpat.provenance import scores_attrs
     from actpat.samples import length_span, shard_slices
     from actpat.sketch import HASH_VERSION

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from actpat.errors import ActpatError
-from actpat.models import package_dir
+from actpat.packages import gensim_data, package_dir
 
 
 class SourceError(ActpatError):
@@ -43,14 +43,10 @@ def _python_stdlib() -> Iterable[Document]:
         yield Document(path.name, path.read_text(encoding="utf-8", errors="replace"))
 
 
-def _gensim_file(name: str) -> Path:
-    return package_dir("gensim") / "test" / "test_data" / name
-
-
 def _enwiki() -> Iterable[Document]:
     from gensim.corpora.wikicorpus import extract_pages, filter_wiki
 
-    path = _gensim_file("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+    path = gensim_data("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
     with bz2.open(path) as fh:
         for title, text, page_id in extract_pages(fh):
             clean = re.sub(r"\n{3,}", "\n\n", filter_wiki(text)).strip()
@@ -59,7 +55,7 @@ def _enwiki() -> Iterable[Document]:
 
 
 def _lee_background() -> Iterable[Document]:
-    lines = _gensim_file("lee_background.cor").read_text(encoding="utf-8").splitlines()
+    lines = gensim_data("lee_background.cor").read_text(encoding="utf-8").splitlines()
     for i, line in enumerate(lines):
         if line.strip():
             yield Document(f"lee-bg-{i:03d}", line.strip())

@@ -43,23 +43,19 @@ import shutil
 import warnings
 from pathlib import Path
 
-import google_crc32c
 import numpy as np
 import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 from zarr.storage import LocalStore, WrapperStore
 
-from actpat.errors import ActpatError
-from actpat.models import WeightLayout
+from actpat.checksums import crc32c, file_crc32c
+from actpat.decoder import WeightLayout
+from actpat.errors import StoreError
 
 # 2: CRC-32C in every chunk and of every file in the inventory (version 1 stores are refused)
 FORMAT_VERSION = 2
 TARGET_CHUNK_BYTES = 2 << 20
-
-
-class StoreError(ActpatError):
-    """A store is missing, incomplete, damaged or does not match the others."""
 
 
 def _compressor():
@@ -95,19 +91,6 @@ def _tmp_path(path: Path) -> Path:
 
 INVENTORY = "actpat_inventory.json"
 NOT_IN_STORE = (INVENTORY, ".snakemake_timestamp")
-
-
-def crc32c(data: bytes) -> int:
-    return google_crc32c.value(bytes(data))
-
-
-def file_crc32c(path: Path, block: int = 1 << 24) -> int:
-    """A file's CRC-32C, read in blocks (a checkpoint's weights are hundreds of megabytes)."""
-    checksum = google_crc32c.Checksum()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            checksum.update(chunk)
-    return int.from_bytes(checksum.digest(), "big")
 
 
 def _files(root: Path) -> dict[str, list[int]]:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 
-from actpat.config import ConfigError, validate_config
+from actpat.config import validate_config
+from actpat.errors import ConfigError
 from actpat.preflight import preflight
 from actpat.provenance import source_hash
 from actpat.settings import encode, from_config
