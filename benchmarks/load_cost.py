@@ -42,7 +42,7 @@ def main() -> None:
     from actpat.checksums import file_crc32c, file_sha256
     from actpat.decoder import layer_weights, weight_layout
     from actpat.models import load_checkpoint
-    from actpat.pruning import zero_where
+    from actpat.masks import zero_where
     from actpat.store import open_mask
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -182,7 +182,7 @@ def _check_mask(where, run_dir, report):
     reported sparsity, and the stored bits are 17 MB, not a checkpoint."""
     from actpat.decoder import weight_layout
     from actpat.models import load_checkpoint
-    from actpat.pruning import apply_mask
+    from actpat.masks import apply_mask
     from actpat.store import open_mask
 
     mask = open_mask(run_dir / "mask.zarr")

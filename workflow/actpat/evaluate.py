@@ -86,7 +86,7 @@ def load_evaluated_model(model_dir: Path, mask: Path | None, device: str, dtype:
         model.set_attn_implementation("eager")
     if mask is None:
         return model, tokenizer, checkpoint, None
-    from actpat.pruning import apply_mask
+    from actpat.masks import apply_mask
 
     masks = open_mask(mask)
     if masks.attrs["checkpoint_sha256"] != checkpoint_id(checkpoint):

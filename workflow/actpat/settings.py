@@ -20,7 +20,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from actpat.methods import METHODS, NM_BASES, PruningMethod
+from actpat.methods import METHODS, NM_BASES, PruningMethod, parse_structure
+from actpat.registry import ALLOCATIONS, BASES
 
 
 # ----------------------------------------------------------------------------------------------
@@ -260,42 +261,6 @@ class ZeroShotJob:
 
 
 @dataclass(frozen=True)
-class Ratios:
-    """The paper's density-derived layer-wise sparsities (and the bounds every allocation keeps)."""
-
-    domain: str
-    threshold: float | None  # absolute density (None in a job that uses the relative one)
-    multiple: float | None  # relative density (None in a job that uses the absolute one)
-    alpha: float
-    beta: float
-    bounds: tuple[float, float]
-
-
-@dataclass(frozen=True)
-class Owl:
-    spread: float  # config key "lambda"
-    outlier_factor: float  # config key "M"
-
-
-@dataclass(frozen=True)
-class AlphaPruning:
-    epsilon: float  # layer sparsities within target x [1 - epsilon, 1 + epsilon] before clipping
-    xmin: str  # "peak" | "mid": how the tail of each weight spectrum is chosen
-
-
-@dataclass(frozen=True)
-class Dlp:
-    alpha: float  # DLP's spread: layer sparsities span 2 alpha around the target
-    statistic: str  # "median" (the paper) | "mean" (the authors' released ratio code): a layer's un-importance
-
-
-@dataclass(frozen=True)
-class SparseGPTOptions:
-    block: int  # columns whose mask is chosen together
-    damp: float  # dampening of XᵀX: damp x its mean diagonal
-
-
-@dataclass(frozen=True)
 class Validation2:
     method: str
     sparsity: float
@@ -321,10 +286,7 @@ class PruningRun:
 
     @property
     def nm(self) -> tuple[int, int] | None:
-        if self.structure == "unstructured":
-            return None
-        n, m = self.structure.split(":")
-        return int(n), int(m)
+        return parse_structure(self.structure)
 
 
 @dataclass(frozen=True)
@@ -336,26 +298,22 @@ class Pruning:
     nm_methods: tuple[str, ...]
     calibration: Calibration
     evaluation: Evaluation
-    ratios: Ratios
-    owl: Owl
-    alpha: AlphaPruning
-    dlp: Dlp
-    sparsegpt: SparseGPTOptions
+    bounds: tuple[float, float]  # every allocation's layer sparsities stay within these (config: ratios.bounds)
+    density_domain: str  # whose density store the density allocations read (config: ratios.domain)
+    method_settings: dict[str, Any]  # each declared base's and allocation's settings, by its name (actpat.registry)
     validation2: Validation2
     mem_mb: int
 
 
 @dataclass(frozen=True)
 class PruneJob:
-    """What a prune job depends on: the run, and the settings of its method's allocation only."""
+    """What a prune job depends on: the run, the bounds, and the settings of its method's base and
+    allocation only (their declared dataclasses as plain dicts: ``actpat.registry``)."""
 
     run: PruningRun
-    ratios: Ratios | None
-    owl: Owl | None
     bounds: tuple[float, float]
-    alpha: AlphaPruning | None
-    dlp: Dlp | None
-    base_options: dict | None  # the base's settings (SparseGPT's block and damp)
+    allocation: dict | None
+    base: dict | None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -476,7 +434,7 @@ class Settings:
         pr = self.pruning
         runs = [self._run(m, "unstructured", s, pr.calibration.domain) for m in pr.methods for s in pr.sparsities]
         for nm in pr.nm:
-            n, m = map(int, nm.split(":"))
+            n, m = parse_structure(nm)
             runs += [self._run(method, nm, n / m, pr.calibration.domain) for method in pr.nm_methods]
         return runs
 
@@ -500,19 +458,9 @@ class Settings:
 
     def prune_job(self, run: PruningRun) -> PruneJob:
         method = METHODS[run.method]
-        ratios = None
-        if method.uses_density:  # only the threshold this method counts with
-            r = self.pruning.ratios
-            ratios = dataclasses.replace(r, multiple=None) if method.allocation == "density-abs" else dataclasses.replace(r, threshold=None)
-        return PruneJob(
-            run=run,
-            ratios=ratios,
-            owl=self.pruning.owl if method.allocation == "owl" else None,
-            bounds=self.pruning.ratios.bounds,
-            alpha=self.pruning.alpha if method.allocation == "alpha" else None,
-            dlp=self.pruning.dlp if method.allocation == "dlp" else None,
-            base_options=dataclasses.asdict(self.pruning.sparsegpt) if method.base == "sparsegpt" else None,
-        )
+        chosen = self.pruning.method_settings
+        of = lambda name: dataclasses.asdict(chosen[name]) if name in chosen else None  # noqa: E731
+        return PruneJob(run=run, bounds=self.pruning.bounds, allocation=of(method.allocation), base=of(method.base))
 
     def method(self, run: PruningRun) -> PruningMethod:
         return METHODS[run.method]
@@ -594,17 +542,32 @@ def from_config(cfg: dict) -> Settings:
             evaluation=Evaluation(**{k: v for k, v in pr["evaluation"].items() if k not in ("sets", "accuracy")},
                                   accuracy=_accuracy(pr["evaluation"]["accuracy"]),
                                   sets=texts(pr["evaluation"]["sets"])),
-            ratios=decode(Ratios, pr["ratios"]),
-            owl=Owl(float(pr["owl"]["lambda"]), float(pr["owl"]["M"])),
-            alpha=decode(AlphaPruning, pr["alpha"]),
-            dlp=decode(Dlp, pr["dlp"]),
-            sparsegpt=decode(SparseGPTOptions, pr["sparsegpt"]),
+            bounds=tuple(float(b) for b in pr["ratios"]["bounds"]),
+            density_domain=pr["ratios"]["domain"],
+            method_settings=method_settings(pr),
             validation2=decode(Validation2, pr["validation2"]),
             mem_mb=pr["mem_mb"],
         ),
         pairs={n: PairSetSpec(n, dict(s)) for n, s in cfg["pairs"].items()},
         domains=texts(cfg["domains"]),
     )
+
+
+def method_settings(pruning: dict) -> dict[str, Any]:
+    """Each declared base's and allocation's settings (``actpat.registry``), by its name, read from
+    its section of the validated ``pruning:`` config: the dataclass's own ``from_config`` where it
+    has one (config keys that are not identifiers), else the section's keys named like its fields
+    (a section may hold more: the density allocations share ``ratios``)."""
+    out = {}
+    for declared in [*BASES.values(), *ALLOCATIONS.values()]:
+        if declared.settings is None:
+            continue
+        section = pruning[declared.section]
+        if hasattr(declared.settings, "from_config"):
+            out[declared.name] = declared.settings.from_config(section)
+        else:
+            out[declared.name] = decode(declared.settings, {f.name: section[f.name] for f in dataclasses.fields(declared.settings)})
+    return out
 
 
 def _accuracy(cfg: dict) -> Accuracy:
@@ -620,8 +583,7 @@ def load_settings(config: dict) -> Settings:
 
 
 __all__ = [
-    "Accuracy", "AlphaPruning", "Analysis", "Calibration", "Dlp", "Evaluation", "ModelSpec", "NM_BASES", "Owl",
-    "SparseGPTOptions", "PairSetSpec", "PruneJob", "Pruning",
-    "PruningRun", "Ratios", "Resources", "Runtime", "Samples", "Scoring", "Settings", "TextSource", "Validation2",
-    "EvaluateJob", "ZeroShotJob", "decode", "encode", "from_config", "load_settings", "n_shards",
+    "Accuracy", "Analysis", "Calibration", "Evaluation", "ModelSpec", "NM_BASES", "PairSetSpec", "PruneJob", "Pruning",
+    "PruningRun", "Resources", "Runtime", "Samples", "Scoring", "Settings", "TextSource", "Validation2",
+    "EvaluateJob", "ZeroShotJob", "decode", "encode", "from_config", "load_settings", "method_settings", "n_shards",
 ]

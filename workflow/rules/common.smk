@@ -207,7 +207,7 @@ def prune_inputs(w):
     if run.calibration:
         inputs["calibration"] = f"results/{w.model}/pruning/text/calibration/{run.calibration}.zarr"
     if S.method(run).uses_density:
-        inputs["density"] = f"results/{w.model}/density/{S.pruning.ratios.domain}.zarr"
+        inputs["density"] = f"results/{w.model}/density/{S.pruning.density_domain}.zarr"
     return inputs
 
 
