@@ -374,3 +374,68 @@ def _dlp(target: float, inputs: AllocationInputs) -> tuple[LayerRatios, dict]:
     return info, {"dlp": {"alpha": s.alpha, "statistic": s.statistic,
                           "layer_unimportance": unimportance, "layer_importance": dlp_importance(unimportance),
                           "raw_ratios": info.raw, "clipped_layers": info.clipped}}
+
+
+# ----------------------------------------------------------------------------------------------
+# ATP
+
+
+def atp_ratios(n_layers: int, target: float, beta: float, bounds: tuple[float, float] = (0.0, 0.99)) -> LayerRatios:
+    """ATP's layer sparsities (Huang et al., ICML 2025, arXiv 2502.14770): a monotonically
+    increasing arithmetic progression with mean S and common difference β,
+
+    s_i = S − β (L − 1) / 2 + β (i − 1),  i = 1..L,
+
+    so the first layers, whose reconstruction errors every later layer amplifies, are pruned least.
+    A β beyond ``atp_beta_max`` puts layers outside ``bounds``: they are clipped and the mean
+    restored, as in every allocation."""
+    if n_layers < 1 or beta < 0:
+        raise PruningError(f"ATP needs at least one layer and a common difference β ≥ 0, not {beta}")
+    raw = target - beta * (n_layers - 1) / 2 + beta * np.arange(n_layers)
+    return clip_to_mean(raw, target, bounds)
+
+
+def atp_beta_max(n_layers: int, target: float, bounds: tuple[float, float] = (0.0, 0.99)) -> float:
+    """The largest common difference whose progression stays within ``bounds`` (the paper's
+    sparsities within [0, 1]): s_1 = S − β(L − 1)/2 ≥ low and s_L = S + β(L − 1)/2 ≤ high."""
+    lo, hi = bounds
+    return 2 * min(target - lo, hi - target) / (n_layers - 1) if n_layers > 1 else 0.0
+
+
+def atp_candidates(n_layers: int, target: float, trials: int, bounds: tuple[float, float] = (0.0, 0.99)) -> np.ndarray:
+    """The common differences tried: ``trials`` values evenly spaced over (0, β_max], the largest
+    ``atp_beta_max`` (β = 0 is the uniform allocation, not tried)."""
+    return atp_beta_max(n_layers, target, bounds) * np.arange(1, trials + 1) / trials
+
+
+@dataclass(frozen=True)
+class Atp:
+    beta: float | None  # the common difference; None: the best of `trials` on the calibration windows
+    trials: int  # common differences tried, evenly spaced over (0, beta_max]
+
+
+@allocation("atp", suffix="-atp", title="ATP baseline", calibrated=True, settings=Atp, section="atp")
+def _atp(target: float, inputs: AllocationInputs) -> tuple[LayerRatios, dict]:
+    """ATP: layer sparsities in an increasing arithmetic progression around the target
+    (``atp_ratios``), with the one hyperparameter, the common difference β, chosen as the paper
+    does: a few trials, each the model pruned with that progression (the method's own base,
+    calibrated layer by layer as in the final run) and scored by the perplexity of the calibration
+    windows; the lowest wins (on a tie the smaller β, the closer to uniform). The paper searches a
+    grid of β with a fixed step; here ``trials`` values spread evenly up to the largest β that keeps
+    every layer within the bounds. A fixed ``beta`` skips the search."""
+    s = inputs.settings
+    if s is None or (s.beta is None and inputs.trial is None):
+        raise PruningError("the ATP allocation needs its settings and, to choose its common difference, calibration windows")
+    n, bounds = inputs.n_layers, inputs.bounds
+    beta_max = atp_beta_max(n, target, bounds)
+    tried, nll = [], []
+    if s.beta is None:
+        tried = atp_candidates(n, target, s.trials, bounds)
+        nll = [inputs.trial(atp_ratios(n, target, b, bounds).ratios) for b in tried]
+        beta = float(tried[int(np.argmin(nll))])  # the first of equal minima: the smallest β
+    else:
+        beta = float(s.beta)
+    info = atp_ratios(n, target, beta, bounds)
+    return info, {"atp": {"beta": beta, "beta_max": beta_max, "chosen_from_trials": s.beta is None,
+                          "trial_betas": list(tried), "trial_calibration_nll": nll, "raw_ratios": info.raw,
+                          "clipped_layers": info.clipped}}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -27,6 +28,16 @@ from actpat.methods import method as method_named
 
 class _Stop(Exception):
     pass
+
+
+class _Calibration(NamedTuple):
+    """What calibrated pruning runs the layers with: the decoder layers, their scored modules, the
+    first layer's inputs for every window and the arguments the model passes to its layers."""
+
+    layers: nn.ModuleList
+    modules: list[list[nn.Module]]
+    hidden: torch.Tensor
+    call: dict
 
 
 def _first_layer_inputs(model: nn.Module, layers: nn.ModuleList, windows: torch.Tensor, device):
@@ -173,24 +184,39 @@ def prune_model(
     device = weights[0][0].device
     inputs = inputs or AllocationInputs(layout.n_layers, (0.0, 0.99))
     inputs.weights = weights
+    passes = None
     if method.calibrated:
         if calibration is None or len(calibration) == 0:
             raise PruningError(f"{method.name} needs calibration windows")
         modules = [_linear_modules(layer, layout) for layer in layers]
-        hidden, call = _first_layer_inputs(model, layers, calibration, device)
-        inputs.layer_scores = lambda statistic: _dense_layer_scores(layers, modules, hidden, call, statistic)
+        passes = _Calibration(layers, modules, *_first_layer_inputs(model, layers, calibration, device))
+        inputs.layer_scores = lambda statistic: _dense_layer_scores(*passes, statistic)
+        inputs.trial = lambda ratios: _trial(model, weights, layout, base, ratios, nm, calibration, passes)
     allocation, details = method.allocation_declaration.implementation(target, inputs)
     ratios = allocation.ratios
     if len(ratios) != layout.n_layers:
         raise PruningError(f"{method.name}: {len(ratios)} layer sparsities for {layout.n_layers} layers")
+    result = _prune_layers(weights, layout, base, ratios, nm, passes, progress, keep=True)
+    check_sparsity(ratios, result.actual, result.expected, layout)
+    result.allocation = details
+    return result
+
+
+def _prune_layers(weights, layout: WeightLayout, base, ratios: np.ndarray, nm, passes: _Calibration | None,
+                  progress=None, keep: bool = False) -> PruneResult:
+    """Prune layer ``i`` to ``ratios[i]``, first to last; with ``passes`` each layer's calibration
+    statistics are fed the pruned previous layer's outputs. With ``keep`` the masks (packed bits)
+    and changed weights are kept for the mask store."""
     n_layers = layout.n_layers
     expected, actual, zeros_after = np.zeros(n_layers), np.zeros(n_layers), np.zeros(n_layers)
     sizes = np.asarray([r * c for r, c in layout.shapes], dtype=np.float64)
     packed: list[list[np.ndarray]] = []
     changed: list[list[np.ndarray]] = [[] for _ in range(n_layers)]
+    if passes:
+        layers, modules, hidden, call = passes
     for i in range(n_layers):
         statistics = [None] * len(layout.matrices)
-        if method.calibrated:
+        if passes:
             statistics = [base.statistic(mod) for mod in modules[i]]
             _collect(layers[i], modules[i], statistics, hidden, call, output=False)
         masked = np.zeros(len(layout.matrices))
@@ -200,19 +226,44 @@ def prune_model(
                 mask = base.prune(w, statistics[j], ratios[i], nm)
                 masked[j] = mask.sum().item()
                 zeros_after[i] += (w == 0).sum().item()
-                packed[i].append(np.packbits(mask.cpu().numpy(), axis=1, bitorder="little"))
-                if base.changes_weights:
-                    changed[i].append(w.detach().float().cpu().numpy())
+                if keep:
+                    packed[i].append(np.packbits(mask.cpu().numpy(), axis=1, bitorder="little"))
+                    if base.changes_weights:
+                        changed[i].append(w.detach().float().cpu().numpy())
         shares = [base.expected_share(s, ratios[i], nm) for s in layout.shapes]
         expected[i] = float(np.dot(shares, sizes) / sizes.sum())
         actual[i] = masked.sum() / sizes.sum()
         zeros_after[i] /= sizes.sum()
-        if method.calibrated:
+        if passes:
             hidden = _run_layer(layers[i], hidden, call)  # the pruned layer feeds the next one
         if progress:
             progress(i)
-    check_sparsity(ratios, actual, expected, layout)
-    return PruneResult(ratios, actual, expected, zeros_after, details, packed, changed if base.changes_weights else None)
+    return PruneResult(ratios, actual, expected, zeros_after, {}, packed, changed if base.changes_weights and keep else None)
+
+
+def _trial(model: nn.Module, weights, layout: WeightLayout, base, ratios: np.ndarray, nm, calibration: torch.Tensor,
+           passes: _Calibration) -> float:
+    """The model pruned with these layer sparsities, scored by the mean next-token NLL of the
+    calibration windows (nats per token: the log of their perplexity; +inf where it is not
+    finite); the dense weights are restored afterwards (a copy of the scored weights is held)."""
+    from actpat.evaluate import summed_nll
+
+    dense = [[w.detach().clone() for w in layer] for layer in weights]
+    try:
+        _prune_layers(weights, layout, base, ratios, nm, passes)
+        device = weights[0][0].device
+        total = 0.0
+        with torch.no_grad():
+            for window in calibration:
+                ids = window.unsqueeze(0).to(device)
+                total += summed_nll(model(ids, use_cache=False).logits[0, :-1], ids[0, 1:])
+        nll = total / (calibration.shape[0] * (calibration.shape[1] - 1))
+        return nll if np.isfinite(nll) else float("inf")
+    finally:
+        with torch.no_grad():
+            for layer, saved in zip(weights, dense):
+                for w, d in zip(layer, saved):
+                    w.copy_(d)
 
 
 def check_sparsity(ratios: np.ndarray, actual: np.ndarray, expected: np.ndarray, layout: WeightLayout) -> None:
