@@ -316,9 +316,10 @@ def test_the_job_scores_each_prompt_as_its_unpadded_self(tmp_path, tiny_checkpoi
     import torch
 
     from actpat.decoder import weight_layout
+    from actpat.modeljob import JobRuntime, ModelRef
     from actpat.models import load_checkpoint
     from actpat.samples import write_windows
-    from actpat.scoring import ShardScorer, score_shard
+    from actpat.scoring import Shard, ShardScorer, score_shard
     from actpat.settings import ScoringJob, TextSource, WindowJob
     from actpat.store import open_samples, open_scores, sample_tokens
     from conftest import scoring
@@ -334,8 +335,8 @@ def test_the_job_scores_each_prompt_as_its_unpadded_self(tmp_path, tiny_checkpoi
     assert "length" not in calibration and calibration.sizes["position"] == 32
 
     settings = scoring(sketch_size=64)
-    score_shard(ScoringJob(settings, 5, None), tmp_path / "s.zarr", 0, tiny_checkpoint, "tiny", "cpu", 1,
-                tmp_path / "scores.zarr", batch_size=3, log=lambda m: None)
+    score_shard(ScoringJob(settings, 5, None), ModelRef("tiny", tiny_checkpoint), Shard(tmp_path / "s.zarr", 0, tmp_path / "scores.zarr"),
+                JobRuntime("cpu", 1, batch_size=3, log=lambda m: None))
     scores = open_scores(tmp_path / "scores.zarr")
     model, _, _ = load_checkpoint(tiny_checkpoint)
     alone = ShardScorer(model, weight_layout(model), settings)

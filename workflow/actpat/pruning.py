@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -24,6 +25,7 @@ from actpat.decoder import WeightLayout, find_decoder_layers, layer_weights
 from actpat.errors import PruningError
 from actpat.methods import PruningMethod, parse_structure
 from actpat.methods import method as method_named
+from actpat.modeljob import JobRuntime, ModelRef
 
 
 class _Stop(Exception):
@@ -280,64 +282,67 @@ def check_sparsity(ratios: np.ndarray, actual: np.ndarray, expected: np.ndarray,
 # The prune job
 
 
-def prune_checkpoint(job, model_dir, model_name: str, calibration_store, density_store, mask_path, report_path,
-                     device: str, threads: int, log=print) -> dict:
+@dataclass(frozen=True)
+class PruneFiles:
+    """A prune job's files: what it reads besides the model, and the pruned model it writes."""
+
+    calibration: Path | None  # the calibration windows (calibrated methods)
+    density: Path | None  # a domain's density store (the density allocations)
+    mask: Path  # written: the pruned model as a mask store
+    report: Path  # written: pruning.json, the per-layer targets and sparsities
+
+
+def prune_checkpoint(job, model: ModelRef, files: PruneFiles, runtime: JobRuntime) -> dict:
     """The prune job (``job``: ``actpat.settings.PruneJob``): prune a prepared checkpoint with the
     run's method; write the pruned model as a mask store (the dense checkpoint plus the mask is the
-    pruned model) and a report of per-layer targets and sparsities."""
+    pruned model) and a report of per-layer targets and sparsities. Pruning computes in float32."""
     import sys
-    import time
-    from pathlib import Path
 
     from tqdm import tqdm
 
-    from actpat.decoder import weight_layout
-    from actpat.models import load_checkpoint, pick_device
+    from actpat.modeljob import start
     from actpat.provenance import code_version, mask_attrs
     from actpat.settings import decode
     from actpat.store import open_reduction, open_samples, window_tokens, write_json, write_mask
 
-    run = job.run
-    torch.set_num_threads(threads)
-    device = pick_device(device, log)
-    t0 = time.time()
-    model, _, checkpoint = load_checkpoint(Path(model_dir), "float32", device)
-    layout = weight_layout(model)
-    report = {"model": model_name, "run": run.key, "method": run.method, "structure": run.structure,
-              "target_sparsity": run.sparsity, "checkpoint_sha256": checkpoint["checkpoint_sha256"],
-              "code_version": code_version(), "device": device}
+    run, log = job.run, runtime.log
+    loaded = start(f"pruning {run.key}", model, runtime, "float32")
+    layout = loaded.layout
+    report = {"model": model.name, "run": run.key, "method": run.method, "structure": run.structure,
+              "target_sparsity": run.sparsity, "checkpoint_sha256": loaded.checkpoint["checkpoint_sha256"],
+              "code_version": code_version(), "device": loaded.device}
     declared = method_named(run.method).allocation_declaration
     settings = decode(declared.settings, job.allocation) if declared.settings else None
     inputs = AllocationInputs(layout.n_layers, tuple(job.bounds), settings=settings,
-                              density=open_reduction(Path(density_store)) if density_store else None)
+                              density=open_reduction(files.density) if files.density else None)
     base_options = dict(job.base or {})
     if base_options:
         report["base_options"] = base_options
     calibration = None
-    if calibration_store:
-        cal = open_samples(Path(calibration_store))
+    if files.calibration:
+        cal = open_samples(files.calibration)
         calibration = torch.as_tensor(window_tokens(cal).astype(np.int64))
-        report["calibration"] = {"store": str(calibration_store), "domain": cal.attrs["domain"],
+        report["calibration"] = {"store": str(files.calibration), "domain": cal.attrs["domain"],
                                  "windows": int(calibration.shape[0]), "seq_len": int(calibration.shape[1]),
                                  "seed": cal.attrs["seed"], "sample_ids": cal["sample"].values.tolist()}
-    log(f"pruning {model_name}: {run.method} {run.structure} to {run.sparsity:.3f} on {device}, {layout.n_layers} layers"
+    log(f"{run.method} {run.structure} to {run.sparsity:.3f}, {layout.n_layers} layers"
         + (f", {len(calibration)} calibration windows of {calibration.shape[1]} tokens" if calibration is not None else ""))
     bar = tqdm(total=layout.n_layers, desc="pruning", unit="layer", file=sys.stderr, mininterval=5, ascii=True)
-    result = prune_model(model, layout, run.method, run.sparsity, run.structure, calibration, inputs,
+    result = prune_model(loaded.model, layout, run.method, run.sparsity, run.structure, calibration, inputs,
                          progress=lambda i: bar.update(1), base_options=base_options)
     bar.close()
     if "density" in result.allocation:
-        result.allocation["density"]["store"] = str(density_store)
+        result.allocation["density"]["store"] = str(files.density)
         if result.allocation["density"]["clipped_layers"]:
             log(f"layers {result.allocation['density']['clipped_layers']} fell outside {job.bounds} and were clipped")
     report.update(result.allocation)
     report.update({"layer_sparsity_target": result.ratios, "layer_sparsity_actual": result.actual,
                    "layer_zero_share": result.zeros_after, "overall_sparsity": float(np.mean(result.actual)),
-                   "seconds": time.time() - t0})
-    if device == "cuda":
+                   "seconds": loaded.seconds()})
+    if loaded.device == "cuda":
         report["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     log(f"overall sparsity {report['overall_sparsity']:.4f}; per layer {result.actual.min():.4f}..{result.actual.max():.4f}")
-    write_mask(Path(mask_path), layout, result.masks, mask_attrs(report, checkpoint), weights=result.weights)
-    write_json(report, Path(report_path))
-    log(f"done in {time.time() - t0:.1f}s -> {report_path}")
+    write_mask(files.mask, layout, result.masks, mask_attrs(report, loaded.checkpoint), weights=result.weights)
+    write_json(report, files.report)
+    log(f"done in {loaded.seconds():.1f}s -> {files.report}")
     return report
