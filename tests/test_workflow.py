@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from actpat.snakemake_plan import job_counts
 from conftest import SMOKE, run_snakemake as run, with_value
 
 
@@ -191,18 +192,6 @@ def _check_mask(where, run_dir, report):
     assert apply_mask(model, weight_layout(model), mask) == pytest.approx(report["overall_sparsity"], abs=1e-12)
     size = sum(f.stat().st_size for f in (run_dir / "mask.zarr").rglob("*") if f.is_file())
     assert size < 20e6 and not (run_dir / "checkpoint").exists()
-
-
-def job_counts(text: str) -> dict[str, int]:
-    """The 'Job stats' table of a Snakemake plan."""
-    lines = text[text.index("Job stats:"):].splitlines()[3:]
-    out = {}
-    for line in lines:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        out[parts[0]] = int(parts[1])
-    return out
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ import yaml
 from actpat.errors import ConfigError
 from actpat.sources import SourceError, local_files, task_files
 from actpat.models import EMBEDDED_MAX_POSITIONS, POSITION_KEYS, check_window_length, has_lm_head
+from actpat.settings import WINDOW_LENGTH_FIELDS
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -73,10 +74,13 @@ def _check_task_file(where: str, spec: dict) -> None:
 
 
 def _window_lengths(cfg: dict) -> dict[str, int]:
-    out = {"samples.seq_len": cfg["samples"]["seq_len"]}
-    if cfg["pruning"]["enabled"]:
-        out["pruning.calibration.seq_len"] = cfg["pruning"]["calibration"]["seq_len"]
-        out["pruning.evaluation.seq_len"] = cfg["pruning"]["evaluation"]["seq_len"]
+    kinds = ["samples"] + (["calibration", "evaluation"] if cfg["pruning"]["enabled"] else [])
+    out = {}
+    for field in (WINDOW_LENGTH_FIELDS[k] for k in kinds):
+        node = cfg
+        for key in field.split("."):
+            node = node[key]
+        out[field] = node
     out.update({f"pairs.{name}.max_tokens": spec["max_tokens"] for name, spec in cfg["pairs"].items()})
     return out
 

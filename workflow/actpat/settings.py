@@ -320,17 +320,27 @@ class PruneJob:
 # What each job depends on (one JSON argument per job; see the module docstring)
 
 
+# each kind of token windows (WindowJob.kind) and the config field that sets their length
+WINDOW_LENGTH_FIELDS = {"samples": "samples.seq_len", "calibration": "pruning.calibration.seq_len",
+                        "evaluation": "pruning.evaluation.seq_len"}
+
+
 @dataclass(frozen=True)
 class WindowJob:
     """Token windows cut from a text source: a domain's scoring samples, calibration windows from
     its scoring documents, or perplexity windows of held-out text."""
 
-    kind: str  # "samples" | "calibration" | "evaluation"
+    kind: str  # "samples" | "calibration" | "evaluation" (WINDOW_LENGTH_FIELDS)
     text: TextSource
     n: int  # windows (evaluation: at most this many, evenly spaced)
     seq_len: int
     seed: int | None  # evaluation windows are not drawn at random
     holdout_fraction: float | None  # evaluation windows take the held-out ids of the samples store
+
+    @property
+    def length_field(self) -> str:
+        """The config field ``seq_len`` comes from (named in errors)."""
+        return WINDOW_LENGTH_FIELDS[self.kind]
 
 
 @dataclass(frozen=True)

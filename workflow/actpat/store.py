@@ -52,6 +52,7 @@ from zarr.storage import LocalStore, WrapperStore
 from actpat.checksums import crc32c, file_crc32c
 from actpat.decoder import WeightLayout
 from actpat.errors import StoreError
+from actpat.provenance import SHARED_BY_REDUCED_STORES
 
 # 2: CRC-32C in every chunk and of every file in the inventory (version 1 stores are refused)
 FORMAT_VERSION = 2
@@ -484,14 +485,11 @@ def open_mask(path: Path) -> xr.Dataset:
     return _open(path, "actpat.mask")
 
 
-PROVENANCE_KEYS = ("model", "checkpoint_sha256", "seed", "seq_len", "target", "dtype", "sketch_size", "sketch_seed", "sketch_hash_version")
-
-
 def check_compatible(datasets: dict[str, xr.Dataset]) -> None:
     """Stores reduced together must share model, seed, sequence length, target and sketch."""
     ref_path, ref = next(iter(datasets.items()))
     for path, ds in datasets.items():
-        for key in PROVENANCE_KEYS:
+        for key in SHARED_BY_REDUCED_STORES:
             if ds.attrs.get(key) != ref.attrs.get(key):
                 raise StoreError(f"{path}: {key} = {ds.attrs.get(key)!r} differs from {ref_path} ({ref.attrs.get(key)!r})")
 

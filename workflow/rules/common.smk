@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 
+from actpat import paths
 from actpat.config import validate_config
 from actpat.errors import ConfigError
 from actpat.preflight import preflight
@@ -156,10 +157,6 @@ def gpu_resources():
     return {"gpu": lambda w: job_gpus(), **({"slurm_partition": S.resources.gpu_partition} if on_gpu else {})}
 
 
-def model_dir(model):
-    return f"resources/models/{model}"
-
-
 def source_files(name):
     """The local files a domain or an evaluation set reads (a changed file reruns its jobs)."""
     from actpat.sources import local_files, task_files
@@ -176,38 +173,35 @@ def pair_files(pairset):
 
 
 def score_stores(model, domain):
-    return [f"results/{model}/scores/{domain}/shard-{s}.zarr" for s in S.shards_of(domain)]
+    return [paths.score_store(model, domain, s) for s in S.shards_of(domain)]
 
 
 def all_targets():
     stores = [path for m in MODELS for d in DOMAINS for path in score_stores(m, d)]
-    findings = [f"results/{m}/findings.json" for m in MODELS] if len(DOMAINS) >= 2 else []
-    pairs = [f"results/{m}/pairs/{p}/summary.json" for m in MODELS for p in PAIRSETS]
+    findings = [paths.findings(m) for m in MODELS] if len(DOMAINS) >= 2 else []
+    pairs = [f"{paths.pairs_dir(m, p)}/summary.json" for m in MODELS for p in PAIRSETS]
     return stores + findings + pairs
 
 
 # ---- validations 1-2: pruning runs -------------------------------------------------------
 
 
-def run_dir(model, run):
-    return f"results/{model}/pruning/runs/{run.key}"
-
-
-def eval_store(model, name):
-    return f"results/{model}/pruning/text/eval/{name}.zarr"
+# the files of one pruned model (`{model}`, `{run}`: wildcards) and of the dense one
+RUN = paths.EvaluatedModel.run("{model}", "{run}")
+DENSE = paths.EvaluatedModel.dense("{model}")
 
 
 def pruning_targets(model):
-    return [f"results/{model}/pruning/report.md"] if S.pruning.enabled else []
+    return [f"{paths.pruning_dir(model)}/report.md"] if S.pruning.enabled else []
 
 
 def prune_inputs(w):
     run = RUNS[w.run]
-    inputs = {"model": model_dir(w.model)}
+    inputs = {"model": paths.model_dir(w.model)}
     if run.calibration:
-        inputs["calibration"] = f"results/{w.model}/pruning/text/calibration/{run.calibration}.zarr"
+        inputs["calibration"] = paths.calibration_windows(w.model, run.calibration)
     if S.method(run).uses_density:
-        inputs["density"] = f"results/{w.model}/density/{S.pruning.density_domain}.zarr"
+        inputs["density"] = paths.density(w.model, S.pruning.density_domain)
     return inputs
 
 
@@ -228,12 +222,13 @@ def harness_task_files() -> list[str]:
 def pruning_report_inputs(w):
     job = S.pruning_report_job()
     runs = list(dict.fromkeys(job.validation1 + job.validation2))
-    files = [f"{run_dir(w.model, r)}/pruning.json" for r in runs]
-    files += [f"{run_dir(w.model, r)}/perplexity/{s}.json" for r in runs for s in job.sets_of(r)]
-    files += [f"results/{w.model}/pruning/dense/perplexity/{s}.json" for s in job.dense_sets]
+    run_files = [paths.EvaluatedModel.run(w.model, r.key) for r in runs]
+    dense = paths.EvaluatedModel.dense(w.model)
+    files = [f.report for f in run_files]
+    files += [f.perplexity(s) for f, r in zip(run_files, runs) for s in job.sets_of(r)]
+    files += [dense.perplexity(s) for s in job.dense_sets]
     if job.zero_shot:
-        files += [f"{run_dir(w.model, r)}/zeroshot.json" for r in runs]
-        files.append(f"results/{w.model}/pruning/dense/zeroshot.json")
+        files += [f.zeroshot for f in run_files] + [dense.zeroshot]
     return files
 
 
@@ -241,9 +236,9 @@ def pruning_report_inputs(w):
 
 
 def summary_inputs(w):
-    inputs = {"pairs": [f"results/{w.model}/pairs/{p}/summary.json" for p in PAIRSETS]}
+    inputs = {"pairs": [f"{paths.pairs_dir(w.model, p)}/summary.json" for p in PAIRSETS]}
     if len(DOMAINS) >= 2:
-        inputs["findings"] = f"results/{w.model}/findings.json"
+        inputs["findings"] = paths.findings(w.model)
     if S.pruning.enabled:
-        inputs["pruning"] = f"results/{w.model}/pruning/summary.json"
+        inputs["pruning"] = f"{paths.pruning_dir(w.model)}/summary.json"
     return inputs

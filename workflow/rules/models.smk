@@ -2,7 +2,7 @@ rule prepare_model:
     """Convert the configured model (embedded GGUF, GGUF file, hub id or local directory) once
     into a plain local checkpoint that every scoring job loads quickly."""
     output:
-        directory("resources/models/{model}"),
+        directory(paths.model_dir("{model}")),
     params:
         settings=lambda w: encode(S.models[w.model]),
     log:

@@ -12,7 +12,7 @@ rule summary:
     input:
         unpack(summary_inputs),
     output:
-        report("results/{model}/SUMMARY.md", caption="../report/summary.rst", category="0. Summary"),
+        report(paths.summary("{model}"), caption="../report/summary.rst", category="0. Summary"),
     params:
         settings=lambda w: encode(S.summary_job(w.model)),
         code=source_hash(),  # the summary reruns after any edit of the library and names results of older code
