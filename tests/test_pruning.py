@@ -323,7 +323,8 @@ def test_evaluation_only_set_from_datasets_on_local_files(tmp_path, tiny_checkpo
     import json
 
     from actpat.cli import main
-    from actpat.settings import WindowJob, TextSource, encode
+    from actpat.settings import WindowJob, TextSource
+    from actpat.settings_json import encode
     from actpat.store import open_samples
 
     rows = [{"text": f"Line {i} of an encyclopedic article about the river number {i}, its towns and bridges."} for i in range(40)]

@@ -24,10 +24,9 @@ from actpat.settings import (
     ScoringJob,
     SummaryJob,
     WindowJob,
-    decode,
-    encode,
     load_settings,
 )
+from actpat.settings_json import decode, encode
 from conftest import ROOT, SMOKE, default_settings, with_value
 
 SHIPPED = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -193,4 +192,11 @@ def test_a_setting_lives_in_one_place():
         assert "32768" not in text and "2.0e-5" not in text and "2e-5" not in text
         assert "wanda-density" not in text and "wanda-owl" not in text
     assert "CFG[" not in rules and "\"of\"" not in rules
+    # every job's memory and runtime come from the schema's resources.jobs, one entry per rule
+    assert "mem_mb=" not in rules and "runtime=" not in rules
+    import re
+
+    declared = set(re.findall(r"^rule (\w+):", rules, flags=re.M)) - {"all"}
+    jobs = load_schema()["properties"]["resources"]["properties"]["jobs"]["properties"]
+    assert declared == set(jobs) == set(re.findall(r'job_resources\("(\w+)"\)', rules))
     assert Path(ROOT / "workflow/actpat/cli.py").read_text().count("\n") < 250

@@ -24,11 +24,12 @@ def _settings(cls_name: str):
     """argparse type: the job's settings, JSON text (as the rules pass it) or @path of a JSON file."""
     def parse(text: str):
         from actpat import settings
+        from actpat.settings_json import decode
 
         if text.startswith("@"):
             text = Path(text[1:]).read_text(encoding="utf-8")
         try:
-            return settings.decode(getattr(settings, cls_name), text)
+            return decode(getattr(settings, cls_name), text)
         except (ValueError, TypeError, KeyError) as exc:
             raise argparse.ArgumentTypeError(f"not a valid {cls_name}: {exc}") from None
     parse.__name__ = cls_name
@@ -197,10 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
 # what to lower when a job runs out of memory (the rule's memory also grows with each retry)
 OOM_HINTS = {
     "score-shard": "lower resources.score_batch_size or samples.seq_len, use scoring.compute_dtype: bfloat16, lower "
-                   "scoring.sketch_size, or raise resources.score_mem_mb (samples.shard_size only shortens the job)",
-    "prune": "lower pruning.calibration.windows or pruning.calibration.seq_len, or raise pruning.mem_mb",
-    "perplexity": "lower pruning.evaluation.seq_len, or raise pruning.mem_mb",
-    "zero-shot": "lower pruning.evaluation.accuracy.batch_size, or raise pruning.mem_mb",
+                   "scoring.sketch_size, or raise resources.jobs.score_shard.mem_mb (samples.shard_size only shortens the job)",
+    "prune": "lower pruning.calibration.windows or pruning.calibration.seq_len, or raise resources.jobs.prune.mem_mb",
+    "perplexity": "lower pruning.evaluation.seq_len, or raise resources.jobs.perplexity.mem_mb",
+    "zero-shot": "lower pruning.evaluation.accuracy.batch_size, or raise resources.jobs.zero_shot.mem_mb",
 }
 OOM_EXIT = 3
 

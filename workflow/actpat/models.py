@@ -140,11 +140,10 @@ def load_source(source: ModelSource, dtype: str = "float32"):
 def _gguf_parsed_once():
     """Within this block each GGUF file is parsed once and each tensor-name map built once.
     transformers reads a GGUF file four times to load a model and its tokenizer (the config
-    twice, the weights, the tokenizer), parsing its metadata anew each time (1.8 s for the
-    embedded model), and builds gguf's tensor-name map once per module while it loads the
-    weights (397 times). Both are read-only once built, so sharing them changes nothing loaded
-    (the prepared checkpoint is byte-identical); the embedded model loads in about half the time.
-    transformers imports both names from ``gguf`` when it calls them, which is what lets this
+    twice, the weights, the tokenizer), parsing its metadata anew each time, and builds gguf's
+    tensor-name map once per module while it loads the weights. Both are read-only once built, so
+    sharing them changes nothing loaded (the prepared checkpoint is byte-identical) and saves most
+    of the parsing. transformers imports both names from ``gguf`` when it calls them, which is what lets this
     block stand in for them; without that (another version), loading is as before, only slower."""
     import gguf
 

@@ -302,7 +302,7 @@ def prune_checkpoint(job, model: ModelRef, files: PruneFiles, runtime: JobRuntim
 
     from actpat.modeljob import start
     from actpat.provenance import code_version, mask_attrs
-    from actpat.settings import decode
+    from actpat.settings_json import decode
     from actpat.store import open_reduction, open_samples, window_tokens, write_json, write_mask
 
     run, log = job.run, runtime.log

@@ -5,7 +5,7 @@
 only: no field here has a default.
 
 A rule hands its job exactly the settings the job depends on, as one quoted JSON argument
-(:func:`encode`); the job decodes them into the same dataclasses (:func:`decode`). Snakemake reruns
+(``actpat.settings_json.encode``); the job decodes them into the same dataclasses. Snakemake reruns
 a job when that argument changes, so a job's settings are also its rerun trigger: they must hold
 everything that changes its output and nothing else.
 """
@@ -13,58 +13,13 @@ everything that changes its output and nothing else.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import types
-import typing
 from dataclasses import dataclass
 from typing import Any
 
 from actpat.methods import METHODS, NM_BASES, PruningMethod, parse_structure
 from actpat.registry import ALLOCATIONS, BASES
-
-
-# ----------------------------------------------------------------------------------------------
-# Encoding: dataclass <-> JSON
-
-
-def encode(obj) -> str:
-    """Compact, key-sorted JSON of a settings dataclass (stable: it is a rerun trigger)."""
-    return json.dumps(dataclasses.asdict(obj), sort_keys=True, separators=(",", ":"))
-
-
-def decode(cls, data):
-    """A ``cls`` instance from JSON text or a parsed dict (nested dataclasses, tuples, dicts)."""
-    if isinstance(data, (str, bytes)):
-        data = json.loads(data)
-    return _build(cls, data)
-
-
-def _build(tp, value):
-    if value is None:
-        return None
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _build(inner[0], value)
-    if dataclasses.is_dataclass(tp):
-        hints = typing.get_type_hints(tp)
-        names = {f.name for f in dataclasses.fields(tp)}
-        unknown = set(value) - names
-        if unknown:
-            raise ValueError(f"{tp.__name__}: unknown setting(s) {sorted(unknown)}")
-        return tp(**{k: _build(hints[k], v) for k, v in value.items()})
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_build(args[0], v) for v in value)
-        return tuple(_build(a, v) for a, v in zip(args, value))
-    if origin is dict:
-        _, val_tp = typing.get_args(tp)
-        return {k: _build(val_tp, v) for k, v in value.items()}
-    if tp is float:
-        return float(value)
-    return value
+from actpat.settings_json import decode
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,9 +150,14 @@ def layer_range(start: float, stop: float, n_layers: int):
 
 
 @dataclass(frozen=True)
+class JobResources:
+    mem_mb: int  # a retried job asks for this times the attempt
+    runtime: int  # minutes
+
+
+@dataclass(frozen=True)
 class Resources:
-    score_mem_mb: int
-    score_runtime: int
+    jobs: dict[str, JobResources]  # by rule name
     score_gpus: int
     score_batch_size: int | None
     gpu_partition: str | None
@@ -302,7 +262,6 @@ class Pruning:
     density_domain: str  # whose density store the density allocations read (config: ratios.domain)
     method_settings: dict[str, Any]  # each declared base's and allocation's settings, by its name (actpat.registry)
     validation2: Validation2
-    mem_mb: int
 
 
 @dataclass(frozen=True)
@@ -556,7 +515,6 @@ def from_config(cfg: dict) -> Settings:
             density_domain=pr["ratios"]["domain"],
             method_settings=method_settings(pr),
             validation2=decode(Validation2, pr["validation2"]),
-            mem_mb=pr["mem_mb"],
         ),
         pairs={n: PairSetSpec(n, dict(s)) for n, s in cfg["pairs"].items()},
         domains=texts(cfg["domains"]),
@@ -595,5 +553,5 @@ def load_settings(config: dict) -> Settings:
 __all__ = [
     "Accuracy", "Analysis", "Calibration", "Evaluation", "ModelSpec", "NM_BASES", "PairSetSpec", "PruneJob", "Pruning",
     "PruningRun", "Resources", "Runtime", "Samples", "Scoring", "Settings", "TextSource", "Validation2",
-    "EvaluateJob", "ZeroShotJob", "decode", "encode", "from_config", "load_settings", "method_settings", "n_shards",
+    "EvaluateJob", "ZeroShotJob", "from_config", "load_settings", "method_settings", "n_shards",
 ]

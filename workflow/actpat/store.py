@@ -61,10 +61,10 @@ TARGET_CHUNK_BYTES = 2 << 20
 
 def _compressor():
     """Blosc-LZ4 with byte shuffling, then a CRC-32C of the compressed chunk (checked by Zarr on
-    every read). Scores are float32 noise in their low bits: on a score shard of the default run
-    LZ4 writes 501 MB in 4.2-5.2 s and reads it in 1.4 s, where zstd (level 3) wrote 475 MB in
-    8.2-8.5 s and read it in 1.6-1.9 s, and no compression 612 MB in 4.1 s (2-core Xeon, 2.0 GHz).
-    Stores written with another codec read as before: Zarr keeps each array's codecs."""
+    every read). Scores are float32 noise in their low bits, so no codec compresses them much: LZ4
+    writes and reads a score shard about twice as fast as zstd for a few percent more bytes (the
+    figures: the closing note of the change that chose it). Stores written with another codec read
+    as before: Zarr keeps each array's codecs."""
     return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec()]
 
 
@@ -457,7 +457,7 @@ def write_scores(
 def write_mask(path: Path, layout: WeightLayout, packed, attrs: dict, weights=None) -> None:
     """A pruned model as the dense checkpoint plus this store: per scored matrix, the pruned weights
     as bits (``packed[layer][matrix]``: ``np.packbits(mask, axis=1, bitorder="little")``, 1 =
-    pruned; 17 MB for SmolLM2-135M, 0.8 GB for a 7B model). A method that also changes the kept
+    pruned: one bit per scored weight). A method that also changes the kept
     weights stores them in ``weights[layer][matrix]`` (float32, ``<matrix>.weight`` arrays)."""
     with _writing(path) as tmp:
         group = zarr.open_group(tmp, mode="w", zarr_format=3)

@@ -12,8 +12,7 @@ rule density:
     benchmark:
         "logs/{model}/density/{domain}.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: 3000 * attempt,
-        runtime=30,
+        **job_resources("density"),
     conda:
         "../../envs/torch.yaml"
     shell:
@@ -31,8 +30,7 @@ rule similarity:
     benchmark:
         "logs/{model}/similarity.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: 4000 * attempt,
-        runtime=60,
+        **job_resources("similarity"),
     conda:
         "../../envs/torch.yaml"
     shell:
@@ -66,8 +64,7 @@ rule findings:
     benchmark:
         "logs/{model}/findings.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: 4000 * attempt,
-        runtime=30,
+        **job_resources("findings"),
     conda:
         "../../envs/torch.yaml"
     shell:

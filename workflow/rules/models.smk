@@ -10,8 +10,7 @@ rule prepare_model:
     benchmark:
         "logs/{model}/prepare_model.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: 8000 * attempt,
-        runtime=60,
+        **job_resources("prepare_model"),
     conda:
         "../../envs/torch.yaml"
     shell:

@@ -13,8 +13,7 @@ rule sample_pairs:
     benchmark:
         "logs/{model}/sample_pairs/{pairset}.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: 4000 * attempt,
-        runtime=30,
+        **job_resources("sample_pairs"),
     conda:
         "../../envs/torch.yaml"
     shell:
@@ -44,8 +43,7 @@ rule pairs_report:
     benchmark:
         "logs/{model}/pairs_report/{pairset}.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: 4000 * attempt,
-        runtime=30,
+        **job_resources("pairs_report"),
     conda:
         "../../envs/torch.yaml"
     shell:

@@ -20,8 +20,7 @@ rule calibration_windows:
     benchmark:
         "logs/{model}/calibration_windows/{domain}.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: 4000 * attempt,
-        runtime=30,
+        **job_resources("calibration_windows"),
     conda:
         "../../envs/torch.yaml"
     shell:
@@ -45,8 +44,7 @@ rule eval_windows:
     benchmark:
         "logs/{model}/eval_windows/{evalset}.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: 4000 * attempt,
-        runtime=30,
+        **job_resources("eval_windows"),
     conda:
         "../../envs/torch.yaml"
     shell:
@@ -74,8 +72,7 @@ rule prune:
     benchmark:
         "logs/{model}/prune/{run}.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: S.pruning.mem_mb * attempt,
-        runtime=60,
+        **job_resources("prune"),
         **gpu_resources(),
     retries: 1
     conda:
@@ -105,8 +102,7 @@ rule perplexity:
     benchmark:
         "logs/{model}/perplexity/{run}/{evalset}.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: S.pruning.mem_mb * attempt,
-        runtime=60,
+        **job_resources("perplexity"),
         **gpu_resources(),
     retries: 1
     conda:
@@ -147,8 +143,7 @@ rule zero_shot:
     benchmark:
         "logs/{model}/zero_shot/{run}.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: S.pruning.mem_mb * attempt,
-        runtime=720,
+        **job_resources("zero_shot"),
         **gpu_resources(),
     retries: 1
     conda:
@@ -196,8 +191,7 @@ rule pruning_report:
     benchmark:
         "logs/{model}/pruning_report.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: 2000 * attempt,
-        runtime=30,
+        **job_resources("pruning_report"),
     conda:
         "../../envs/torch.yaml"
     shell:

@@ -15,8 +15,7 @@ rule sample_domain:
     benchmark:
         "logs/{model}/sample_domain/{domain}.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: 4000 * attempt,
-        runtime=30,
+        **job_resources("sample_domain"),
     conda:
         "../../envs/torch.yaml"
     shell:

@@ -16,8 +16,7 @@ rule score_shard:
     benchmark:
         "logs/{model}/score_shard/{domain}-{shard}.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: S.resources.score_mem_mb * attempt,
-        runtime=S.resources.score_runtime,
+        **job_resources("score_shard"),
         **gpu_resources(),
     retries: 1
     conda:
