@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from actpat import methods
 from actpat.allocations import AllocationInputs
 from actpat.bases import InputNorms, wanda_metric
 from actpat.decoder import WeightLayout, find_decoder_layers, layer_weights
 from actpat.errors import PruningError
 from actpat.methods import PruningMethod, parse_structure
-from actpat.methods import method as method_named
 from actpat.modeljob import JobRuntime, ModelRef
 
 
@@ -173,7 +173,7 @@ def prune_model(
     what the method's allocation uses (bounds (0, 0.99) and nothing else by default);
     ``base_options`` are the base's settings (SparseGPT: ``block``, ``damp``)."""
     if isinstance(method, str):
-        method = method_named(method)
+        method = methods.method(method)
     if not 0.0 <= sparsity < 1.0:
         raise PruningError(f"sparsity {sparsity} is outside [0, 1)")
     nm = parse_structure(structure)
@@ -311,7 +311,7 @@ def prune_checkpoint(job, model: ModelRef, files: PruneFiles, runtime: JobRuntim
     report = {"model": model.name, "run": run.key, "method": run.method, "structure": run.structure,
               "target_sparsity": run.sparsity, "checkpoint_sha256": loaded.checkpoint["checkpoint_sha256"],
               "code_version": code_version(), "device": loaded.device}
-    declared = method_named(run.method).allocation_declaration
+    declared = methods.method(run.method).allocation_declaration
     settings = decode(declared.settings, job.allocation) if declared.settings else None
     inputs = AllocationInputs(layout.n_layers, tuple(job.bounds), settings=settings,
                               density=open_reduction(files.density) if files.density else None)
