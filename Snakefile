@@ -12,6 +12,7 @@ if not workflow.overwrite_configfiles:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/machine.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/samples.smk"
 include: "workflow/rules/scoring.smk"

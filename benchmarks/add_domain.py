@@ -21,17 +21,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "workflow"))
 
-
-def job_counts(text: str) -> dict[str, int]:
-    lines = text[text.index("Job stats:"):].splitlines()[3:]
-    out = {}
-    for line in lines:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        out[parts[0]] = int(parts[1])
-    return out
+from actpat.snakemake_plan import job_counts  # noqa: E402
 
 
 def main():

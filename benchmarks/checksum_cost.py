@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "workflow"))
 
 
 def main() -> None:
-    from actpat.store import crc32c
+    from actpat.checksums import crc32c
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", required=True)

@@ -44,7 +44,8 @@ def main():
     mask, windows = make_inputs(work)
     sys.path.insert(0, str(ROOT / "workflow"))
     from actpat.evaluate import bootstrap_perplexity
-    from actpat.settings import EvaluateJob, encode
+    from actpat.settings import EvaluateJob
+    from actpat.settings_json import encode
 
     rows, nll = [], {}
     for dtype in ("float32", "bfloat16"):

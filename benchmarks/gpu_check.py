@@ -121,7 +121,7 @@ def memory_model_gib(model, layout, batch: int, seq_len: int, kernel: str) -> di
 def throughput(shape, device, seq_len, n_samples, quick) -> dict:
     import torch
 
-    from actpat.models import layer_weights, weight_layout
+    from actpat.decoder import layer_weights, weight_layout
     from actpat.scoring import ShardScorer
 
     model = build(shape, torch.bfloat16, device)
@@ -283,7 +283,7 @@ def determinism(model_factory, device, n, seq_len) -> dict:
     import numpy as np
     import torch
 
-    from actpat.models import weight_layout
+    from actpat.decoder import weight_layout
     from actpat.scoring import ShardScorer
 
     gen = torch.Generator().manual_seed(3)
@@ -334,7 +334,7 @@ def determinism(model_factory, device, n, seq_len) -> dict:
 def largest_shape(device, cap_gb: float, seq_len: int) -> list[dict]:
     import torch
 
-    from actpat.models import weight_layout
+    from actpat.decoder import weight_layout
     from actpat.scoring import ShardScorer
 
     out = []

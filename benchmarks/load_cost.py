@@ -39,9 +39,11 @@ def main() -> None:
     import torch
 
     from actpat.evaluate import load_evaluated_model
-    from actpat.models import file_sha256, layer_weights, load_checkpoint, weight_layout
-    from actpat.pruning import zero_where
-    from actpat.store import file_crc32c, open_mask
+    from actpat.checksums import file_crc32c, file_sha256
+    from actpat.decoder import layer_weights, weight_layout
+    from actpat.models import load_checkpoint
+    from actpat.masks import zero_where
+    from actpat.store import open_mask
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", required=True)

@@ -68,7 +68,8 @@ def main() -> None:
 
     import yaml
 
-    from actpat.settings import PruningRun, encode, load_settings
+    from actpat.settings import PruningRun, load_settings
+    from actpat.settings_json import encode
 
     S = load_settings(yaml.safe_load(Path(args.config).read_text()))
     work = Path(args.workdir)

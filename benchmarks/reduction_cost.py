@@ -61,10 +61,11 @@ def main():
 
     import torch
 
-    from actpat import fused
-    from actpat.models import ModelSource, load_source, weight_layout
     import numpy as np
 
+    from actpat import fused
+    from actpat.decoder import weight_layout
+    from actpat.models import ModelSource, load_source
     from actpat.scoring import ShardScorer
     from actpat.settings import load_settings
 

@@ -35,7 +35,7 @@ def make_store(path: Path, domain: str, shard: int, seed: int) -> None:
     import torch
     import xarray as xr
 
-    from actpat.models import WeightLayout
+    from actpat.decoder import WeightLayout
     from actpat.scoring import SampleScores
     from actpat.sketch import HASH_VERSION
     from actpat.store import write_scores

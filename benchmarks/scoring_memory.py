@@ -68,7 +68,7 @@ def run_one(size: str, batch: int, seq_len: int, batches: int, threads: int) -> 
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-    from actpat.models import weight_layout
+    from actpat.decoder import weight_layout
     from actpat.scoring import ShardScorer
     from actpat.settings import load_settings
 

@@ -55,7 +55,7 @@ def build_model(args):
 def run_one(args) -> dict:
     import torch
 
-    from actpat.models import layer_weights, weight_layout
+    from actpat.decoder import layer_weights, weight_layout
     from actpat.scoring import ShardScorer
     from actpat.settings import load_settings
 

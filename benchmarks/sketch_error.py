@@ -22,7 +22,8 @@ sys.path.insert(0, str(ROOT / "workflow"))
 def main():
     import torch
 
-    from actpat.models import load_checkpoint, weight_layout
+    from actpat.decoder import weight_layout
+    from actpat.models import load_checkpoint
     import dataclasses
 
     from actpat.scoring import ShardScorer

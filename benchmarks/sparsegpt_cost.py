@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "workflow"))
 
 def column_loop(weight: torch.Tensor, gram: torch.Tensor, ratio: float, nm, block: int = 128, damp: float = 0.01):
     """The baseline: each column's error applied to the rest of its block before the next column."""
-    from actpat.pruning import matrix_mask, nm_mask
+    from actpat.masks import matrix_mask, nm_mask
 
     rows, cols = weight.shape
     w = weight.detach().double().clone()
@@ -73,8 +73,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from actpat.models import load_checkpoint, weight_layout
-    from actpat.pruning import InputGram, SparseGPT
+    from actpat.decoder import weight_layout
+    from actpat.models import load_checkpoint
+    from actpat.bases import InputGram, SparseGPT
 
     model, _, _ = load_checkpoint(args.model_dir)
     layout = weight_layout(model)
@@ -115,7 +116,7 @@ def main() -> None:
             name = f"actpat, inner {inner}" if nm is None else "actpat, one group of M"
             print(f"{label:<12} {name:<22} {took:>8.3f} {base_time / took:>7.2f}x {diff:>21.2e} {str(same):>9}", flush=True)
 
-    from actpat.pruning import esd
+    from actpat.allocations import esd
 
     def float32_svd(w):
         return np.sort(torch.linalg.svdvals(w.float()).double().numpy() ** 2)

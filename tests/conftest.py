@@ -131,7 +131,8 @@ def scoring(**overrides):
 
 def sample_domain_args(domain: str, spec: dict, model_dir, seq_len: int, n: int, seed: int, holdout: float, out) -> list[str]:
     """`actpat sample-domain` arguments as the workflow builds them (one JSON of the job's settings)."""
-    from actpat.settings import TextSource, WindowJob, encode
+    from actpat.settings import TextSource, WindowJob
+    from actpat.settings_json import encode
 
     job = WindowJob("samples", TextSource(domain, spec), n, seq_len, seed, holdout)
     return ["sample-domain", "--settings", encode(job), "--model-dir", str(model_dir), "--out", str(out)]
@@ -140,7 +141,8 @@ def sample_domain_args(domain: str, spec: dict, model_dir, seq_len: int, n: int,
 def score_shard_args(samples, shard: int, shard_size: int, model_dir, out, model: str = "tiny", threads: int = 1,
                      **scoring_overrides) -> list[str]:
     """`actpat score-shard` arguments as the workflow builds them."""
-    from actpat.settings import ScoringJob, encode
+    from actpat.settings import ScoringJob
+    from actpat.settings_json import encode
 
     job = ScoringJob(scoring(**scoring_overrides), shard_size, None)
     return ["score-shard", "--settings", encode(job), "--samples", str(samples), "--shard", str(shard), "--model-dir",
@@ -148,6 +150,7 @@ def score_shard_args(samples, shard: int, shard_size: int, model_dir, out, model
 
 
 def density_args(stores, out, mass_shares=(0.5, 0.9)) -> list[str]:
-    from actpat.settings import DensityJob, encode
+    from actpat.settings import DensityJob
+    from actpat.settings_json import encode
 
     return ["density", "--settings", encode(DensityJob(tuple(mass_shares))), "--stores", *map(str, stores), "--out", str(out)]

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from actpat.accuracy import AccuracyError, lastword_accuracy, lastword_items, run_tasks, token_cut
+from actpat.errors import AccuracyError
+from actpat.accuracy import lastword_accuracy, lastword_items, run_tasks, token_cut
 from test_stats import sandwich_se
 
 TEXT = ("half-word the quick brown fox jumps over the lazy dog and then the fox sleeps under a tree while "
@@ -248,7 +249,8 @@ def test_zero_shot_job_and_its_table(smol_checkpoint, tmp_path):
     """The zero-shot command on the dense model with a local custom task, read back by the report."""
     from actpat.cli import main
     from actpat.pruning_report import zero_shot_table
-    from actpat.settings import ZeroShotJob, encode
+    from actpat.settings import ZeroShotJob
+    from actpat.settings_json import encode
 
     rows = [{"id": f"q{i}", "context": f"Item {i}: the colour of snow is", "target": " white"} for i in range(5)]
     data = tmp_path / "snow.jsonl"

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from actpat.config import ConfigError, validate_config
-from actpat.settings import encode, from_config
+from actpat.config import validate_config
+from actpat.errors import ConfigError
+from actpat.settings import from_config
+from actpat.settings_json import encode
 from conftest import with_value
 
 ROOT = Path(__file__).resolve().parent.parent

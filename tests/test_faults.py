@@ -179,7 +179,8 @@ def _config_file(case: str, tmp_path):
 
 def _start_up_error(bad) -> str:
     """What the workflow runs when it starts (common.smk): the schema, then the start-up checks."""
-    from actpat.config import ConfigError, validate_config
+    from actpat.errors import ConfigError
+    from actpat.config import validate_config
     from actpat.preflight import preflight
 
     try:

@@ -15,8 +15,8 @@ import sys
 import pytest
 import yaml
 
+from actpat.snakemake_plan import job_counts
 from conftest import ROOT
-from test_workflow import job_counts
 
 EVIL = "o'brien $(touch PWNED) `touch BT` \"q\" ü\nsecond line"
 TEXTS = [

@@ -20,7 +20,9 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from actpat.models import ModelError, ModelSource, load_checkpoint, load_source, weight_layout
+from actpat.decoder import weight_layout
+from actpat.errors import ModelError
+from actpat.models import ModelSource, load_checkpoint, load_source
 from conftest import tiny_llama
 
 SMALL = dict(hidden_size=32, num_attention_heads=4, vocab_size=64)
@@ -116,7 +118,8 @@ def test_a_job_given_gpus_that_torch_cannot_use_says_so_and_runs_on_the_cpu(monk
     device auto falls back to the CPU with one log line naming the devices; device cuda fails."""
     import torch
 
-    from actpat.models import ModelError, pick_device
+    from actpat.errors import ModelError
+    from actpat.models import pick_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     lines: list[str] = []
@@ -135,7 +138,8 @@ def test_a_changed_weight_file_is_refused_at_load(tmp_path, tiny_checkpoint):
     in the weights, a truncated file or a missing one is an error naming the file, not other weights."""
     import shutil
 
-    from actpat.models import ModelError, load_checkpoint
+    from actpat.errors import ModelError
+    from actpat.models import load_checkpoint
 
     copy = tmp_path / "ckpt"
     shutil.copytree(tiny_checkpoint, copy)
@@ -159,7 +163,8 @@ def test_a_checkpoint_prepared_before_checksums_is_checked_by_its_sha256(tmp_pat
     one whose record names a weight file without its checksum is refused."""
     import shutil
 
-    from actpat.models import ModelError, load_checkpoint
+    from actpat.errors import ModelError
+    from actpat.models import load_checkpoint
 
     copy = tmp_path / "ckpt"
     shutil.copytree(tiny_checkpoint, copy)
@@ -187,16 +192,39 @@ def test_a_checkpoint_prepared_before_checksums_is_checked_by_its_sha256(tmp_pat
 
 def test_file_crc32c_is_the_castagnoli_crc(tmp_path):
     """CRC-32C's published check value: "123456789" gives e3069283 (RFC 3720, iSCSI); and the
-    empty file 00000000. Checkpoints record it in hex, stores as an integer: the same function."""
-    from actpat.models import _crc32c_hex
-    from actpat.store import crc32c, file_crc32c
+    empty file 00000000. Checkpoints and stores record it the same way, as an integer."""
+    from actpat.checksums import crc32c, file_crc32c, file_sha256
 
     (tmp_path / "check").write_bytes(b"123456789")
     (tmp_path / "empty").write_bytes(b"")
-    assert file_crc32c(tmp_path / "check") == 0xE3069283 == crc32c(b"123456789")
-    assert _crc32c_hex(tmp_path / "check") == "e3069283" and _crc32c_hex(tmp_path / "empty") == "00000000"
+    assert file_crc32c(tmp_path / "check") == 0xE3069283 == crc32c(b"123456789") and file_crc32c(tmp_path / "empty") == 0
     (tmp_path / "long").write_bytes(b"123456789" * 1000)  # read in blocks: the same as in one piece
     assert file_crc32c(tmp_path / "long", block=7) == file_crc32c(tmp_path / "long") == crc32c(b"123456789" * 1000)
+    # sha256's published value of "abc" (FIPS 180-2)
+    (tmp_path / "abc").write_bytes(b"abc")
+    assert file_sha256(tmp_path / "abc", block=2) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_a_checkpoint_recorded_in_hex_is_still_checked(tmp_path, tiny_checkpoint):
+    """Checkpoints prepared before the CRC-32C was recorded as an integer wrote 8 hex digits: they
+    load when intact and are refused when a file changed."""
+    import json
+    import shutil
+
+    from actpat.errors import ModelError
+    from actpat.models import PROVENANCE_FILE, load_checkpoint
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, copy)
+    prov = json.loads((copy / PROVENANCE_FILE).read_text())
+    assert all(isinstance(crc, int) for _, crc in prov["files_crc32c"].values())
+    prov["files_crc32c"] = {name: [size, f"{crc:08x}"] for name, (size, crc) in prov["files_crc32c"].items()}
+    (copy / PROVENANCE_FILE).write_text(json.dumps(prov))
+    load_checkpoint(copy)
+    config = (copy / "config.json").read_bytes()
+    (copy / "config.json").write_bytes(config.replace(b'"rms_norm_eps": 1e-06', b'"rms_norm_eps": 2e-06'))  # same size
+    with pytest.raises(ModelError, match=r"config.json: differs from the file prepared: it has CRC-32C [0-9a-f]{8}, not the [0-9a-f]{8}"):
+        load_checkpoint(copy)
 
 
 def test_a_changed_configuration_or_tokenizer_file_is_refused(tmp_path, tiny_checkpoint):
@@ -204,7 +232,8 @@ def test_a_changed_configuration_or_tokenizer_file_is_refused(tmp_path, tiny_che
     rms_norm_eps or a vocabulary entry is refused by the jobs that load the model or its tokenizer."""
     import shutil
 
-    from actpat.models import ModelError, load_checkpoint, load_tokenizer
+    from actpat.errors import ModelError
+    from actpat.models import load_checkpoint, load_tokenizer
 
     copy = tmp_path / "ckpt"
     shutil.copytree(tiny_checkpoint, copy)

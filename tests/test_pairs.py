@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from actpat.pairs import PairsError, bag_of_tokens, cosine_rows, layer_ranges, load_pairs
+from actpat.errors import PairsError
+from actpat.pairs import bag_of_tokens, cosine_rows, layer_ranges, load_pairs
 from actpat.sketch import llmdcos
 from actpat.stats import spearman_with_ci
 
@@ -116,7 +117,7 @@ def test_pair_measures_by_hand():
 def test_identical_texts_have_llmdcos_one_within_sketch_error(smollm2):
     import torch
 
-    from actpat.models import weight_layout
+    from actpat.decoder import weight_layout
     from actpat.scoring import ShardScorer
     from conftest import scoring
 

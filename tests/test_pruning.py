@@ -10,19 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from actpat.models import weight_layout
-from actpat.pruning import (
-    AllocationInputs,
-    PruningError,
-    density_ratios,
-    nm_mask,
-    owl_ratios,
-    parse_structure,
-    prune_model,
-    row_mask,
-    wanda_metric,
-    zero_where,
-)
+from actpat.decoder import weight_layout
+from actpat.allocations import AllocationInputs, density_ratios, owl_ratios
+from actpat.bases import wanda_metric
+from actpat.masks import nm_mask, row_mask, zero_where
+from actpat.errors import PruningError
+from actpat.methods import parse_structure
+from actpat.pruning import prune_model
 from conftest import tiny_llama
 
 
@@ -150,13 +144,12 @@ def _density_dataset(counts_per_layer: list[int], threshold: float):
 
 @pytest.mark.parametrize("method", ["wanda-owl", "wanda-density"])
 def test_layerwise_methods_reach_their_per_layer_targets(method):
-    from actpat.settings import Owl, Ratios
+    from actpat.allocations import AbsoluteDensity, Owl
 
     model = tiny_llama()
     layout = weight_layout(model)
-    inputs = AllocationInputs(layout.n_layers, (0.0, 0.99), owl=Owl(0.08, 5.0),
-                              ratios=Ratios("code", 1e-5, None, 2.0, 0.2, (0.0, 0.99)),
-                              density=_density_dataset([100, 400, 250], 1e-5))
+    settings = {"wanda-owl": Owl(0.08, 5.0), "wanda-density": AbsoluteDensity(1e-5, 2.0, 0.2)}[method]
+    inputs = AllocationInputs(layout.n_layers, (0.0, 0.99), settings=settings, density=_density_dataset([100, 400, 250], 1e-5))
     result = prune_model(model, layout, method, 0.5, calibration=_windows(64), inputs=inputs)
     assert abs(result.ratios.mean() - 0.5) < 1e-12
     assert np.all(np.abs(result.actual - result.ratios) <= 0.5 / 32 + 1e-9)
@@ -330,7 +323,8 @@ def test_evaluation_only_set_from_datasets_on_local_files(tmp_path, tiny_checkpo
     import json
 
     from actpat.cli import main
-    from actpat.settings import WindowJob, TextSource, encode
+    from actpat.settings import WindowJob, TextSource
+    from actpat.settings_json import encode
     from actpat.store import open_samples
 
     rows = [{"text": f"Line {i} of an encyclopedic article about the river number {i}, its towns and bridges."} for i in range(40)]
@@ -347,14 +341,14 @@ def test_evaluation_only_set_from_datasets_on_local_files(tmp_path, tiny_checkpo
 
 def test_pruning_is_deterministic():
     """Same model, settings and calibration windows: bit-identical pruned weights."""
-    from actpat.settings import Owl
+    from actpat.allocations import Owl
 
     outs = []
     for _ in range(2):
         model = tiny_llama()
         layout = weight_layout(model)
         prune_model(model, layout, "wanda-owl", 0.6, calibration=_windows(64),
-                    inputs=AllocationInputs(layout.n_layers, (0.0, 0.99), owl=Owl(0.08, 5.0)))
+                    inputs=AllocationInputs(layout.n_layers, (0.0, 0.99), settings=Owl(0.08, 5.0)))
         outs.append(model.state_dict())
     assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
 
@@ -374,7 +368,7 @@ def _sparsegpt_case(rows=12, cols=24, tokens=80, seed=0):
 def _sparsegpt_prune(w, x, ratio, nm, block, **options):
     """actpat's SparseGPT on a float64 linear layer with weights ``w``, calibrated on ``x`` (in
     chunks of 32 tokens): (pruned weights, mask)."""
-    from actpat.pruning import InputGram, SparseGPT
+    from actpat.bases import InputGram, SparseGPT
 
     lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False).double()
     with torch.no_grad():
@@ -421,7 +415,8 @@ def test_sparsegpt_sub_blocks_change_only_the_order_of_the_arithmetic(inner, rat
 def test_sparsegpt_reconstructs_the_layer_output_better_than_its_mask_alone():
     """The point of the update: with the same mask, ‖X (W − Ŵ)ᵀ‖ is smaller than with the kept
     weights left as they were (and than magnitude pruning's), on correlated inputs."""
-    from actpat.pruning import InputGram, SparseGPT, matrix_mask
+    from actpat.bases import InputGram, SparseGPT
+    from actpat.masks import matrix_mask
 
     gen = torch.Generator().manual_seed(3)
     w = torch.randn(32, 48, generator=gen, dtype=torch.float64)
@@ -444,8 +439,8 @@ def test_sparsegpt_reconstructs_the_layer_output_better_than_its_mask_alone():
 def test_sparsegpt_model_mask_store_holds_the_pruned_model(tmp_path):
     """A SparseGPT-pruned model is the dense checkpoint + its mask + its changed weights: written
     to a mask store and applied to a fresh dense model, it gives the same weights bit for bit."""
-    from actpat.models import layer_weights
-    from actpat.pruning import apply_mask
+    from actpat.decoder import layer_weights
+    from actpat.masks import apply_mask
     from actpat.store import open_mask, write_mask
 
     model = tiny_llama()
@@ -473,7 +468,7 @@ def test_sparsegpt_model_mask_store_holds_the_pruned_model(tmp_path):
 def test_hill_alpha_recovers_a_known_power_law(alpha, xmin):
     """Eigenvalues drawn from a Pareto density p(λ) ∝ λ^(−α) for λ ≥ 1: the tail above any λ_min is
     the same power law, so both λ_min rules recover α (standard error (α − 1)/√n)."""
-    from actpat.pruning import hill_alpha
+    from actpat.allocations import hill_alpha
 
     rng = np.random.default_rng(7)
     lam = (1.0 - rng.random(20000)) ** (-1.0 / (alpha - 1.0))
@@ -484,7 +479,7 @@ def test_hill_alpha_recovers_a_known_power_law(alpha, xmin):
 @pytest.mark.parametrize("shape", [(7, 5), (5, 7)])
 def test_esd_is_the_spectrum_of_wtw(shape):
     """min(rows, cols) eigenvalues: the squared singular values (an SVD in float64 as reference)."""
-    from actpat.pruning import esd
+    from actpat.allocations import esd
 
     w = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     expected = np.sort(np.linalg.svd(w.double().numpy(), compute_uv=False) ** 2)
@@ -494,7 +489,7 @@ def test_esd_is_the_spectrum_of_wtw(shape):
 def test_alpha_ratios_follow_the_papers_mapping():
     """Linear map of the layer metric onto [1 − ε, 1 + ε], scaled to the target mean: a layer with
     a larger α (less well trained) is pruned more."""
-    from actpat.pruning import alpha_ratios
+    from actpat.allocations import alpha_ratios
 
     r = alpha_ratios(np.array([3.0, 1.0, 2.0]), 0.5, epsilon=0.2)
     np.testing.assert_allclose(r.ratios, [0.6, 0.4, 0.5])
@@ -508,12 +503,11 @@ def test_alpha_ratios_follow_the_papers_mapping():
 
 @pytest.mark.parametrize("method", ["wanda-alpha", "sparsegpt-alpha", "magnitude-alpha"])
 def test_alpha_allocation_on_a_model(method):
-    from actpat.pruning import esd, hill_alpha
-    from actpat.settings import AlphaPruning
+    from actpat.allocations import AlphaPruning, esd, hill_alpha
 
     model = tiny_llama()
     layout = weight_layout(model)
-    inputs = AllocationInputs(layout.n_layers, (0.0, 0.99), alpha=AlphaPruning(0.2, "mid"))
+    inputs = AllocationInputs(layout.n_layers, (0.0, 0.99), settings=AlphaPruning(0.2, "mid"))
     expected_metric = [sum(hill_alpha(esd(model.model.layers[i].get_submodule(m).weight), "mid") for m in layout.matrices)
                        for i in range(layout.n_layers)]
     result = prune_model(model, layout, method, 0.5, calibration=_windows(64), inputs=inputs)
@@ -529,7 +523,7 @@ def test_alpha_allocation_on_a_model(method):
 def test_dlp_ratios_follow_the_papers_equations():
     """Written out from the paper: I^l = 1 − S^l/Σ S, d_l = (I_l − I_min)/(I_max − I_min)·2α,
     R_l = p + mean(d) − d_l: the mean is p, the spread 2α, a larger median score is pruned more."""
-    from actpat.pruning import dlp_ratios
+    from actpat.allocations import dlp_ratios
 
     s = np.array([2.0, 1.0, 4.0, 3.0])  # layer un-importances (median scores), Σ = 10
     importance = [1 - 2 / 10, 1 - 1 / 10, 1 - 4 / 10, 1 - 3 / 10]  # 0.8, 0.9, 0.6, 0.7
@@ -587,15 +581,14 @@ def test_dlp_allocation_on_a_model(method):
     matrices (checked against hooks on the dense model); the allocation reaches its per-layer
     targets, with mean = target, and the layers with the smaller median (more important) are
     pruned less."""
-    from actpat.pruning import dlp_ratios
-    from actpat.settings import Dlp
+    from actpat.allocations import Dlp, dlp_ratios
 
     model = tiny_llama()
     layout = weight_layout(model)
     windows = _windows(64)
     scores = _dense_layer_scores_by_hooks(copy.deepcopy(model), layout, windows)
     expected_median = np.array([np.median(s) for s in scores])
-    inputs = AllocationInputs(layout.n_layers, (0.0, 0.99), dlp=Dlp(0.15, "median"))
+    inputs = AllocationInputs(layout.n_layers, (0.0, 0.99), settings=Dlp(0.15, "median"))
     result = prune_model(model, layout, method, 0.5, calibration=windows, inputs=inputs)
     details = result.allocation["dlp"]
     np.testing.assert_allclose(details["layer_unimportance"], expected_median, rtol=1e-5)
@@ -613,14 +606,14 @@ def test_dlp_allocation_on_a_model(method):
 def test_dlp_mean_statistic_and_missing_settings():
     """``statistic: mean`` (the authors' released code) uses the layer mean of the same scores;
     without its settings or calibration the allocation refuses; magnitude has no DLP variant."""
+    from actpat.allocations import Dlp
     from actpat.methods import METHODS
-    from actpat.settings import Dlp
 
     model = tiny_llama()
     layout = weight_layout(model)
     windows = _windows(64)
     scores = _dense_layer_scores_by_hooks(copy.deepcopy(model), layout, windows)
-    inputs = AllocationInputs(layout.n_layers, (0.0, 0.99), dlp=Dlp(0.1, "mean"))
+    inputs = AllocationInputs(layout.n_layers, (0.0, 0.99), settings=Dlp(0.1, "mean"))
     result = prune_model(model, layout, "wanda-dlp", 0.6, calibration=windows, inputs=inputs)
     np.testing.assert_allclose(result.allocation["dlp"]["layer_unimportance"], [s.mean() for s in scores], rtol=1e-5)
     with pytest.raises(PruningError, match="DLP allocation needs calibration windows and its settings"):
@@ -632,7 +625,7 @@ def test_dlp_mean_statistic_and_missing_settings():
 def test_mask_selection_equals_a_stable_sort_with_ties(ratio):
     """Masks are found by selection (k-th value, then ties in index order); they must equal the
     first k of a stable sort, the reference the masks were pinned to, even with many ties."""
-    from actpat.pruning import matrix_mask, row_mask
+    from actpat.masks import matrix_mask, row_mask
 
     gen = torch.Generator().manual_seed(3)
     for dtype in (torch.float32, torch.float64):

@@ -8,11 +8,12 @@ import xarray as xr
 
 from actpat.findings import finding2, finding3
 from actpat.settings import layer_range
-from actpat.models import WeightLayout
+from actpat.decoder import WeightLayout
 from actpat.reduce import density, domain_means, mass_share, similarity, _hist
 from actpat.scoring import SampleScores
 from actpat.sketch import HASH_VERSION
-from actpat.store import StoreError, write_scores
+from actpat.errors import StoreError
+from actpat.store import write_scores
 
 LAYOUT = WeightLayout("model.layers", 4, ("a", "b"), ((2, 3), (3, 2)))
 THRESHOLDS = (0.5, 2.0)

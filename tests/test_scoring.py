@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from actpat.models import weight_layout
+from actpat.decoder import weight_layout
 from actpat.scoring import ShardScorer
 from conftest import scoring
 from conftest import tiny_llama

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from actpat import methods, pairs, scoring, sources
+from actpat import methods, pairs, registry, scoring, sources
 from actpat.config import load_schema
+from actpat.errors import ConfigError, PruningError
 from actpat.settings import (
     DensityJob,
     AnalysisJob,
@@ -23,11 +24,10 @@ from actpat.settings import (
     ScoringJob,
     SummaryJob,
     WindowJob,
-    decode,
-    encode,
     load_settings,
 )
-from conftest import ROOT, SMOKE, default_settings
+from actpat.settings_json import decode, encode
+from conftest import ROOT, SMOKE, default_settings, with_value
 
 SHIPPED = yaml.safe_load((ROOT / "config.yaml").read_text())
 
@@ -45,8 +45,6 @@ def _branch(schema_node: dict, source: str) -> dict:
 
 
 def test_schema_enums_equal_the_registries():
-    from actpat import pruning
-
     s = load_schema()
     props = s["properties"]
     assert _enum(props, "scoring", "properties", "target") == list(scoring.TARGETS)
@@ -57,27 +55,58 @@ def test_schema_enums_equal_the_registries():
     pair = props["pairs"]["additionalProperties"]
     assert pair["properties"]["source"]["enum"] == list(pairs.SOURCES)
     assert _branch(pair, "packaged")["properties"]["name"]["enum"] == list(pairs.PACKAGED)
-    pr = props["pruning"]["properties"]
-    assert s["$defs"]["method"]["enum"] == list(methods.METHODS)
-    assert pr["methods"]["items"] == {"$ref": "#/$defs/method"}
-    assert _enum(pr, "validation2", "properties", "method") == list(methods.METHODS)
-    assert pr["nm_methods"]["items"]["enum"] == list(methods.NM_BASES)
-    # every declared base and allocation is implemented, and nothing else
-    assert set(pruning.BASES) == set(methods.BASES)
-    assert set(pruning.ALLOCATIONS) == set(methods.ALLOCATIONS)
-    assert {m.base for m in methods.METHODS.values()} <= set(methods.BASES)
-    assert {m.allocation for m in methods.METHODS.values()} <= set(methods.ALLOCATIONS)
+
+
+def test_pruning_methods_are_named_by_their_declarations_only():
+    """The schema lists no method names (a base or an allocation is declared once, beside its
+    code); every declared settings section is in the schema with a default for each field, and the
+    config check answers an unknown name with the declared ones."""
+    s = load_schema()
+    pr = s["properties"]["pruning"]["properties"]
+    assert "enum" not in s["$defs"]["method"] and pr["methods"]["items"] == {"$ref": "#/$defs/method"}
+    assert "enum" not in pr["nm_methods"]["items"]
+    for declared in [*registry.BASES.values(), *registry.ALLOCATIONS.values()]:
+        if declared.settings is None:
+            continue
+        section = pr[declared.section]["properties"]
+        keys = {f.name for f in dataclasses.fields(declared.settings)} if not hasattr(declared.settings, "from_config") \
+            else set(section)
+        assert keys <= set(section) and all("default" in section[k] for k in keys), declared.name
+    assert {m.base for m in methods.METHODS.values()} == set(registry.BASES)
+    assert {m.allocation for m in methods.METHODS.values()} == set(registry.ALLOCATIONS)
+    assert "magnitude-owl" not in methods.METHODS and "sparsegpt-owl" in methods.METHODS
+    assert methods.NM_BASES == tuple(registry.BASES)
+    cfg = with_value(yaml.safe_load(SMOKE.read_text()), "pruning.methods", ["wanda", "wanda-nonsense"])
+    with pytest.raises(ConfigError, match=r"pruning\.methods\.1: 'wanda-nonsense' is not allowed; choose one of 'magnitude', "):
+        load_settings(cfg)
+    with pytest.raises(PruningError, match="unknown pruning method 'wanda-nonsense'; choose one of magnitude, "):
+        methods.method("wanda-nonsense")
+
+
+def test_a_declaration_is_checked():
+    """Like lm-evaluation-harness's registries: a name is declared once, and what is declared has
+    the shape the layer loop uses."""
+    from actpat.registry import allocation, base
+
+    with pytest.raises(TypeError, match="'owl' is declared twice"):
+        allocation("owl", suffix="-owl2", title="again")(lambda target, inputs: None)
+    with pytest.raises(TypeError, match="not a function of \\(target, inputs\\)"):
+        allocation("three", suffix="-three", title="three")(lambda target, inputs, extra: None)
+    with pytest.raises(TypeError, match="not a base class"):
+        base("plain", title="plain", calibrated=False)(object)
+    with pytest.raises(TypeError, match="frozen dataclass"):
+        allocation("loose", suffix="-loose", title="loose", settings=dict, section="loose")
 
 
 def test_defaults_come_from_the_schema_only():
     """No settings field has a default of its own: a value missing from the config is the schema's."""
     from actpat import settings as mod
 
-    for name in dir(mod):
-        cls = getattr(mod, name)
+    declared = [d.settings for d in [*registry.BASES.values(), *registry.ALLOCATIONS.values()] if d.settings]
+    for cls in [getattr(mod, name) for name in dir(mod)] + declared:
         if dataclasses.is_dataclass(cls):
             for f in dataclasses.fields(cls):
-                assert f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING, (name, f.name)
+                assert f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING, (cls, f.name)
     s = default_settings()
     schema = load_schema()["properties"]
     assert s.scoring.sketch_size == schema["scoring"]["properties"]["sketch_size"]["default"]
@@ -111,7 +140,7 @@ def test_a_job_depends_only_on_its_own_settings():
     dlp = PruningRun("wanda-dlp", "unstructured", 0.5, run["wanda-owl"].calibration)  # not in the default methods
     assert encode(base.prune_job(dlp)) == encode(other.prune_job(dlp))
     changed = default_settings(**{"pruning.dlp.alpha": 0.1})
-    assert encode(base.prune_job(dlp)) != encode(changed.prune_job(dlp)) and changed.prune_job(dlp).dlp.alpha == 0.1
+    assert encode(base.prune_job(dlp)) != encode(changed.prune_job(dlp)) and changed.prune_job(dlp).allocation["alpha"] == 0.1
     assert encode(base.prune_job(run["wanda-owl"])) == encode(changed.prune_job(run["wanda-owl"]))
     assert encode(base.scoring_job("code")) == encode(other.scoring_job("code"))
     assert encode(base.window_job("samples", "code")) == encode(other.window_job("samples", "code"))
@@ -163,4 +192,11 @@ def test_a_setting_lives_in_one_place():
         assert "32768" not in text and "2.0e-5" not in text and "2e-5" not in text
         assert "wanda-density" not in text and "wanda-owl" not in text
     assert "CFG[" not in rules and "\"of\"" not in rules
+    # every job's memory and runtime come from the schema's resources.jobs, one entry per rule
+    assert "mem_mb=" not in rules and "runtime=" not in rules
+    import re
+
+    declared = set(re.findall(r"^rule (\w+):", rules, flags=re.M)) - {"all"}
+    jobs = load_schema()["properties"]["resources"]["properties"]["jobs"]["properties"]
+    assert declared == set(jobs) == set(re.findall(r'job_resources\("(\w+)"\)', rules))
     assert Path(ROOT / "workflow/actpat/cli.py").read_text().count("\n") < 250

@@ -100,7 +100,7 @@ def test_estimate_is_unbiased_over_random_hashes():
 def test_estimate_matches_exact_llmdcos_on_the_default_model(smollm2):
     """Full score vectors of 8 real samples (2 per domain-like text), 4 layers: every estimate
     within 0.02 of the exact value, 99% at least."""
-    from actpat.models import weight_layout
+    from actpat.decoder import weight_layout
     from actpat.scoring import ShardScorer
     from conftest import scoring
     from actpat.sources import load_documents

@@ -207,19 +207,19 @@ def test_content_ids_read_a_file_again_only_when_its_stat_changed(tmp_path, monk
     from actpat import sources
 
     reads = []
-    crc = sources._crc32c
-    monkeypatch.setattr(sources, "_crc32c", lambda path: reads.append(path) or crc(path))
+    crc = sources.file_crc32c
+    monkeypatch.setattr(sources, "file_crc32c", lambda path: reads.append(path) or crc(path))
     path, cache = tmp_path / "a.txt", str(tmp_path / "plan" / "content-ids.json")
     path.write_bytes(b"one text")
     first = sources.content_ids([path], cache)
-    assert first == [[str(path), 8, google_crc32c.value(b"one text").to_bytes(4, "big").hex()]] and len(reads) == 1
+    assert first == [[str(path), 8, google_crc32c.value(b"one text")]] and len(reads) == 1
     sources._CACHES.clear()  # the next plan
     assert sources.content_ids([path], cache) == first and len(reads) == 1
     st = path.stat()
     path.write_bytes(b"two text")
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     sources._CACHES.clear()
-    assert sources.content_ids([path], cache)[0][2] == google_crc32c.value(b"two text").to_bytes(4, "big").hex()
+    assert sources.content_ids([path], cache)[0][2] == google_crc32c.value(b"two text")
     assert len(reads) == 2
     assert sources.content_ids([path]) == sources.content_ids([path], cache) and len(reads) == 3  # no cache: read
 
@@ -227,7 +227,8 @@ def test_content_ids_read_a_file_again_only_when_its_stat_changed(tmp_path, monk
 def test_a_job_refuses_text_that_changed_after_it_was_planned(tmp_path):
     """The plan puts the files' identity in the job's settings (a source without local files keeps
     its settings as they were); the job reads the files afresh and refuses others."""
-    from actpat.settings import PairTextsJob, PairSetSpec, TextSource, WindowJob, encode
+    from actpat.settings import PairTextsJob, PairSetSpec, TextSource, WindowJob
+    from actpat.settings_json import encode
     from actpat.sources import checked_content, with_content_ids
 
     for name in ("a", "b"):

@@ -11,7 +11,8 @@ import xarray as xr
 import zarr
 
 from actpat.cli import main
-from actpat.store import StoreError, check_compatible, open_samples, open_scores
+from actpat.errors import StoreError
+from actpat.store import check_compatible, open_samples, open_scores
 from conftest import density_args, sample_domain_args, score_shard_args
 
 TEXTS = [

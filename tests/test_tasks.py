@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from actpat.config import ConfigError, validate_config
+from actpat.errors import ConfigError
+from actpat.config import validate_config
 from actpat.preflight import preflight
 from actpat.samples import PAD, SamplingError, document_samples, make_samples
 from actpat.sources import SourceError, describe, load_documents
@@ -286,7 +287,8 @@ def test_token_relevance_counts_the_prompts_tokens_not_the_padding(tmp_path, smo
     from scipy.spatial.distance import jensenshannon
 
     from actpat.reduce import token_relevance
-    from actpat.store import StoreError, open_samples, sample_lengths, sample_tokens, window_tokens, write_samples
+    from actpat.errors import StoreError
+    from actpat.store import open_samples, sample_lengths, sample_tokens, window_tokens, write_samples
 
     domains = {"piqa": _prompts(tmp_path, "piqa", PIQA), "boolq": _prompts(tmp_path, "boolq", BOOLQ)}
     paths, counts = {}, {}
@@ -313,9 +315,11 @@ def test_the_job_scores_each_prompt_as_its_unpadded_self(tmp_path, tiny_checkpoi
     prompt alone: D is the largest logit right after "Answer:"."""
     import torch
 
-    from actpat.models import load_checkpoint, weight_layout
+    from actpat.decoder import weight_layout
+    from actpat.modeljob import JobRuntime, ModelRef
+    from actpat.models import load_checkpoint
     from actpat.samples import write_windows
-    from actpat.scoring import ShardScorer, score_shard
+    from actpat.scoring import Shard, ShardScorer, score_shard
     from actpat.settings import ScoringJob, TextSource, WindowJob
     from actpat.store import open_samples, open_scores, sample_tokens
     from conftest import scoring
@@ -331,8 +335,8 @@ def test_the_job_scores_each_prompt_as_its_unpadded_self(tmp_path, tiny_checkpoi
     assert "length" not in calibration and calibration.sizes["position"] == 32
 
     settings = scoring(sketch_size=64)
-    score_shard(ScoringJob(settings, 5, None), tmp_path / "s.zarr", 0, tiny_checkpoint, "tiny", "cpu", 1,
-                tmp_path / "scores.zarr", batch_size=3, log=lambda m: None)
+    score_shard(ScoringJob(settings, 5, None), ModelRef("tiny", tiny_checkpoint), Shard(tmp_path / "s.zarr", 0, tmp_path / "scores.zarr"),
+                JobRuntime("cpu", 1, batch_size=3, log=lambda m: None))
     scores = open_scores(tmp_path / "scores.zarr")
     model, _, _ = load_checkpoint(tiny_checkpoint)
     alone = ShardScorer(model, weight_layout(model), settings)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from actpat.snakemake_plan import job_counts
 from conftest import SMOKE, run_snakemake as run, with_value
 
 
@@ -180,8 +181,9 @@ def test_smoke_workflow_end_to_end(smoke_run):
 def _check_mask(where, run_dir, report):
     """The pruned model is the dense checkpoint plus the run's mask: applying the mask gives the
     reported sparsity, and the stored bits are 17 MB, not a checkpoint."""
-    from actpat.models import load_checkpoint, weight_layout
-    from actpat.pruning import apply_mask
+    from actpat.decoder import weight_layout
+    from actpat.models import load_checkpoint
+    from actpat.masks import apply_mask
     from actpat.store import open_mask
 
     mask = open_mask(run_dir / "mask.zarr")
@@ -190,18 +192,6 @@ def _check_mask(where, run_dir, report):
     assert apply_mask(model, weight_layout(model), mask) == pytest.approx(report["overall_sparsity"], abs=1e-12)
     size = sum(f.stat().st_size for f in (run_dir / "mask.zarr").rglob("*") if f.is_file())
     assert size < 20e6 and not (run_dir / "checkpoint").exists()
-
-
-def job_counts(text: str) -> dict[str, int]:
-    """The 'Job stats' table of a Snakemake plan."""
-    lines = text[text.index("Job stats:"):].splitlines()[3:]
-    out = {}
-    for line in lines:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        out[parts[0]] = int(parts[1])
-    return out
 
 
 @pytest.mark.slow

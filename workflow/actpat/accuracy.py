@@ -25,12 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from actpat.errors import ActpatError
+from actpat.errors import AccuracyError
 from actpat.stats import clustered_standard_error
-
-
-class AccuracyError(ActpatError):
-    """A task that cannot be built or run."""
 
 
 # a target word: letters only, after a single space that follows a non-space (not after a line

@@ -24,11 +24,12 @@ def _settings(cls_name: str):
     """argparse type: the job's settings, JSON text (as the rules pass it) or @path of a JSON file."""
     def parse(text: str):
         from actpat import settings
+        from actpat.settings_json import decode
 
         if text.startswith("@"):
             text = Path(text[1:]).read_text(encoding="utf-8")
         try:
-            return settings.decode(getattr(settings, cls_name), text)
+            return decode(getattr(settings, cls_name), text)
         except (ValueError, TypeError, KeyError) as exc:
             raise argparse.ArgumentTypeError(f"not a valid {cls_name}: {exc}") from None
     parse.__name__ = cls_name
@@ -37,6 +38,10 @@ def _settings(cls_name: str):
 
 def _paths(values) -> list[Path]:
     return [Path(v) for v in values]
+
+
+def _path(value) -> Path | None:
+    return Path(value) if value else None
 
 
 def cmd_prepare_model(a) -> None:
@@ -52,11 +57,22 @@ def cmd_windows(a) -> None:
     write_windows(a.settings, Path(a.model_dir), Path(a.out), Path(a.samples) if a.samples else None, log=log.info)
 
 
-def cmd_score_shard(a) -> None:
-    from actpat.scoring import score_shard
+def _runtime(a) -> JobRuntime:
+    from actpat.modeljob import JobRuntime
 
-    score_shard(a.settings, Path(a.samples), a.shard, Path(a.model_dir), a.model, a.device, a.threads, Path(a.out),
-                a.batch_size, log=log.info)
+    return JobRuntime(a.device, a.threads, getattr(a, "batch_size", None), log=log.info)
+
+
+def _model(a) -> ModelRef:
+    from actpat.modeljob import ModelRef
+
+    return ModelRef.at(Path(a.model_dir), a.model)
+
+
+def cmd_score_shard(a) -> None:
+    from actpat.scoring import Shard, score_shard
+
+    score_shard(a.settings, _model(a), Shard(Path(a.samples), a.shard, Path(a.out)), _runtime(a))
 
 
 def cmd_sample_pairs(a) -> None:
@@ -90,24 +106,22 @@ def cmd_findings(a) -> None:
 
 
 def cmd_prune(a) -> None:
-    from actpat.pruning import prune_checkpoint
+    from actpat.pruning import PruneFiles, prune_checkpoint
 
-    prune_checkpoint(a.settings, Path(a.model_dir), a.model, a.calibration, a.density, Path(a.mask), Path(a.report),
-                     a.device, a.threads, log=log.info)
+    files = PruneFiles(_path(a.calibration), _path(a.density), Path(a.mask), Path(a.report))
+    prune_checkpoint(a.settings, _model(a), files, _runtime(a))
 
 
 def cmd_perplexity(a) -> None:
-    from actpat.evaluate import write_perplexity
+    from actpat.evaluate import EvaluationFiles, write_perplexity
 
-    write_perplexity(a.settings, Path(a.model_dir), Path(a.mask) if a.mask else None, Path(a.windows), Path(a.out),
-                     a.device, a.threads, log=log.info)
+    write_perplexity(a.settings, _model(a), EvaluationFiles(_path(a.mask), Path(a.windows), Path(a.out)), _runtime(a))
 
 
 def cmd_zero_shot(a) -> None:
-    from actpat.evaluate import write_zero_shot
+    from actpat.evaluate import EvaluationFiles, write_zero_shot
 
-    write_zero_shot(a.settings, Path(a.model_dir), Path(a.mask) if a.mask else None, Path(a.out), a.device, a.threads,
-                    log=log.info)
+    write_zero_shot(a.settings, _model(a), EvaluationFiles(_path(a.mask), None, Path(a.out)), _runtime(a))
 
 
 def cmd_pruning_report(a) -> None:
@@ -142,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     one, many, opt = {"required": True}, {"nargs": "+", "required": True}, {"default": None}
     runtime = [("--device", {"default": "auto", "choices": ["auto", "cpu", "cuda"]}),
                ("--threads", {"type": int, "default": int(os.environ.get("ACTPAT_THREADS", "2"))})]
+    named = ("--model", {"default": None, "help": "the model's name in the config (default: the model directory's)"})
     command("prepare-model", cmd_prepare_model, "ModelSpec", "make a plain local checkpoint from any model source",
             ("--out", one))
     for name, help in (("sample-domain", "draw a domain's token windows"),
@@ -168,10 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     mask = ("--mask", {**opt, "help": "a pruning run's mask store (none: the dense model)"})
     command("perplexity", cmd_perplexity, "EvaluateJob",
             "validations 1-2: perplexity (and last-word accuracy) of a model on an evaluation set",
-            ("--model-dir", one), mask, ("--windows", {**one, "help": "the evaluation windows store"}), *runtime,
+            ("--model-dir", one), named, mask, ("--windows", {**one, "help": "the evaluation windows store"}), *runtime,
             ("--out", one))
     command("zero-shot", cmd_zero_shot, "ZeroShotJob", "validations 1-2: accuracy on lm-evaluation-harness tasks",
-            ("--model-dir", one), mask, *runtime, ("--out", one))
+            ("--model-dir", one), named, mask, *runtime, ("--out", one))
     command("pruning-report", cmd_pruning_report, "PruningReportJob", "validations 1-2: tables and figures",
             ("--runs", {**many, "help": "run directories (pruning.json, perplexity/<set>.json)"}),
             ("--dense", {**one, "help": "the dense model's directory (perplexity/<set>.json)"}), ("--out-dir", one))
@@ -183,10 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
 # what to lower when a job runs out of memory (the rule's memory also grows with each retry)
 OOM_HINTS = {
     "score-shard": "lower resources.score_batch_size or samples.seq_len, use scoring.compute_dtype: bfloat16, lower "
-                   "scoring.sketch_size, or raise resources.score_mem_mb (samples.shard_size only shortens the job)",
-    "prune": "lower pruning.calibration.windows or pruning.calibration.seq_len, or raise pruning.mem_mb",
-    "perplexity": "lower pruning.evaluation.seq_len, or raise pruning.mem_mb",
-    "zero-shot": "lower pruning.evaluation.accuracy.batch_size, or raise pruning.mem_mb",
+                   "scoring.sketch_size, or raise resources.jobs.score_shard.mem_mb (samples.shard_size only shortens the job)",
+    "prune": "lower pruning.calibration.windows or pruning.calibration.seq_len, or raise resources.jobs.prune.mem_mb",
+    "perplexity": "lower pruning.evaluation.seq_len, or raise resources.jobs.perplexity.mem_mb",
+    "zero-shot": "lower pruning.evaluation.accuracy.batch_size, or raise resources.jobs.zero_shot.mem_mb",
 }
 OOM_EXIT = 3
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import yaml
 from jsonschema import Draft202012Validator, validators
 
-from actpat.errors import ActpatError
-from actpat.methods import METHODS
+from actpat.errors import ConfigError, PruningError
+from actpat.methods import METHODS, NM_BASES, parse_structure
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
@@ -31,10 +31,6 @@ def _packed_by_default(spec: dict) -> bool:
 def _per_document_by_default(spec: dict) -> bool:
     """Task prompts, unless packed: the paper scores each prompt as one input, read at its end."""
     return spec["source"] == "task" and not spec.get("pack")
-
-
-class ConfigError(ActpatError):
-    """The configuration does not match the schema."""
 
 
 def _with_defaults(base):
@@ -132,6 +128,16 @@ def _check_pruning(cfg: dict) -> None:
         if value not in allowed:
             raise ConfigError(f"config error at pruning.{where}: {value!r} is not configured; choose one of {', '.join(allowed)}")
 
+    def one_of(value, where: str, allowed: list[str]) -> None:
+        """A name checked against a registry (the schema lists no names of its own)."""
+        if value not in allowed:
+            raise ConfigError(f"config error at pruning.{where}: {value!r} is not allowed; choose one of "
+                              + ", ".join(repr(v) for v in allowed))
+
+    for where, name in [(f"methods.{k}", m) for k, m in enumerate(pr["methods"])] + [("validation2.method", pr["validation2"]["method"])]:
+        one_of(name, where, list(METHODS))
+    for k, name in enumerate(pr["nm_methods"]):
+        one_of(name, f"nm_methods.{k}", list(NM_BASES))
     pr["calibration"]["domain"] = pr["calibration"]["domain"] or domains[0]
     known(pr["calibration"]["domain"], "calibration.domain", domains)
     pr["ratios"]["domain"] = pr["ratios"]["domain"] or pr["calibration"]["domain"]
@@ -150,9 +156,10 @@ def _check_pruning(cfg: dict) -> None:
         raise ConfigError(f"config error at pruning.validation2.method: {v2['method']!r} uses no calibration data; "
                           "choose a calibrated method")
     for k, nm in enumerate(pr["nm"]):
-        n, m = map(int, nm.split(":"))
-        if not 0 < n < m:
-            raise ConfigError(f"config error at pruning.nm.{k}: {nm!r} needs 0 < N < M (N pruned of every M)")
+        try:
+            n, m = parse_structure(nm)
+        except PruningError as exc:
+            raise ConfigError(f"config error at pruning.nm.{k}: {exc}") from None
         if "sparsegpt" in pr["nm_methods"] and pr["sparsegpt"]["block"] % m:
             raise ConfigError(f"config error at pruning.sparsegpt.block: {pr['sparsegpt']['block']} is not a multiple of "
                               f"M = {m} (pruning.nm.{k}: {nm!r}), so SparseGPT's N:M groups would straddle its blocks")

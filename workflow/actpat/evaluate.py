@@ -9,18 +9,16 @@ that methods evaluated on the same windows can be compared pair by pair.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from actpat.errors import ActpatError
+from actpat.errors import EvaluationError
+from actpat.modeljob import JobRuntime, LoadedModel, ModelRef
 from actpat.stats import interval, resample
-
-
-class EvaluationError(ActpatError):
-    """Not enough evaluation text, or windows that do not fit the model."""
 
 
 @torch.no_grad()
@@ -48,9 +46,9 @@ def window_nll(model, token_ids: np.ndarray, device: str = "cpu", progress=None)
 
 def summed_nll(logits: torch.Tensor, targets: torch.Tensor, rows: int = 32) -> float:
     """Σ of the next-token NLL of one window's positions: each position's in float32, the sum in
-    float64. The logits are widened to float32 ``rows`` positions at a time: a window's 255 ×
-    49,152 bfloat16 logits widened at once are 50 MB, past the cache, and took four times as long
-    (0.8 against 0.2 s for 16 windows on the embedded model)."""
+    float64. The logits are widened to float32 ``rows`` positions at a time: a whole window's
+    logits widened at once (tens of MB with a large vocabulary) leave the cache and take several
+    times as long."""
     return sum(F.cross_entropy(logits[a:a + rows].float(), targets[a:a + rows], reduction="sum").item()
                for a in range(0, len(targets), rows))
 
@@ -65,9 +63,8 @@ def bootstrap_perplexity(nll: np.ndarray, count: np.ndarray, n_boot: int, seed: 
 
 
 # Devices where evaluation runs transformers' eager attention instead of SDPA: on the CPU it is
-# the faster for windows of a few hundred tokens (16 windows of 256 tokens of the embedded model in
-# bfloat16: 3.5-3.65 against 4.0-4.2 s, and its last-word items 1.9 against 2.1 s; perplexity
-# 0.06% apart, both with the softmax in float32). Each result records its attention kernel.
+# the faster for windows of a few hundred tokens (benchmarks/evaluation_dtype.py; perplexity differs
+# by rounding only, the softmax in float32 in both). Each result records its attention kernel.
 EAGER_ATTENTION = ("cpu",)
 
 
@@ -76,65 +73,78 @@ def attention_of(model) -> str:
     return str(getattr(model.config, "_attn_implementation", None) or "unknown")
 
 
-def load_evaluated_model(model_dir: Path, mask: Path | None, device: str, dtype: str = "float32", log=print):
-    """The model an evaluation job measures, in ``dtype`` (with eager attention on the devices in
-    ``EAGER_ATTENTION``): the dense checkpoint, or it with a pruning run's mask applied (checked to be made for this checkpoint; zeroing a weight commutes
-    with rounding it). Returns (model, tokenizer, checkpoint provenance, run key or None)."""
-    from actpat.models import load_checkpoint, weight_layout
-    from actpat.provenance import checkpoint_id
+@dataclass(frozen=True)
+class EvaluationFiles:
+    """An evaluation job's files: the pruning run's mask store (None: the dense model), the
+    evaluation windows (perplexity jobs only) and the result it writes."""
+
+    mask: Path | None
+    windows: Path | None
+    out: Path
+
+
+def start_evaluation(what: str, model: ModelRef, mask: Path | None, runtime: JobRuntime, dtype: str) -> tuple[LoadedModel, str | None]:
+    """The model an evaluation job measures (``actpat.modeljob.start``), in ``dtype`` (``auto``:
+    ``actpat.models.pick_dtype``) with eager attention on the devices in ``EAGER_ATTENTION``: the
+    dense checkpoint, or it with a pruning run's mask applied (checked to be made for this
+    checkpoint; zeroing a weight commutes with rounding it). Returns it and the run's key (None:
+    dense)."""
+    from actpat.masks import apply_mask
+    from actpat.models import pick_dtype
+    from actpat.modeljob import start
     from actpat.store import open_mask
 
-    model, tokenizer, checkpoint = load_checkpoint(model_dir, dtype, device)
-    if device in EAGER_ATTENTION:
-        model.set_attn_implementation("eager")
+    loaded = start(what, model, runtime, lambda device: pick_dtype(dtype, device, runtime.log))
+    if loaded.device in EAGER_ATTENTION:
+        loaded.model.set_attn_implementation("eager")
     if mask is None:
-        return model, tokenizer, checkpoint, None
-    from actpat.pruning import apply_mask
-
+        return loaded, None
     masks = open_mask(mask)
-    if masks.attrs["checkpoint_sha256"] != checkpoint_id(checkpoint):
-        raise EvaluationError(f"{mask}: made for another checkpoint than {model_dir}")
-    share = apply_mask(model, weight_layout(model), masks)
-    log(f"applied {mask}: {100 * share:.2f}% of the scored weights pruned")
-    return model, tokenizer, checkpoint, masks.attrs["run"]
+    if masks.attrs["checkpoint_sha256"] != loaded.identity:
+        raise EvaluationError(f"{mask}: made for another checkpoint than {model.dir}")
+    share = apply_mask(loaded.model, loaded.layout, masks)
+    runtime.log(f"applied {mask}: {100 * share:.2f}% of the scored weights pruned")
+    return loaded, masks.attrs["run"]
 
 
-def write_perplexity(job, model_dir: Path, mask: Path | None, windows_store: Path, out: Path, device: str, threads: int,
-                     log=print) -> None:
+def load_evaluated_model(model_dir: Path, mask: Path | None, device: str, dtype: str = "float32", log=print):
+    """``start_evaluation`` outside a job (benchmarks, tests): (model, tokenizer, checkpoint
+    provenance, run key or None)."""
+    runtime = JobRuntime(device, torch.get_num_threads(), log=log)
+    loaded, run = start_evaluation("evaluation", ModelRef.at(model_dir), mask, runtime, dtype)
+    return loaded.model, loaded.tokenizer, loaded.checkpoint, run
+
+
+def write_perplexity(job, model: ModelRef, files: EvaluationFiles, runtime: JobRuntime) -> None:
     """The perplexity job (``job``: ``actpat.settings.EvaluateJob``): one model (the dense
     checkpoint, or it with a pruning run's mask applied) on one evaluation set, with the NLL of
     every window, so that models evaluated on the same windows compare pair by pair; and, unless
     ``job.lastword`` is 0, last-word accuracy on items cut from the same windows
     (``actpat.accuracy``), with every item's result. Intervals are the report's."""
     import sys
-    import time
 
     from tqdm import tqdm
 
-    from actpat.models import pick_device, pick_dtype
     from actpat.provenance import code_version
     from actpat.store import open_samples, window_tokens, write_json
 
-    torch.set_num_threads(threads)
-    device = pick_device(device, log)
-    dtype = pick_dtype(job.dtype, device, log)
-    t0 = time.time()
-    model, tokenizer, checkpoint, run = load_evaluated_model(model_dir, mask, device, dtype, log)
-    windows = open_samples(windows_store)
+    log = runtime.log
+    windows = open_samples(files.windows)
     name = windows.attrs["domain"]
+    loaded, run = start_evaluation(f"perplexity on {name}", model, files.mask, runtime, job.dtype)
     tokens = window_tokens(windows)
     window_ids = windows["sample"].values.tolist()
     bar = tqdm(total=len(tokens), desc=f"perplexity {name}", unit="window", file=sys.stderr, mininterval=5, ascii=True)
-    nll, count, hits = window_nll(model, tokens, device, progress=lambda j: bar.update(1))
+    nll, count, hits = window_nll(loaded.model, tokens, loaded.device, progress=lambda j: bar.update(1))
     bar.close()
     ppl = perplexity(nll, count)
-    log(f"{run or 'dense'} on {name}: perplexity {ppl:.3f} over {len(tokens)} windows of {tokens.shape[1]} tokens ({dtype}) "
-        f"in {time.time() - t0:.1f}s")
+    log(f"{run or 'dense'} on {name}: perplexity {ppl:.3f} over {len(tokens)} windows of {tokens.shape[1]} tokens "
+        f"({loaded.dtype}) in {loaded.seconds():.1f}s")
     accuracy = None
     if job.lastword:
         from actpat.accuracy import lastword_accuracy
 
-        accuracy = lastword_accuracy(tokenizer, tokens, window_ids, hits, job.lastword, job.context_words)
+        accuracy = lastword_accuracy(loaded.tokenizer, tokens, window_ids, hits, job.lastword, job.context_words)
         if accuracy["value"] is None:
             log(f"last-word accuracy undefined: {accuracy['undefined']}")
         else:
@@ -146,10 +156,10 @@ def write_perplexity(job, model_dir: Path, mask: Path | None, windows_store: Pat
         "run": run or "dense", "set": name, "perplexity": ppl, "seq_len": int(tokens.shape[1]),
         "n_windows": int(len(tokens)), "tokens_predicted": int(count.sum()), "window_nll": nll, "window_tokens": count,
         "source": windows.attrs["source"], "held_out_only": windows.attrs.get("held_out_only"),
-        "window_ids": window_ids, "accuracy": accuracy, "checkpoint_sha256": checkpoint["checkpoint_sha256"],
-        "code_version": code_version(), "device": device, "dtype": dtype, "attention": attention_of(model),
-        "threads": threads, "seconds": time.time() - t0,
-    }, out)
+        "window_ids": window_ids, "accuracy": accuracy, "checkpoint_sha256": loaded.checkpoint["checkpoint_sha256"],
+        "code_version": code_version(), "device": loaded.device, "dtype": loaded.dtype,
+        "attention": attention_of(loaded.model), "threads": loaded.threads, "seconds": loaded.seconds(),
+    }, files.out)
 
 
 def _se(stderr: float | None) -> str:
@@ -157,27 +167,21 @@ def _se(stderr: float | None) -> str:
     return "n/a" if stderr is None else f"{stderr:.4f}"
 
 
-def write_zero_shot(job, model_dir: Path, mask: Path | None, out: Path, device: str, threads: int, log=print) -> None:
+def write_zero_shot(job, model: ModelRef, files: EvaluationFiles, runtime: JobRuntime) -> None:
     """The zero-shot job (``job``: ``actpat.settings.ZeroShotJob``): one model on the named
     lm-evaluation-harness tasks, each with its metric, standard error and every item's result."""
-    import time
-
     from actpat.accuracy import harness_version, run_tasks
-    from actpat.models import pick_device, pick_dtype
     from actpat.provenance import code_version
     from actpat.store import write_json
 
-    torch.set_num_threads(threads)
-    device = pick_device(device, log)
-    dtype = pick_dtype(job.dtype, device, log)
-    t0 = time.time()
-    model, tokenizer, checkpoint, run = load_evaluated_model(model_dir, mask, device, dtype, log)
-    results = run_tasks(model, tokenizer, list(job.tasks), job.batch_size, device, job.include_path, job.limit)
+    loaded, run = start_evaluation("zero-shot tasks", model, files.mask, runtime, job.dtype)
+    results = run_tasks(loaded.model, loaded.tokenizer, list(job.tasks), job.batch_size, loaded.device, job.include_path,
+                        job.limit)
     for task, r in results.items():
-        log(f"{run or 'dense'} {task}: {r['metric']} {r['value']:.4f} ± {_se(r['stderr'])} ({r['n_items']} items)")
+        runtime.log(f"{run or 'dense'} {task}: {r['metric']} {r['value']:.4f} ± {_se(r['stderr'])} ({r['n_items']} items)")
     write_json({
         "run": run or "dense", "tasks": list(job.tasks), "limit": job.limit, "include_path": job.include_path,
-        "harness": harness_version(), "results": results, "checkpoint_sha256": checkpoint["checkpoint_sha256"],
-        "code_version": code_version(), "device": device, "dtype": dtype, "attention": attention_of(model),
-        "threads": threads, "seconds": time.time() - t0,
-    }, out)
+        "harness": harness_version(), "results": results, "checkpoint_sha256": loaded.checkpoint["checkpoint_sha256"],
+        "code_version": code_version(), "device": loaded.device, "dtype": loaded.dtype,
+        "attention": attention_of(loaded.model), "threads": loaded.threads, "seconds": loaded.seconds(),
+    }, files.out)

@@ -22,6 +22,7 @@ import itertools
 import numpy as np
 import xarray as xr
 
+from actpat.provenance import REPORTED
 from actpat.reduce import domain_means, paper_pairs, valid_pairs
 from actpat.stats import MIN_N, interval, multiplicities, permutation_p, spearman, undefined_because
 
@@ -264,7 +265,7 @@ def write_findings(densities, similarity, samples, out_dir, job, log=print) -> d
         "model": model,
         "domains": domains,
         "layers": {"n": n_layers, "shallow": [int(sh[0]), int(sh[-1]) + 1], "deep": [int(dp[0]), int(dp[-1]) + 1]},
-        "provenance": {k: sim.attrs.get(k) for k in ("seed", "seq_len", "target", "sketch_size", "checkpoint_sha256", "code_version")},
+        "provenance": {k: sim.attrs.get(k) for k in REPORTED},
         "code_version": code_version(),
         "finding1_density": f1,
         "finding2_similarity": f2,

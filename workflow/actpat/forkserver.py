@@ -1,8 +1,8 @@
 """Warm starts for local jobs: a fork server that has the heavy libraries imported already.
 
 Every job of the workflow is ``python -m actpat <command>``, and importing torch, transformers, the
-evaluation harness and xarray takes 4-5 s of a job on a laptop CPU: about a quarter of the shipped
-default run, whose 173 jobs mostly compute for 5-20 s each. When Snakemake runs the jobs on this
+evaluation harness and xarray takes seconds of a job, a large share of the shipped default run,
+whose jobs mostly compute for seconds each (the figures: README). When Snakemake runs the jobs on this
 machine (not on a cluster), the Snakefile starts a server (``start``) that imports them once, then
 waits on a Unix socket in a private directory. ``python -m actpat`` offers its job to the server
 first (``delegate``): the server forks a child, which takes the job's standard streams, working
@@ -39,7 +39,7 @@ VOLATILE = frozenset({"_", "SHLVL", "PWD", "OLDPWD", "TMPDIR", "TMP", "TEMP", "T
 # Snakemake sets these to the job's thread count (snakemake/shell.py); the first names a job's server
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-# modules most jobs import (a missing one is skipped); not lm-evaluation-harness (about 3 s here),
+# modules most jobs import (a missing one is skipped); not lm-evaluation-harness (seconds more),
 # which only the zero-shot task jobs need: they import it themselves, as a plain job does
 PRELOAD = (
     "numpy", "torch", "transformers", "transformers.modeling_utils", "transformers.models.llama.modeling_llama",

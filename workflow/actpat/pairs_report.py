@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from actpat.errors import StoreError
 from actpat.pairs import bag_of_tokens, cosine_rows, layer_ranges
-from actpat.stats import spearman_with_ci
+from actpat.provenance import REPORTED
 from actpat.reduce import layer_sketches, open_domain, sample_norms
 from actpat.sketch import llmdcos as sketch_llmdcos
-from actpat.store import StoreError, open_samples, sample_tokens, write_json
+from actpat.stats import spearman_with_ci
+from actpat.store import open_samples, sample_tokens, write_json
 
 
 def pair_measures(texts_path: Path, store_paths: list[Path]) -> dict:
@@ -87,7 +89,7 @@ def write_pairs_report(job, texts_path: Path, store_paths: list[Path], out_dir: 
     summary = {
         "pair_set": name,
         "model": m["attrs"]["model"],
-        "provenance": {k: m["attrs"].get(k) for k in ("seed", "seq_len", "target", "sketch_size", "checkpoint_sha256", "code_version")},
+        "provenance": {k: m["attrs"].get(k) for k in REPORTED},
         "code_version": code_version(),
         "n_texts": n_texts,
         "n_pairs": int(len(human)),

@@ -142,7 +142,8 @@ def layer_sparsity(layers, stem: Path) -> list[Path]:
 def _method_style(method: str) -> dict:
     """One look per method of a base × allocation grid: the colour says the allocation, the line
     and marker the base (a method name outside ``actpat.methods`` gets the default cycle)."""
-    from actpat.methods import ALLOCATIONS, BASES, METHODS
+    from actpat.methods import METHODS
+    from actpat.registry import ALLOCATIONS, BASES
 
     m = METHODS.get(method)
     if m is None:

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import yaml
 
-from actpat.config import ConfigError
+from actpat import paths
+from actpat.errors import ConfigError
 from actpat.sources import HEAD, TEXT_KINDS, SourceError, check_head, file_kind, local_files, task_files, text_files
 from actpat.models import EMBEDDED_MAX_POSITIONS, POSITION_KEYS, PROVENANCE_FILE, check_window_length, has_lm_head
+from actpat.settings import WINDOW_LENGTH_FIELDS
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -90,10 +92,13 @@ def _check_task_file(where: str, spec: dict) -> None:
 
 
 def _window_lengths(cfg: dict) -> dict[str, int]:
-    out = {"samples.seq_len": cfg["samples"]["seq_len"]}
-    if cfg["pruning"]["enabled"]:
-        out["pruning.calibration.seq_len"] = cfg["pruning"]["calibration"]["seq_len"]
-        out["pruning.evaluation.seq_len"] = cfg["pruning"]["evaluation"]["seq_len"]
+    kinds = ["samples"] + (["calibration", "evaluation"] if cfg["pruning"]["enabled"] else [])
+    out = {}
+    for field in (WINDOW_LENGTH_FIELDS[k] for k in kinds):
+        node = cfg
+        for key in field.split("."):
+            node = node[key]
+        out[field] = node
     out.update({f"pairs.{name}.max_tokens": spec["max_tokens"] for name, spec in cfg["pairs"].items()})
     return out
 
@@ -152,7 +157,7 @@ def _prepared(cfg: dict, name: str) -> dict | None:
     from actpat.models import ModelSource
 
     try:
-        prov = json.loads((Path("resources/models") / name / PROVENANCE_FILE).read_text())
+        prov = json.loads((Path(paths.model_dir(name)) / PROVENANCE_FILE).read_text())
     except (OSError, ValueError):
         return None
     spec = cfg["models"][name]
@@ -198,7 +203,7 @@ def _check_sizes(cfg: dict) -> None:
         what = "documents, one sample each" if whole else f"windows of {seq_len} tokens"
         fix = f"lower {count}" + ("" if whole else " or samples.seq_len")
         for model in prepared:
-            store = Path("results") / model / "samples" / f"{name}.zarr"
+            store = Path(paths.samples(model, name))
             found = _recorded(store, with_content(spec, PLAN_CACHE), seq_len, holdout, whole)
             if found is not None and found < spec["samples"]:
                 raise ConfigError(f"config error at {count}: domain {name} holds {found} {what} ({store}), fewer than "
@@ -219,7 +224,8 @@ def _check_sizes(cfg: dict) -> None:
 
 def preflight(cfg: dict, config_files: list[Path]) -> None:
     """Raise ConfigError (one line, naming the field) for input that would fail a job later."""
-    from actpat.pairs import PairsError, load_pairs
+    from actpat.errors import PairsError
+    from actpat.pairs import load_pairs
 
     for path in config_files:
         if Path(path).is_file():

@@ -12,6 +12,18 @@ from pathlib import Path
 
 from actpat import __version__
 
+# The provenance attributes that travel, by name (the order is the order they are written in).
+# Stores reduced together must share these (actpat.store.check_compatible):
+SHARED_BY_REDUCED_STORES = ("model", "checkpoint_sha256", "seed", "seq_len", "target", "dtype", "sketch_size",
+                            "sketch_seed", "sketch_hash_version")
+# what the results of findings 1-3 and validation 3 report of the stores behind them:
+REPORTED = ("seed", "seq_len", "target", "sketch_size", "checkpoint_sha256", "code_version")
+# what a density dataset and the similarity dataset carry over from their score stores:
+CARRIED_BY_DENSITY = ("model", "domain", "seed", "seq_len", "target", "checkpoint_sha256", "code_version")
+CARRIED_BY_SIMILARITY = ("model", *REPORTED)
+# what a mask store (a pruned model) records of its pruning report:
+CARRIED_BY_MASK = ("model", "run", "method", "structure", "target_sparsity", "code_version")
+
 
 @lru_cache(maxsize=1)
 def source_hash() -> str:
@@ -116,6 +128,6 @@ def mask_attrs(report: dict, checkpoint: dict) -> dict:
     calibration windows it saw, and the code that made it."""
     import json
 
-    return {**{k: report[k] for k in ("model", "run", "method", "structure", "target_sparsity", "code_version")},
+    return {**{k: report[k] for k in CARRIED_BY_MASK},
             "checkpoint_sha256": checkpoint_id(checkpoint), "overall_sparsity": report["overall_sparsity"],
             "calibration_sample_ids": json.dumps(report.get("calibration", {}).get("sample_ids", []))}

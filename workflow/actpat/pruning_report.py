@@ -1,9 +1,10 @@
 """Validations 1 and 2: perplexity and accuracy tables, statistics and figures from the pruning runs.
 
-A run directory holds ``pruning.json`` (method, targets, measured per-layer sparsity, calibration),
-``perplexity/<set>.json`` (per-window NLL and last-word accuracy per item on each evaluation set)
-and, when named harness tasks are configured, ``zeroshot.json``. All methods are evaluated on the
-same windows, so differences between methods are estimated with a paired bootstrap over windows.
+A run directory (``actpat.paths.EvaluatedModel``) holds the run's pruning report (method, targets,
+measured per-layer sparsity, calibration), its perplexity on each evaluation set (per-window NLL
+and last-word accuracy per item) and, when named harness tasks are configured, their accuracy.
+All methods are evaluated on the same windows, so differences between methods are estimated with a
+paired bootstrap over windows.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binom
 
+from actpat.paths import EvaluatedModel
 from actpat.stats import interval, resample
 from actpat.store import write_json
 
@@ -24,12 +26,12 @@ def _load(path: Path) -> dict:
 
 
 def load_sets(model_dir: Path, sets: list[str]) -> dict[str, dict]:
-    """A model's perplexity on each of ``sets`` (``perplexity/<set>.json`` in its directory)."""
-    return {s: _load(Path(model_dir) / "perplexity" / f"{s}.json") for s in sets}
+    """A model's perplexity on each of ``sets`` (``actpat.paths.EvaluatedModel.perplexity``)."""
+    return {s: _load(EvaluatedModel(str(model_dir)).perplexity(s)) for s in sets}
 
 
 def load_run(run_dir: Path, sets: list[str]) -> dict:
-    pruning = _load(run_dir / "pruning.json")
+    pruning = _load(EvaluatedModel(str(run_dir)).report)
     cal = pruning.get("calibration") or {}
     return {"dir": str(run_dir), "key": pruning["run"], "method": pruning["method"], "structure": pruning["structure"],
             "sparsity": pruning["target_sparsity"], "calibration": cal.get("domain"), "pruning": pruning,
@@ -256,7 +258,7 @@ def zero_shot_table(runs: list[dict], dense_dir: Path) -> pd.DataFrame:
     for label, path in [({"method": "dense", "structure": "-", "sparsity": 0.0, "calibration": "-"}, Path(dense_dir))] + [
             ({"method": r["method"], "structure": r["structure"], "sparsity": r["sparsity"], "calibration": r["calibration"] or "-"},
              Path(r["dir"])) for r in runs]:
-        z = _load(path / "zeroshot.json")
+        z = _load(EvaluatedModel(str(path)).zeroshot)
         for task, res in z["results"].items():
             rows.append({**label, "task": task, "kind": "group" if "subtasks" in res else "task", "metric": res["metric"],
                          "value": res["value"], "stderr": res["stderr"],
@@ -282,7 +284,7 @@ def write_pruning_report(job, run_dirs: list[Path], dense: Path, out_dir: Path, 
     dense_ppl = {"sets": load_sets(dense, job.dense_sets)}
     by_key = {}
     for d in run_dirs:
-        key = _load(Path(d) / "pruning.json")["run"]
+        key = _load(EvaluatedModel(str(d)).report)["run"]
         by_key[key] = Path(d)
     missing = [r.key for r in job.validation1 + job.validation2 if r.key not in by_key]
     if missing:

@@ -13,16 +13,13 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from actpat.errors import ActpatError
+from actpat.errors import ReductionError, StoreError
+from actpat.provenance import CARRIED_BY_DENSITY, CARRIED_BY_SIMILARITY
 from actpat.sketch import llmdcos
-from actpat.store import StoreError, check_compatible, open_samples, open_scores, sample_tokens
+from actpat.store import check_compatible, open_samples, open_scores, sample_tokens
 
 # log10 histogram of mean scores, for the mass-share density (streamed one matrix at a time)
 HIST_LO, HIST_HI, HIST_PER_DECADE = -16.0, 4.0, 256
-
-
-class ReductionError(ActpatError):
-    pass
 
 
 def open_domain(paths: list[Path]) -> list[xr.Dataset]:
@@ -159,7 +156,7 @@ def density(paths: list[Path], mass_shares: list[float]) -> xr.Dataset:
             "sample": stats["sample"].values.astype(object),
         },
         attrs={
-            **{k: ref.attrs[k] for k in ("model", "domain", "seed", "seq_len", "target", "checkpoint_sha256", "code_version")},
+            **{k: ref.attrs[k] for k in CARRIED_BY_DENSITY},
             "n_samples": n_samples,
             "n_shards": len(stores),
             "model_mean_score": model_mean,
@@ -213,7 +210,7 @@ def similarity(paths: list[Path]) -> xr.Dataset:
             "doc_b": ("sample_b", docs),
         },
         attrs={
-            **{k: ref.attrs[k] for k in ("model", "seed", "seq_len", "target", "sketch_size", "checkpoint_sha256", "code_version")},
+            **{k: ref.attrs[k] for k in CARRIED_BY_SIMILARITY},
             "estimator": "CountSketch inner product / exact norms (actpat.sketch), not clipped",
         },
     )

@@ -284,8 +284,7 @@ def write_windows(job, model_dir: Path, out: Path, samples_store: Path | None = 
     from actpat.store import open_samples, write_samples
 
     tokenizer, checkpoint = load_tokenizer(model_dir)
-    check_window_length({"samples": "samples.seq_len", "calibration": "pruning.calibration.seq_len",
-                         "evaluation": "pruning.evaluation.seq_len"}[job.kind], job.seq_len, checkpoint.get("max_positions"))
+    check_window_length(job.length_field, job.seq_len, checkpoint.get("max_positions"))
     t0 = time.time()
     files = checked_content(job.text.spec)  # [path, size, CRC-32C] of each local file: those it was planned with
     docs = load_documents(job.text)

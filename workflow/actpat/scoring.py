@@ -30,7 +30,7 @@ the activations, and the scored modules' inputs and output gradients kept for th
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +38,9 @@ import torch
 from torch import nn
 
 from actpat import fused, triton_kernels
+from actpat.decoder import WeightLayout
 from actpat.errors import ActpatError
-from actpat.models import WeightLayout
+from actpat.modeljob import JobRuntime, ModelRef
 from actpat.settings import Scoring
 from actpat.sketch import LayerHasher, sketch_into
 
@@ -452,50 +453,52 @@ def compute_dtype(requested: str, device: str) -> str:
 DEFAULT_BATCH = {"cpu": 4, "cuda": 16}
 
 
-def score_shard(job, samples_path: Path, shard: int, model_dir: Path, model_name: str, device: str, threads: int,
-                out: Path, batch_size: int | None = None, log=print) -> None:
+@dataclass(frozen=True)
+class Shard:
+    """A score_shard job's files: the domain's samples store, which of its shards, and the score
+    store it writes."""
+
+    samples: Path
+    index: int
+    out: Path
+
+
+def score_shard(job, model: ModelRef, shard: Shard, runtime: JobRuntime) -> None:
     """The score_shard job (``job``: ``actpat.settings.ScoringJob``): score one shard of a samples
     store and write its score store."""
     from actpat.store import exclusive
 
-    with exclusive(out):  # one writer per store, from the first sample on
-        _score_shard(job, samples_path, shard, model_dir, model_name, device, threads, out, batch_size, log)
+    with exclusive(shard.out):  # one writer per store, from the first sample on
+        _score_shard(job, model, shard, runtime)
 
 
-def _score_shard(job, samples_path, shard, model_dir, model_name, device, threads, out, batch_size, log) -> None:
+def _score_shard(job, model: ModelRef, shard: Shard, runtime: JobRuntime) -> None:
     import sys
-    import time
 
     from tqdm import tqdm
 
-    from actpat.models import load_checkpoint, pick_device, weight_layout
+    from actpat.modeljob import start
     from actpat.provenance import scores_attrs
     from actpat.samples import length_span, shard_slices
     from actpat.sketch import GROUP_ROWS, HASH_VERSION
     from actpat.store import open_samples, sample_lengths, sample_tokens, write_scores
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    device = pick_device(device, log)
-    dtype = compute_dtype(job.scoring.compute_dtype, device)
-    samples = open_samples(samples_path)
+    log = runtime.log
+    samples = open_samples(shard.samples)
     slices = shard_slices(samples.sizes["sample"], job.shard_size or 0, job.n_shards or 0)
-    if not 0 <= shard < len(slices):
-        raise ActpatError(f"shard {shard} does not exist: {samples_path} has {len(slices)} shards")
-    rows = samples.isel(sample=slices[shard])
-    t0 = time.time()
-    model, _, checkpoint = load_checkpoint(model_dir, dtype, device, spread=True)
-    layout = weight_layout(model)
-    batch_size = batch_size or DEFAULT_BATCH.get(device, 1)
-    placed = sorted({str(p.device) for p in model.parameters()})
+    if not 0 <= shard.index < len(slices):
+        raise ActpatError(f"shard {shard.index} does not exist: {shard.samples} has {len(slices)} shards")
+    rows = samples.isel(sample=slices[shard.index])
+    loaded = start(f"scoring {samples.attrs['domain']} shard {shard.index}", model, runtime,
+                   lambda device: compute_dtype(job.scoring.compute_dtype, device), spread=True)
+    batch_size = runtime.batch_size or DEFAULT_BATCH.get(loaded.device, 1)
+    placed = sorted({str(p.device) for p in loaded.model.parameters()})
     tokens, lengths = sample_tokens(rows), sample_lengths(rows)
-    log(f"{samples.attrs['domain']} shard {shard}: {rows.sizes['sample']} samples of {length_span(lengths)} tokens, "
-        f"{checkpoint['architecture']} on {', '.join(placed)} ({dtype}), batches of {batch_size}, "
-        f"loaded in {time.time() - t0:.1f}s")
-    scorer = ShardScorer(model, layout, job.scoring)
+    log(f"{rows.sizes['sample']} samples of {length_span(lengths)} tokens on {', '.join(placed)}, batches of {batch_size}")
+    scorer = ShardScorer(loaded.model, loaded.layout, job.scoring)
     ids = [str(x) for x in rows["sample"].values]
     results: list[SampleScores | None] = [None] * len(ids)
-    first = model.get_input_embeddings().weight.device
+    first = loaded.model.get_input_embeddings().weight.device
     with tqdm(total=len(ids), desc="scoring", unit="sample", file=sys.stderr, mininterval=5, ascii=True) as bar:
         for idx in batches(lengths, batch_size):
             width = int(lengths[idx].max())
@@ -506,10 +509,11 @@ def _score_shard(job, samples_path, shard, model_dir, model_name, device, thread
             for n, res in zip(idx, scored):
                 results[n] = res
             bar.update(len(idx))
-    log(f"scored {len(results)} samples in {time.time() - t0:.1f}s; writing {out}")
-    attrs = scores_attrs(model_name, checkpoint, samples.attrs, shard, job, device, threads, HASH_VERSION)
-    attrs |= {"batch_size": batch_size, "dtype": dtype, "devices": placed, "kernel": scorer.kernel,
+    log(f"scored {len(results)} samples in {loaded.seconds():.1f}s; writing {shard.out}")
+    attrs = scores_attrs(model.name, loaded.checkpoint, samples.attrs, shard.index, job, loaded.device, runtime.threads,
+                         HASH_VERSION)
+    attrs |= {"batch_size": batch_size, "dtype": loaded.dtype, "devices": placed, "kernel": scorer.kernel,
               "sketch_group_rows": GROUP_ROWS,
               "count_above_rel": "exact: counted in a second pass once each sample's mean score is known"}
-    write_scores(out, layout, scorer.sums, rows, results, job.scoring.thresholds, attrs, job.scoring.relative_multiples)
-    log(f"done in {time.time() - t0:.1f}s")
+    write_scores(shard.out, loaded.layout, scorer.sums, rows, results, job.scoring.thresholds, attrs, job.scoring.relative_multiples)
+    log(f"done in {loaded.seconds():.1f}s")

@@ -5,7 +5,7 @@
 only: no field here has a default.
 
 A rule hands its job exactly the settings the job depends on, as one quoted JSON argument
-(:func:`encode`); the job decodes them into the same dataclasses (:func:`decode`). Snakemake reruns
+(``actpat.settings_json.encode``); the job decodes them into the same dataclasses. Snakemake reruns
 a job when that argument changes, so a job's settings are also its rerun trigger: they must hold
 everything that changes its output and nothing else.
 """
@@ -13,101 +13,13 @@ everything that changes its output and nothing else.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import types
-import typing
 from dataclasses import dataclass
 from typing import Any
 
-from actpat.methods import METHODS, NM_BASES, PruningMethod
-
-
-# ----------------------------------------------------------------------------------------------
-# Encoding: dataclass <-> JSON
-
-
-def encode(obj) -> str:
-    """Compact, key-sorted JSON of a settings dataclass (stable: it is a rerun trigger). Its types
-    are checked first (``check_types``): rules encode while Snakemake plans, so settings that would
-    fail a job stop the run before Snakemake removes any output."""
-    check_types(obj)
-    return json.dumps(dataclasses.asdict(obj), sort_keys=True, separators=(",", ":"))
-
-
-class SettingsTypeError(TypeError):
-    """A settings field holds a value of another type than it declares."""
-
-
-def check_types(obj, where: str | None = None) -> None:
-    """Raise SettingsTypeError naming the first field of a settings dataclass (nested ones
-    included) whose value is not of its declared type. Strict: a bool is not an int and an int not
-    a float, since a job fails on ``4.0`` windows and its JSON, the rerun trigger, spells ``1`` and
-    ``1.0`` differently. ``Any`` (a source's config entry) is the schema's to check."""
-    _check(type(obj), obj, where or type(obj).__name__)
-
-
-def _check(tp, value, where: str) -> None:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any or (value is None and type(None) in args):
-        return
-    if origin in (typing.Union, types.UnionType):
-        return _check(next(a for a in args if a is not type(None)), value, where)
-    if dataclasses.is_dataclass(tp) and isinstance(value, tp):
-        hints = typing.get_type_hints(tp)
-        for f in dataclasses.fields(tp):
-            _check(hints[f.name], getattr(value, f.name), f"{where}.{f.name}")
-    elif origin is tuple and isinstance(value, tuple):
-        inner = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
-        if len(inner) != len(value):
-            raise SettingsTypeError(f"{where}: {value!r} has {len(value)} items, not {len(inner)}")
-        for i, (a, v) in enumerate(zip(inner, value)):
-            _check(a, v, f"{where}[{i}]")
-    elif origin is dict and isinstance(value, dict):
-        for k, v in value.items():
-            _check(args[0], k, f"{where} key {k!r}")
-            _check(args[1], v, f"{where}[{k!r}]")
-    elif origin is None and isinstance(value, tp) and (tp is bool or not isinstance(value, bool)):
-        return
-    else:
-        raise SettingsTypeError(f"{where}: {value!r} is of type {type(value).__name__}, not {getattr(tp, '__name__', tp)}")
-
-
-def decode(cls, data):
-    """A ``cls`` instance from JSON text or a parsed dict (nested dataclasses, tuples, dicts), its
-    types checked (a job refuses ``"seed": 1.0`` in one line instead of failing inside numpy)."""
-    if isinstance(data, (str, bytes)):
-        data = json.loads(data)
-    obj = _build(cls, data)
-    check_types(obj)
-    return obj
-
-
-def _build(tp, value):
-    if value is None:
-        return None
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _build(inner[0], value)
-    if dataclasses.is_dataclass(tp):
-        hints = typing.get_type_hints(tp)
-        names = {f.name for f in dataclasses.fields(tp)}
-        unknown = set(value) - names
-        if unknown:
-            raise ValueError(f"{tp.__name__}: unknown setting(s) {sorted(unknown)}")
-        return tp(**{k: _build(hints[k], v) for k, v in value.items()})
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_build(args[0], v) for v in value)
-        return tuple(_build(a, v) for a, v in zip(args, value))
-    if origin is dict:
-        _, val_tp = typing.get_args(tp)
-        return {k: _build(val_tp, v) for k, v in value.items()}
-    if tp is float:
-        return float(value)
-    return value
+from actpat.methods import METHODS, NM_BASES, PruningMethod, parse_structure
+from actpat.registry import ALLOCATIONS, BASES
+from actpat.settings_json import check_types, decode
 
 
 # ----------------------------------------------------------------------------------------------
@@ -238,9 +150,14 @@ def layer_range(start: float, stop: float, n_layers: int):
 
 
 @dataclass(frozen=True)
+class JobResources:
+    mem_mb: int  # a retried job asks for this times the attempt
+    runtime: int  # minutes
+
+
+@dataclass(frozen=True)
 class Resources:
-    score_mem_mb: int
-    score_runtime: int
+    jobs: dict[str, JobResources]  # by rule name
     score_gpus: int
     score_batch_size: int | None
     gpu_partition: str | None
@@ -304,42 +221,6 @@ class ZeroShotJob:
 
 
 @dataclass(frozen=True)
-class Ratios:
-    """The paper's density-derived layer-wise sparsities (and the bounds every allocation keeps)."""
-
-    domain: str
-    threshold: float | None  # absolute density (None in a job that uses the relative one)
-    multiple: float | None  # relative density (None in a job that uses the absolute one)
-    alpha: float
-    beta: float
-    bounds: tuple[float, float]
-
-
-@dataclass(frozen=True)
-class Owl:
-    spread: float  # config key "lambda"
-    outlier_factor: float  # config key "M"
-
-
-@dataclass(frozen=True)
-class AlphaPruning:
-    epsilon: float  # layer sparsities within target x [1 - epsilon, 1 + epsilon] before clipping
-    xmin: str  # "peak" | "mid": how the tail of each weight spectrum is chosen
-
-
-@dataclass(frozen=True)
-class Dlp:
-    alpha: float  # DLP's spread: layer sparsities span 2 alpha around the target
-    statistic: str  # "median" (the paper) | "mean" (the authors' released ratio code): a layer's un-importance
-
-
-@dataclass(frozen=True)
-class SparseGPTOptions:
-    block: int  # columns whose mask is chosen together
-    damp: float  # dampening of XᵀX: damp x its mean diagonal
-
-
-@dataclass(frozen=True)
 class Validation2:
     method: str
     sparsity: float
@@ -365,10 +246,7 @@ class PruningRun:
 
     @property
     def nm(self) -> tuple[int, int] | None:
-        if self.structure == "unstructured":
-            return None
-        n, m = self.structure.split(":")
-        return int(n), int(m)
+        return parse_structure(self.structure)
 
 
 @dataclass(frozen=True)
@@ -380,30 +258,30 @@ class Pruning:
     nm_methods: tuple[str, ...]
     calibration: Calibration
     evaluation: Evaluation
-    ratios: Ratios
-    owl: Owl
-    alpha: AlphaPruning
-    dlp: Dlp
-    sparsegpt: SparseGPTOptions
+    bounds: tuple[float, float]  # every allocation's layer sparsities stay within these (config: ratios.bounds)
+    density_domain: str  # whose density store the density allocations read (config: ratios.domain)
+    method_settings: dict[str, Any]  # each declared base's and allocation's settings, by its name (actpat.registry)
     validation2: Validation2
-    mem_mb: int
 
 
 @dataclass(frozen=True)
 class PruneJob:
-    """What a prune job depends on: the run, and the settings of its method's allocation only."""
+    """What a prune job depends on: the run, the bounds, and the settings of its method's base and
+    allocation only (their declared dataclasses as plain dicts: ``actpat.registry``)."""
 
     run: PruningRun
-    ratios: Ratios | None
-    owl: Owl | None
     bounds: tuple[float, float]
-    alpha: AlphaPruning | None
-    dlp: Dlp | None
-    base_options: dict | None  # the base's settings (SparseGPT's block and damp)
+    allocation: dict | None
+    base: dict | None
 
 
 # ----------------------------------------------------------------------------------------------
 # What each job depends on (one JSON argument per job; see the module docstring)
+
+
+# each kind of token windows (WindowJob.kind) and the config field that sets their length
+WINDOW_LENGTH_FIELDS = {"samples": "samples.seq_len", "calibration": "pruning.calibration.seq_len",
+                        "evaluation": "pruning.evaluation.seq_len"}
 
 
 @dataclass(frozen=True)
@@ -411,12 +289,17 @@ class WindowJob:
     """Token windows cut from a text source: a domain's scoring samples, calibration windows from
     its scoring documents, or perplexity windows of held-out text."""
 
-    kind: str  # "samples" | "calibration" | "evaluation"
+    kind: str  # "samples" | "calibration" | "evaluation" (WINDOW_LENGTH_FIELDS)
     text: TextSource
     n: int  # windows (evaluation: at most this many, evenly spaced)
     seq_len: int
     seed: int | None  # evaluation windows are not drawn at random
     holdout_fraction: float | None  # evaluation windows take the held-out ids of the samples store
+
+    @property
+    def length_field(self) -> str:
+        """The config field ``seq_len`` comes from (named in errors)."""
+        return WINDOW_LENGTH_FIELDS[self.kind]
 
 
 @dataclass(frozen=True)
@@ -520,7 +403,7 @@ class Settings:
         pr = self.pruning
         runs = [self._run(m, "unstructured", s, pr.calibration.domain) for m in pr.methods for s in pr.sparsities]
         for nm in pr.nm:
-            n, m = map(int, nm.split(":"))
+            n, m = parse_structure(nm)
             runs += [self._run(method, nm, n / m, pr.calibration.domain) for method in pr.nm_methods]
         return runs
 
@@ -544,19 +427,9 @@ class Settings:
 
     def prune_job(self, run: PruningRun) -> PruneJob:
         method = METHODS[run.method]
-        ratios = None
-        if method.uses_density:  # only the threshold this method counts with
-            r = self.pruning.ratios
-            ratios = dataclasses.replace(r, multiple=None) if method.allocation == "density-abs" else dataclasses.replace(r, threshold=None)
-        return PruneJob(
-            run=run,
-            ratios=ratios,
-            owl=self.pruning.owl if method.allocation == "owl" else None,
-            bounds=self.pruning.ratios.bounds,
-            alpha=self.pruning.alpha if method.allocation == "alpha" else None,
-            dlp=self.pruning.dlp if method.allocation == "dlp" else None,
-            base_options=dataclasses.asdict(self.pruning.sparsegpt) if method.base == "sparsegpt" else None,
-        )
+        chosen = self.pruning.method_settings
+        of = lambda name: dataclasses.asdict(chosen[name]) if name in chosen else None  # noqa: E731
+        return PruneJob(run=run, bounds=self.pruning.bounds, allocation=of(method.allocation), base=of(method.base))
 
     def method(self, run: PruningRun) -> PruningMethod:
         return METHODS[run.method]
@@ -639,19 +512,33 @@ def from_config(cfg: dict) -> Settings:
             evaluation=Evaluation(**{k: v for k, v in pr["evaluation"].items() if k not in ("sets", "accuracy")},
                                   accuracy=_accuracy(pr["evaluation"]["accuracy"]),
                                   sets=texts(pr["evaluation"]["sets"])),
-            ratios=decode(Ratios, pr["ratios"]),
-            owl=Owl(float(pr["owl"]["lambda"]), float(pr["owl"]["M"])),
-            alpha=decode(AlphaPruning, pr["alpha"]),
-            dlp=decode(Dlp, pr["dlp"]),
-            sparsegpt=decode(SparseGPTOptions, pr["sparsegpt"]),
+            bounds=tuple(float(b) for b in pr["ratios"]["bounds"]),
+            density_domain=pr["ratios"]["domain"],
+            method_settings=method_settings(pr),
             validation2=decode(Validation2, pr["validation2"]),
-            mem_mb=pr["mem_mb"],
         ),
         pairs={n: PairSetSpec(n, dict(s)) for n, s in cfg["pairs"].items()},
         domains=texts(cfg["domains"]),
     )
     check_types(settings)
     return settings
+
+
+def method_settings(pruning: dict) -> dict[str, Any]:
+    """Each declared base's and allocation's settings (``actpat.registry``), by its name, read from
+    its section of the validated ``pruning:`` config: the dataclass's own ``from_config`` where it
+    has one (config keys that are not identifiers), else the section's keys named like its fields
+    (a section may hold more: the density allocations share ``ratios``)."""
+    out = {}
+    for declared in [*BASES.values(), *ALLOCATIONS.values()]:
+        if declared.settings is None:
+            continue
+        section = pruning[declared.section]
+        if hasattr(declared.settings, "from_config"):
+            out[declared.name] = declared.settings.from_config(section)
+        else:
+            out[declared.name] = decode(declared.settings, {f.name: section[f.name] for f in dataclasses.fields(declared.settings)})
+    return out
 
 
 def _accuracy(cfg: dict) -> Accuracy:
@@ -667,8 +554,7 @@ def load_settings(config: dict) -> Settings:
 
 
 __all__ = [
-    "Accuracy", "AlphaPruning", "Analysis", "Calibration", "Dlp", "Evaluation", "ModelSpec", "NM_BASES", "Owl",
-    "SparseGPTOptions", "PairSetSpec", "PruneJob", "Pruning",
-    "PruningRun", "Ratios", "Resources", "Runtime", "Samples", "Scoring", "Settings", "TextSource", "Validation2",
-    "EvaluateJob", "ZeroShotJob", "check_types", "decode", "encode", "from_config", "load_settings", "n_shards",
+    "Accuracy", "Analysis", "Calibration", "Evaluation", "ModelSpec", "NM_BASES", "PairSetSpec", "PruneJob", "Pruning",
+    "PruningRun", "Resources", "Runtime", "Samples", "Scoring", "Settings", "TextSource", "Validation2",
+    "EvaluateJob", "ZeroShotJob", "from_config", "load_settings", "method_settings", "n_shards",
 ]

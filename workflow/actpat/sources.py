@@ -21,8 +21,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from actpat.checksums import file_crc32c
 from actpat.errors import ActpatError
-from actpat.models import package_dir
+from actpat.packages import gensim_data, package_dir
 
 
 class SourceError(ActpatError):
@@ -44,14 +45,10 @@ def _python_stdlib() -> Iterable[Document]:
         yield Document(path.name, path.read_text(encoding="utf-8", errors="replace"))
 
 
-def _gensim_file(name: str) -> Path:
-    return package_dir("gensim") / "test" / "test_data" / name
-
-
 def _enwiki() -> Iterable[Document]:
     from gensim.corpora.wikicorpus import extract_pages, filter_wiki
 
-    path = _gensim_file("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+    path = gensim_data("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
     with bz2.open(path) as fh:
         for title, text, page_id in extract_pages(fh):
             clean = re.sub(r"\n{3,}", "\n\n", filter_wiki(text)).strip()
@@ -60,7 +57,7 @@ def _enwiki() -> Iterable[Document]:
 
 
 def _lee_background() -> Iterable[Document]:
-    lines = _gensim_file("lee_background.cor").read_text(encoding="utf-8").splitlines()
+    lines = gensim_data("lee_background.cor").read_text(encoding="utf-8").splitlines()
     for i, line in enumerate(lines):
         if line.strip():
             yield Document(f"lee-bg-{i:03d}", line.strip())
@@ -459,22 +456,12 @@ def _stat(path: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
-def _crc32c(path: Path) -> str:
-    import google_crc32c
-
-    checksum = google_crc32c.Checksum()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 24), b""):
-            checksum.update(block)
-    return checksum.digest().hex()
-
-
 _CACHES: dict[str, dict] = {}  # cache file -> {absolute path: [stat, crc32c]}, loaded once per process
 PLAN_CACHE = ".snakemake/actpat/content-ids.json"  # the planning process's, in Snakemake's working directory
 
 
 def content_ids(paths: list[Path], cache_file: str | None = None) -> list[list]:
-    """[path, size in bytes, CRC-32C in hex] of each file. With ``cache_file`` (the planning
+    """[path, size in bytes, CRC-32C] of each file (``actpat.checksums``). With ``cache_file`` (the planning
     process) a file whose size, modification and change times, inode and device are those recorded
     with its checksum is not read again: the change time (ctime) moves with every write and no tool
     sets it back, as ``cp -p``, ``rsync -a`` and ``tar x`` do with the modification time."""
@@ -485,7 +472,7 @@ def content_ids(paths: list[Path], cache_file: str | None = None) -> list[list]:
         if cache.get(where, [None])[0] == key:
             crc = cache[where][1]
         else:
-            crc = _crc32c(path)
+            crc = file_crc32c(path)
             if _stat(path) == key:  # not written to while it was read
                 cache[where], changed = [key, crc], True
         out.append([str(path), key[0], crc])

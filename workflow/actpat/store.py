@@ -43,31 +43,28 @@ import shutil
 import warnings
 from pathlib import Path
 
-import google_crc32c
 import numpy as np
 import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 from zarr.storage import LocalStore, WrapperStore
 
-from actpat.errors import ActpatError
-from actpat.models import WeightLayout
+from actpat.checksums import crc32c, file_crc32c
+from actpat.decoder import WeightLayout
+from actpat.errors import StoreError
+from actpat.provenance import SHARED_BY_REDUCED_STORES
 
 # 2: CRC-32C in every chunk and of every file in the inventory (version 1 stores are refused)
 FORMAT_VERSION = 2
 TARGET_CHUNK_BYTES = 2 << 20
 
 
-class StoreError(ActpatError):
-    """A store is missing, incomplete, damaged or does not match the others."""
-
-
 def _compressor():
     """Blosc-LZ4 with byte shuffling, then a CRC-32C of the compressed chunk (checked by Zarr on
-    every read). Scores are float32 noise in their low bits: on a score shard of the default run
-    LZ4 writes 501 MB in 4.2-5.2 s and reads it in 1.4 s, where zstd (level 3) wrote 475 MB in
-    8.2-8.5 s and read it in 1.6-1.9 s, and no compression 612 MB in 4.1 s (2-core Xeon, 2.0 GHz).
-    Stores written with another codec read as before: Zarr keeps each array's codecs."""
+    every read). Scores are float32 noise in their low bits, so no codec compresses them much: LZ4
+    writes and reads a score shard about twice as fast as zstd for a few percent more bytes (the
+    figures: the closing note of the change that chose it). Stores written with another codec read
+    as before: Zarr keeps each array's codecs."""
     return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec()]
 
 
@@ -95,19 +92,6 @@ def _tmp_path(path: Path) -> Path:
 
 INVENTORY = "actpat_inventory.json"
 NOT_IN_STORE = (INVENTORY, ".snakemake_timestamp")
-
-
-def crc32c(data: bytes) -> int:
-    return google_crc32c.value(bytes(data))
-
-
-def file_crc32c(path: Path, block: int = 1 << 24) -> int:
-    """A file's CRC-32C, read in blocks (a checkpoint's weights are hundreds of megabytes)."""
-    checksum = google_crc32c.Checksum()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            checksum.update(chunk)
-    return int.from_bytes(checksum.digest(), "big")
 
 
 def _files(root: Path) -> dict[str, list[int]]:
@@ -473,7 +457,7 @@ def write_scores(
 def write_mask(path: Path, layout: WeightLayout, packed, attrs: dict, weights=None) -> None:
     """A pruned model as the dense checkpoint plus this store: per scored matrix, the pruned weights
     as bits (``packed[layer][matrix]``: ``np.packbits(mask, axis=1, bitorder="little")``, 1 =
-    pruned; 17 MB for SmolLM2-135M, 0.8 GB for a 7B model). A method that also changes the kept
+    pruned: one bit per scored weight). A method that also changes the kept
     weights stores them in ``weights[layer][matrix]`` (float32, ``<matrix>.weight`` arrays)."""
     with _writing(path) as tmp:
         group = zarr.open_group(tmp, mode="w", zarr_format=3)
@@ -501,14 +485,11 @@ def open_mask(path: Path) -> xr.Dataset:
     return _open(path, "actpat.mask")
 
 
-PROVENANCE_KEYS = ("model", "checkpoint_sha256", "seed", "seq_len", "target", "dtype", "sketch_size", "sketch_seed", "sketch_hash_version")
-
-
 def check_compatible(datasets: dict[str, xr.Dataset]) -> None:
     """Stores reduced together must share model, seed, sequence length, target and sketch."""
     ref_path, ref = next(iter(datasets.items()))
     for path, ds in datasets.items():
-        for key in PROVENANCE_KEYS:
+        for key in SHARED_BY_REDUCED_STORES:
             if ds.attrs.get(key) != ref.attrs.get(key):
                 raise StoreError(f"{path}: {key} = {ds.attrs.get(key)!r} differs from {ref_path} ({ref.attrs.get(key)!r})")
 

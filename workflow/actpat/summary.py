@@ -193,15 +193,8 @@ def build_summary(findings: dict | None, pairs: dict[str, dict], pruning: dict |
     return "\n".join(lines) + "\n"
 
 
-# the paper's reference for each allocation of validation 1 (Table 1 reports the density-derived one)
-PAPER_V1_REFERENCE = {
-    "density-abs": "; ".join(f"{m} {o:.2f}/{u:.2f} = {o / u:.3f}" for m, (u, o) in PAPER_V1.items()),
-    "density-rel": "not in the paper (scale-free density)",
-    "owl": "not in the paper (OWL baseline)",
-    "alpha": "not in the paper (AlphaPruning baseline)",
-    "dlp": "not in the paper (DLP baseline)",
-}
-BASE_NAMES = {"magnitude": "magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT"}
+# the paper's reference for validation 1: Table 1 reports the density-derived allocation with Wanda
+PAPER_V1_REFERENCE = "; ".join(f"{m} {o:.2f}/{u:.2f} = {o / u:.3f}" for m, (u, o) in PAPER_V1.items())
 
 
 def _validation1_rows(pruning: dict) -> list[tuple[str, str, str, str]]:
@@ -216,7 +209,7 @@ def _validation1_rows(pruning: dict) -> list[tuple[str, str, str, str]]:
         m = METHODS.get(method)
         if structure != "unstructured" or m is None or m.allocation == "uniform":
             continue
-        base = BASE_NAMES.get(m.base, m.base)
+        base = m.base_declaration.title
         uniform = v1.get((m.base, "unstructured", sparsity))
         why = f"no uniform {base} run at this sparsity" if uniform is None else undefined_because(windows=r["n_windows"])
         high = r["vs_uniform_high"]
@@ -226,8 +219,18 @@ def _validation1_rows(pruning: dict) -> list[tuple[str, str, str, str]]:
                      f"{_fmt(uniform['perplexity'], 2) if uniform else 'undefined'}; ratio {_fmt(r['vs_uniform'])} "
                      f"{_ci([r['vs_uniform_low'], high])}; {r['n_windows']} windows" + _accuracy_text(r, uniform),
                      _verdict(holds, why),
-                     (PAPER_V1_REFERENCE.get(m.allocation, "not in the paper") if m.base == "wanda" else "not in the paper") if sparsity == 0.5 else "the paper reports 50% only"))
+                     _paper_v1(m, sparsity)))
     return rows
+
+
+def _paper_v1(m, sparsity: float) -> str:
+    """The paper's number beside a validation 1 row: Table 1 has the density-derived allocation with
+    Wanda at 50%; the other allocations are named as the baselines they are."""
+    if sparsity != 0.5:
+        return "the paper reports 50% only"
+    if m.base != "wanda":
+        return "not in the paper"
+    return PAPER_V1_REFERENCE if m.allocation == "density-abs" else f"not in the paper ({m.allocation_declaration.title})"
 
 
 def _accuracy_text(r: dict, uniform: dict | None) -> str:

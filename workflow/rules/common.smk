@@ -1,23 +1,24 @@
-# Shared set-up: the settings, wildcard constraints, the command that runs the library.
+# Shared set-up: the settings, wildcard constraints, the command that runs the library, and the
+# helpers that name each rule's inputs (how jobs run on this machine: machine.smk).
 #
 # The settings are built once here, without torch (actpat.settings). A rule hands its job exactly
 # the settings the job depends on, as one quoted JSON argument (`--settings {params.settings:q}`):
 # no config value is pasted into a shell string, and a job reruns when (and only when) its own
 # settings change. Paths are quoted with `:q` too.
-import functools
 import os
 import shlex
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow"))
 
-from actpat.config import ConfigError, validate_config
+from actpat import paths
+from actpat.config import validate_config
+from actpat.errors import ConfigError
 from actpat.preflight import preflight
 from actpat.provenance import source_hash
-from actpat.settings import encode, from_config
+from actpat.settings import from_config
+from actpat.settings_json import encode
 from actpat.sources import PLAN_CACHE, with_content_ids
 
 try:
@@ -57,42 +58,6 @@ if not _uses_conda():
 shell.prefix(_brace_safe(_prefix))
 
 
-# Local runs: jobs start warm, forked by a server that has torch, transformers and the harness
-# imported (actpat.forkserver; about 4 s less per job). Not on a cluster, nor with --use-conda (the
-# jobs' interpreter is another one), nor with `fork_server: false`.
-_FORK_SERVERS = []
-
-
-onstart:
-    if S.runtime.fork_server and workflow.local_exec and not workflow.touch and not _uses_conda():
-        import tempfile
-
-        from actpat import forkserver
-
-        _dir = Path(tempfile.mkdtemp(prefix="actpat-fork-"))
-        os.environ[forkserver.ENV] = str(_dir)  # inherited by every job Snakemake starts from here on
-        _cap = [c for c in (workflow.cores, workflow.resource_settings.max_threads) if c]  # Snakemake caps threads
-        _threads = [1, min([S.runtime.threads, *_cap])]
-        _FORK_SERVERS.append((_dir, forkserver.start(_dir, _threads, _prefix, Path("logs/fork_server"))))
-
-
-def _stop_fork_servers():
-    from actpat import forkserver
-
-    while _FORK_SERVERS:
-        directory, servers = _FORK_SERVERS.pop()
-        forkserver.stop(servers, directory)
-        os.environ.pop(forkserver.ENV, None)
-
-
-onsuccess:
-    _stop_fork_servers()
-
-
-onerror:
-    _stop_fork_servers()
-
-
 def _alternatives(values):
     return "|".join(map(re.escape, values)) or "$^"
 
@@ -104,60 +69,6 @@ wildcard_constraints:
     shard=r"\d+",
     evalset=_alternatives(EVAL_SETS),
     run=_alternatives(RUNS),
-
-
-@functools.cache
-def visible_gpus():
-    """GPUs this machine shows (0 without nvidia-smi); a cluster profile overrides resources."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
-        return 0
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return 0
-    try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
-
-
-# At most as many concurrent GPU jobs as this machine shows GPUs (`--resources gpu=N` overrides). A
-# cluster profile states its own limit (the SLURM profile: `resources: {gpu: 100}`): the scheduler
-# hands out the GPUs there, and this machine's count would cap every job's request.
-if "gpu" not in workflow.global_resources:
-    workflow.register_resource("gpu", visible_gpus())
-
-
-def job_gpus():
-    """GPUs a scoring, pruning or perplexity job asks for. Decided when the job is planned, once
-    Snakemake knows its executor (not while it reads this file): none with device cpu; on a cluster
-    (or a dry run with --jobs) `score_gpus` whatever this machine shows; locally `score_gpus` when
-    the device is cuda or this machine shows a GPU."""
-    if S.runtime.device == "cpu":
-        return 0
-    # the Snakemake a SLURM job starts for itself (another mode) runs its job where it is, like a local run
-    submits = workflow.is_main_process and not workflow.local_exec
-    on_cluster = submits or (workflow.is_main_process and workflow.dryrun and workflow.nodes is not None)
-    if not (S.runtime.device == "cuda" or on_cluster or visible_gpus() > 0):
-        return 0
-    cap = workflow.global_resources.get("gpu")
-    if submits and cap is not None and cap.value < S.resources.score_gpus:
-        raise WorkflowError(f"jobs ask for {S.resources.score_gpus} GPU(s) (resources.score_gpus) but this run allows "
-                            f"{cap.value}: on a cluster, state how many GPUs may be in use at once in the profile "
-                            "(`resources: {gpu: 100}`, as workflow/profiles/slurm does) or pass --resources gpu=N")
-    return S.resources.score_gpus
-
-
-def gpu_resources():
-    """The GPU resources of the jobs that use a GPU when there is one: their count (job_gpus) and,
-    on a cluster, the partition `resources.gpu_partition` (when set and the device is not cpu). A
-    job given GPUs that torch cannot use runs on the CPU and says so (device auto)."""
-    on_gpu = S.resources.gpu_partition and S.runtime.device != "cpu"
-    return {"gpu": lambda w: job_gpus(), **({"slurm_partition": S.resources.gpu_partition} if on_gpu else {})}
-
-
-def model_dir(model):
-    return f"resources/models/{model}"
 
 
 def source_files(name):
@@ -183,38 +94,35 @@ def encode_reading(job):
 
 
 def score_stores(model, domain):
-    return [f"results/{model}/scores/{domain}/shard-{s}.zarr" for s in S.shards_of(domain)]
+    return [paths.score_store(model, domain, s) for s in S.shards_of(domain)]
 
 
 def all_targets():
     stores = [path for m in MODELS for d in DOMAINS for path in score_stores(m, d)]
-    findings = [f"results/{m}/findings.json" for m in MODELS] if len(DOMAINS) >= 2 else []
-    pairs = [f"results/{m}/pairs/{p}/summary.json" for m in MODELS for p in PAIRSETS]
+    findings = [paths.findings(m) for m in MODELS] if len(DOMAINS) >= 2 else []
+    pairs = [f"{paths.pairs_dir(m, p)}/summary.json" for m in MODELS for p in PAIRSETS]
     return stores + findings + pairs
 
 
 # ---- validations 1-2: pruning runs -------------------------------------------------------
 
 
-def run_dir(model, run):
-    return f"results/{model}/pruning/runs/{run.key}"
-
-
-def eval_store(model, name):
-    return f"results/{model}/pruning/text/eval/{name}.zarr"
+# the files of one pruned model (`{model}`, `{run}`: wildcards) and of the dense one
+RUN = paths.EvaluatedModel.run("{model}", "{run}")
+DENSE = paths.EvaluatedModel.dense("{model}")
 
 
 def pruning_targets(model):
-    return [f"results/{model}/pruning/report.md"] if S.pruning.enabled else []
+    return [f"{paths.pruning_dir(model)}/report.md"] if S.pruning.enabled else []
 
 
 def prune_inputs(w):
     run = RUNS[w.run]
-    inputs = {"model": model_dir(w.model)}
+    inputs = {"model": paths.model_dir(w.model)}
     if run.calibration:
-        inputs["calibration"] = f"results/{w.model}/pruning/text/calibration/{run.calibration}.zarr"
+        inputs["calibration"] = paths.calibration_windows(w.model, run.calibration)
     if S.method(run).uses_density:
-        inputs["density"] = f"results/{w.model}/density/{S.pruning.ratios.domain}.zarr"
+        inputs["density"] = paths.density(w.model, S.pruning.density_domain)
     return inputs
 
 
@@ -235,12 +143,13 @@ def harness_task_files() -> list[str]:
 def pruning_report_inputs(w):
     job = S.pruning_report_job()
     runs = list(dict.fromkeys(job.validation1 + job.validation2))
-    files = [f"{run_dir(w.model, r)}/pruning.json" for r in runs]
-    files += [f"{run_dir(w.model, r)}/perplexity/{s}.json" for r in runs for s in job.sets_of(r)]
-    files += [f"results/{w.model}/pruning/dense/perplexity/{s}.json" for s in job.dense_sets]
+    run_files = [paths.EvaluatedModel.run(w.model, r.key) for r in runs]
+    dense = paths.EvaluatedModel.dense(w.model)
+    files = [f.report for f in run_files]
+    files += [f.perplexity(s) for f, r in zip(run_files, runs) for s in job.sets_of(r)]
+    files += [dense.perplexity(s) for s in job.dense_sets]
     if job.zero_shot:
-        files += [f"{run_dir(w.model, r)}/zeroshot.json" for r in runs]
-        files.append(f"results/{w.model}/pruning/dense/zeroshot.json")
+        files += [f.zeroshot for f in run_files] + [dense.zeroshot]
     return files
 
 
@@ -248,9 +157,9 @@ def pruning_report_inputs(w):
 
 
 def summary_inputs(w):
-    inputs = {"pairs": [f"results/{w.model}/pairs/{p}/summary.json" for p in PAIRSETS]}
+    inputs = {"pairs": [f"{paths.pairs_dir(w.model, p)}/summary.json" for p in PAIRSETS]}
     if len(DOMAINS) >= 2:
-        inputs["findings"] = f"results/{w.model}/findings.json"
+        inputs["findings"] = paths.findings(w.model)
     if S.pruning.enabled:
-        inputs["pruning"] = f"results/{w.model}/pruning/summary.json"
+        inputs["pruning"] = f"{paths.pruning_dir(w.model)}/summary.json"
     return inputs

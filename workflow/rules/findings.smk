@@ -4,7 +4,7 @@ rule density:
     input:
         lambda w: score_stores(w.model, w.domain),
     output:
-        directory("results/{model}/density/{domain}.zarr"),
+        directory(paths.density("{model}", "{domain}")),
     params:
         settings=encode(S.density_job()),
     log:
@@ -12,8 +12,7 @@ rule density:
     benchmark:
         "logs/{model}/density/{domain}.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: 3000 * attempt,
-        runtime=30,
+        **job_resources("density"),
     conda:
         "../../envs/torch.yaml"
     shell:
@@ -25,45 +24,47 @@ rule similarity:
     input:
         lambda w: [s for d in DOMAINS for s in score_stores(w.model, d)],
     output:
-        directory("results/{model}/similarity.zarr"),
+        directory(paths.similarity("{model}")),
     log:
         "logs/{model}/similarity.log",
     benchmark:
         "logs/{model}/similarity.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: 4000 * attempt,
-        runtime=60,
+        **job_resources("similarity"),
     conda:
         "../../envs/torch.yaml"
     shell:
         "python -m actpat similarity --stores {input:q} --out {output:q} 2> {log:q}"
 
 
+# findings 1-3 write their tables and figures beside the model's stores
+FINDINGS_DIR = paths.model_results("{model}")
+
+
 rule findings:
     """Findings 1-3: statistics with intervals (findings.json), tidy tables and figures."""
     input:
-        density=lambda w: expand("results/{model}/density/{domain}.zarr", model=w.model, domain=DOMAINS),
-        similarity="results/{model}/similarity.zarr",
-        samples=lambda w: expand("results/{model}/samples/{domain}.zarr", model=w.model, domain=DOMAINS),
+        density=lambda w: [paths.density(w.model, d) for d in DOMAINS],
+        similarity=paths.similarity("{model}"),
+        samples=lambda w: [paths.samples(w.model, d) for d in DOMAINS],
     output:
-        json="results/{model}/findings.json",
-        density_table=report("results/{model}/density.csv", caption="../report/finding1_table.rst", category="1. Finding 1: density"),
-        similarity_table=report("results/{model}/similarity.csv", caption="../report/finding2_table.rst", category="2. Finding 2: similarity"),
-        relevance_table=report("results/{model}/relevance.csv", caption="../report/finding3_table.rst", category="3. Finding 3: relevance"),
-        density_figure=report("results/{model}/figures/finding1_density.png", caption="../report/finding1_density.rst", category="1. Finding 1: density"),
-        boxplots=report("results/{model}/figures/finding2_similarity_boxplots.png", caption="../report/finding2_boxplots.rst", category="2. Finding 2: similarity"),
-        deep=report("results/{model}/figures/finding2_similarity_deep.png", caption="../report/finding2_deep.rst", category="2. Finding 2: similarity"),
-        relevance_figure=report("results/{model}/figures/finding3_relevance.png", caption="../report/finding3.rst", category="3. Finding 3: relevance"),
+        json=paths.findings("{model}"),
+        density_table=report(f"{FINDINGS_DIR}/density.csv", caption="../report/finding1_table.rst", category="1. Finding 1: density"),
+        similarity_table=report(f"{FINDINGS_DIR}/similarity.csv", caption="../report/finding2_table.rst", category="2. Finding 2: similarity"),
+        relevance_table=report(f"{FINDINGS_DIR}/relevance.csv", caption="../report/finding3_table.rst", category="3. Finding 3: relevance"),
+        density_figure=report(f"{FINDINGS_DIR}/figures/finding1_density.png", caption="../report/finding1_density.rst", category="1. Finding 1: density"),
+        boxplots=report(f"{FINDINGS_DIR}/figures/finding2_similarity_boxplots.png", caption="../report/finding2_boxplots.rst", category="2. Finding 2: similarity"),
+        deep=report(f"{FINDINGS_DIR}/figures/finding2_similarity_deep.png", caption="../report/finding2_deep.rst", category="2. Finding 2: similarity"),
+        relevance_figure=report(f"{FINDINGS_DIR}/figures/finding3_relevance.png", caption="../report/finding3.rst", category="3. Finding 3: relevance"),
     params:
         settings=encode(S.analysis_job()),
-        out_dir=lambda w: f"results/{w.model}",
+        out_dir=lambda w: paths.model_results(w.model),
     log:
         "logs/{model}/findings.log",
     benchmark:
         "logs/{model}/findings.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: 4000 * attempt,
-        runtime=30,
+        **job_resources("findings"),
     conda:
         "../../envs/torch.yaml"
     shell:

@@ -2,7 +2,7 @@ rule prepare_model:
     """Convert the configured model (embedded GGUF, GGUF file, hub id or local directory) once
     into a plain local checkpoint that every scoring job loads quickly."""
     output:
-        directory("resources/models/{model}"),
+        directory(paths.model_dir("{model}")),
     params:
         settings=lambda w: encode(S.models[w.model]),
     log:
@@ -10,8 +10,7 @@ rule prepare_model:
     benchmark:
         "logs/{model}/prepare_model.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: 8000 * attempt,
-        runtime=60,
+        **job_resources("prepare_model"),
     conda:
         "../../envs/torch.yaml"
     shell:

@@ -1,16 +1,16 @@
 # Validations 1-2: prune the scored matrices (method x target sparsity x calibration domain), then
-# measure perplexity on held-out text. A run lives in results/{model}/pruning/runs/{run}/, where
-# {run} is the run's key <calibration>/<method>/<structure>/<sparsity> (calibration "none": a method
-# without calibration data); the job is handed the run's settings, never the key to parse back.
+# measure perplexity on held-out text. A run's files (RUN, actpat.paths.EvaluatedModel) are named by
+# its key <calibration>/<method>/<structure>/<sparsity> (calibration "none": a method without
+# calibration data); the job is handed the run's settings, never the key to parse back.
 
 
 rule calibration_windows:
     """Calibration windows of a domain, from its scoring (not held-out) documents."""
     input:
-        model=lambda w: model_dir(w.model),
+        model=paths.model_dir("{model}"),
         texts=lambda w: source_files(w.domain),
     output:
-        directory("results/{model}/pruning/text/calibration/{domain}.zarr"),
+        directory(paths.calibration_windows("{model}", "{domain}")),
     wildcard_constraints:
         domain=_alternatives(DOMAINS),
     params:
@@ -20,8 +20,7 @@ rule calibration_windows:
     benchmark:
         "logs/{model}/calibration_windows/{domain}.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: 4000 * attempt,
-        runtime=30,
+        **job_resources("calibration_windows"),
     conda:
         "../../envs/torch.yaml"
     shell:
@@ -32,11 +31,11 @@ rule eval_windows:
     """Perplexity windows: a domain's held-out documents (never scored, never calibrated on), or
     every document of an evaluation-only set."""
     input:
-        model=lambda w: model_dir(w.model),
-        samples=lambda w: [f"results/{w.model}/samples/{w.evalset}.zarr"] if w.evalset in DOMAINS else [],
+        model=paths.model_dir("{model}"),
+        samples=lambda w: [paths.samples(w.model, w.evalset)] if w.evalset in DOMAINS else [],
         texts=lambda w: source_files(w.evalset),
     output:
-        directory("results/{model}/pruning/text/eval/{evalset}.zarr"),
+        directory(paths.eval_windows("{model}", "{evalset}")),
     params:
         settings=lambda w: encode_reading(S.window_job("evaluation", w.evalset)),
         samples=lambda w, input: optional("--samples", input, "samples") if input.samples else "",
@@ -45,8 +44,7 @@ rule eval_windows:
     benchmark:
         "logs/{model}/eval_windows/{evalset}.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: 4000 * attempt,
-        runtime=30,
+        **job_resources("eval_windows"),
     conda:
         "../../envs/torch.yaml"
     shell:
@@ -61,8 +59,8 @@ rule prune:
     input:
         unpack(prune_inputs),
     output:
-        mask=directory("results/{model}/pruning/runs/{run}/mask.zarr"),
-        report="results/{model}/pruning/runs/{run}/pruning.json",
+        mask=directory(RUN.mask),
+        report=RUN.report,
     params:
         settings=lambda w: encode(S.prune_job(RUNS[w.run])),
         calibration=lambda w, input: optional("--calibration", input, "calibration"),
@@ -74,8 +72,7 @@ rule prune:
     benchmark:
         "logs/{model}/prune/{run}.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: S.pruning.mem_mb * attempt,
-        runtime=60,
+        **job_resources("prune"),
         **gpu_resources(),
     retries: 1
     conda:
@@ -90,11 +87,11 @@ rule perplexity:
     """Perplexity of one pruned model (dense checkpoint + mask) on one evaluation set: adding a
     domain adds a row and a column of these jobs, never the whole matrix."""
     input:
-        model=lambda w: model_dir(w.model),
-        mask="results/{model}/pruning/runs/{run}/mask.zarr",
-        windows=lambda w: eval_store(w.model, w.evalset),
+        model=paths.model_dir("{model}"),
+        mask=RUN.mask,
+        windows=paths.eval_windows("{model}", "{evalset}"),
     output:
-        "results/{model}/pruning/runs/{run}/perplexity/{evalset}.json",
+        RUN.perplexity("{evalset}"),
     params:
         settings=encode(S.evaluate_job()),
         mask=lambda w, input: optional("--mask", input, "mask"),
@@ -105,8 +102,7 @@ rule perplexity:
     benchmark:
         "logs/{model}/perplexity/{run}/{evalset}.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: S.pruning.mem_mb * attempt,
-        runtime=60,
+        **job_resources("perplexity"),
         **gpu_resources(),
     retries: 1
     conda:
@@ -118,10 +114,10 @@ rule perplexity:
 
 use rule perplexity as perplexity_dense with:
     input:
-        model=lambda w: model_dir(w.model),
-        windows=lambda w: eval_store(w.model, w.evalset),
+        model=paths.model_dir("{model}"),
+        windows=paths.eval_windows("{model}", "{evalset}"),
     output:
-        "results/{model}/pruning/dense/perplexity/{evalset}.json",
+        DENSE.perplexity("{evalset}"),
     log:
         "logs/{model}/perplexity/dense/{evalset}.log",
     benchmark:
@@ -132,11 +128,11 @@ rule zero_shot:
     """Accuracy of one pruned model on the named lm-evaluation-harness tasks
     (pruning.evaluation.accuracy.tasks; none by default: they need a network or local task files)."""
     input:
-        model=lambda w: model_dir(w.model),
-        mask="results/{model}/pruning/runs/{run}/mask.zarr",
+        model=paths.model_dir("{model}"),
+        mask=RUN.mask,
         tasks=harness_task_files(),
     output:
-        "results/{model}/pruning/runs/{run}/zeroshot.json",
+        RUN.zeroshot,
     params:
         settings=encode(S.zero_shot_job()),
         mask=lambda w, input: optional("--mask", input, "mask"),
@@ -147,8 +143,7 @@ rule zero_shot:
     benchmark:
         "logs/{model}/zero_shot/{run}.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: S.pruning.mem_mb * attempt,
-        runtime=720,
+        **job_resources("zero_shot"),
         **gpu_resources(),
     retries: 1
     conda:
@@ -160,14 +155,17 @@ rule zero_shot:
 
 use rule zero_shot as zero_shot_dense with:
     input:
-        model=lambda w: model_dir(w.model),
+        model=paths.model_dir("{model}"),
         tasks=harness_task_files(),
     output:
-        "results/{model}/pruning/dense/zeroshot.json",
+        DENSE.zeroshot,
     log:
         "logs/{model}/zero_shot/dense.log",
     benchmark:
         "logs/{model}/zero_shot/dense.bench.tsv"
+
+
+PRUNING_DIR = paths.pruning_dir("{model}")
 
 
 rule pruning_report:
@@ -175,26 +173,25 @@ rule pruning_report:
     input:
         pruning_report_inputs,
     output:
-        report="results/{model}/pruning/report.md",
-        summary="results/{model}/pruning/summary.json",
-        v1=report("results/{model}/pruning/validation1.csv", caption="../report/validation1_table.rst", category="4. Validation 1: layer-wise pruning"),
-        v2=report("results/{model}/pruning/validation2.csv", caption="../report/validation2_table.rst", category="5. Validation 2: calibration domain"),
-        layers="results/{model}/pruning/layer_sparsity.csv",
-        v1_figure=report("results/{model}/pruning/figures/validation1_perplexity.png", caption="../report/validation1_perplexity.rst", category="4. Validation 1: layer-wise pruning"),
-        v2_figure=report("results/{model}/pruning/figures/validation2_matrix.png", caption="../report/validation2_matrix.rst", category="5. Validation 2: calibration domain"),
-        layer_figure=report("results/{model}/pruning/figures/layer_sparsity.png", caption="../report/layer_sparsity.rst", category="4. Validation 1: layer-wise pruning"),
+        report=f"{PRUNING_DIR}/report.md",
+        summary=f"{PRUNING_DIR}/summary.json",
+        v1=report(f"{PRUNING_DIR}/validation1.csv", caption="../report/validation1_table.rst", category="4. Validation 1: layer-wise pruning"),
+        v2=report(f"{PRUNING_DIR}/validation2.csv", caption="../report/validation2_table.rst", category="5. Validation 2: calibration domain"),
+        layers=f"{PRUNING_DIR}/layer_sparsity.csv",
+        v1_figure=report(f"{PRUNING_DIR}/figures/validation1_perplexity.png", caption="../report/validation1_perplexity.rst", category="4. Validation 1: layer-wise pruning"),
+        v2_figure=report(f"{PRUNING_DIR}/figures/validation2_matrix.png", caption="../report/validation2_matrix.rst", category="5. Validation 2: calibration domain"),
+        layer_figure=report(f"{PRUNING_DIR}/figures/layer_sparsity.png", caption="../report/layer_sparsity.rst", category="4. Validation 1: layer-wise pruning"),
     params:
         settings=encode(S.pruning_report_job()),
-        runs=lambda w: [run_dir(w.model, r) for r in RUNS.values()],
-        dense=lambda w: f"results/{w.model}/pruning/dense",
-        out_dir=lambda w: f"results/{w.model}/pruning",
+        runs=lambda w: [paths.EvaluatedModel.run(w.model, key).root for key in RUNS],
+        dense=lambda w: paths.EvaluatedModel.dense(w.model).root,
+        out_dir=lambda w: paths.pruning_dir(w.model),
     log:
         "logs/{model}/pruning_report.log",
     benchmark:
         "logs/{model}/pruning_report.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: 2000 * attempt,
-        runtime=30,
+        **job_resources("pruning_report"),
     conda:
         "../../envs/torch.yaml"
     shell:

@@ -1,7 +1,7 @@
 # SUMMARY.md: every finding and validation against the paper (the HTML report: snakemake --report).
 
 # a page of text from a few JSON files: on a cluster it runs in the main Snakemake process, not as a
-# SLURM job of its own (a submission, a scheduler round trip and a Snakemake start for 0.2 s of work)
+# SLURM job of its own (a submission, a scheduler round trip and a Snakemake start for a fraction of a second of work)
 localrules:
     summary,
 
@@ -12,7 +12,7 @@ rule summary:
     input:
         unpack(summary_inputs),
     output:
-        report("results/{model}/SUMMARY.md", caption="../report/summary.rst", category="0. Summary"),
+        report(paths.summary("{model}"), caption="../report/summary.rst", category="0. Summary"),
     params:
         settings=lambda w: encode(S.summary_job(w.model)),
         code=source_hash(),  # the summary reruns after any edit of the library and names results of older code
@@ -23,8 +23,7 @@ rule summary:
     benchmark:
         "logs/{model}/summary.bench.tsv"
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **job_resources("summary"),
     conda:
         "../../envs/torch.yaml"
     shell:

@@ -2,10 +2,10 @@ rule sample_domain:
     """Draw a domain's token windows (deterministic from the seed and the domain name) and keep
     their provenance (document id, token offset) and the held-out document ids."""
     input:
-        model=lambda w: model_dir(w.model),
+        model=paths.model_dir("{model}"),
         texts=lambda w: source_files(w.domain),
     output:
-        directory("results/{model}/samples/{domain}.zarr"),
+        directory(paths.samples("{model}", "{domain}")),
     wildcard_constraints:
         domain=_alternatives(DOMAINS),
     params:
@@ -15,8 +15,7 @@ rule sample_domain:
     benchmark:
         "logs/{model}/sample_domain/{domain}.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: 4000 * attempt,
-        runtime=30,
+        **job_resources("sample_domain"),
     conda:
         "../../envs/torch.yaml"
     shell:

@@ -2,10 +2,10 @@ rule score_shard:
     """One forward and backward pass per sample of one shard; writes the exact Σ|w·∂D/∂w| per
     weight, per-sample statistics and LLMDcos sketches to one Zarr store (a GPU job on a cluster)."""
     input:
-        model=lambda w: model_dir(w.model),
-        samples="results/{model}/samples/{domain}.zarr",
+        model=paths.model_dir("{model}"),
+        samples=paths.samples("{model}", "{domain}"),
     output:
-        directory("results/{model}/scores/{domain}/shard-{shard}.zarr"),
+        directory(paths.score_store("{model}", "{domain}", "{shard}")),
     params:
         settings=lambda w: encode(S.scoring_job(w.domain)),
         device=S.runtime.device,
@@ -16,8 +16,7 @@ rule score_shard:
     benchmark:
         "logs/{model}/score_shard/{domain}-{shard}.bench.tsv"
     resources:
-        mem_mb=lambda w, attempt: S.resources.score_mem_mb * attempt,
-        runtime=S.resources.score_runtime,
+        **job_resources("score_shard"),
         **gpu_resources(),
     retries: 1
     conda:
