@@ -30,4 +30,5 @@ rule all:
         all_targets(),
         [t for m in MODELS for t in pruning_targets(m)],
         expand("results/{model}/SUMMARY.md", model=MODELS),
+        [paths.models_page()] if len(MODELS) > 1 else [],
     default_target: True

@@ -44,7 +44,7 @@ def _write(path, scores, domain, ids, identity_sketch=True, hash_version=HASH_VE
     sums = [[torch.tensor(sum(s[i][j] for s in scores), dtype=torch.float32) for j in range(2)] for i in range(4)]
     samples = xr.Dataset({"doc_id": ("sample", np.asarray(ids, dtype=object)), "offset": ("sample", np.zeros(len(ids), dtype=np.int64))},
                          coords={"sample": np.asarray([f"{domain}:{i}" for i in ids], dtype=object)})
-    attrs = {"model": "toy", "checkpoint_sha256": "x", "seed": 1, "seq_len": 8, "target": "max_logit", "dtype": "float32",
+    attrs = {"model": "toy", "architecture": "ToyForCausalLM", "checkpoint_sha256": "x", "seed": 1, "seq_len": 8, "target": "max_logit", "dtype": "float32",
              "sketch_size": 12, "sketch_seed": 0, "sketch_hash_version": hash_version, "domain": domain, "shard": 0, "code_version": "t"}
     write_scores(path, LAYOUT, sums, samples, results, THRESHOLDS, attrs, MULTIPLES)
 

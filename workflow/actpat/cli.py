@@ -138,6 +138,15 @@ def cmd_summary(a) -> None:
     log.info("wrote %s:\n%s", a.out, text)
 
 
+def cmd_models_page(a) -> None:
+    import json
+
+    from actpat.crossmodel import write_models_page
+
+    write_models_page(a.settings, json.loads(a.inputs), Path(a.out), Path(a.figure))
+    log.info("wrote %s and %s", a.out, a.figure)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="actpat", description=__doc__)
     parser.add_argument("--version", action="version", version=__version__)
@@ -192,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
             ("--dense", {**one, "help": "the dense model's directory (perplexity/<set>.json)"}), ("--out-dir", one))
     command("summary", cmd_summary, "SummaryJob", "SUMMARY.md: every finding and validation against the paper",
             ("--findings", opt), ("--pairs", {"nargs": "*", "default": []}), ("--pruning", opt), ("--out", one))
+    command("models-page", cmd_models_page, "ModelsPageJob", "MODELS.md: every model's findings and validations side by side",
+            ("--inputs", {**one, "help": "JSON: each model's result files (findings, density_table, pruning, pairs)"}),
+            ("--out", one), ("--figure", one))
     return parser
 
 

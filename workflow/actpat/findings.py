@@ -258,6 +258,7 @@ def write_findings(densities, similarity, samples, out_dir, job, log=print) -> d
     order = [rel_domains.index(d) for d in domains]
     rel = rel[np.ix_(order, order)]
 
+    ref_density = next(iter(dens.values())).attrs
     f1 = finding1(dens, threshold, multiple, sh, dp, n_boot, seed)
     f2 = finding2(sim, domains, sh, dp, n_boot, seed)
     f3 = finding3(sim, domains, rel, sh, dp, seed=seed)
@@ -265,6 +266,8 @@ def write_findings(densities, similarity, samples, out_dir, job, log=print) -> d
         "model": model,
         "domains": domains,
         "layers": {"n": n_layers, "shallow": [int(sh[0]), int(sh[-1]) + 1], "deep": [int(dp[0]), int(dp[-1]) + 1]},
+        "architecture": ref_density.get("architecture"),
+        "scored_matrices": dict(zip(ref_density.get("matrices", []), ref_density.get("shapes", []))),
         "provenance": {k: sim.attrs.get(k) for k in REPORTED},
         "code_version": code_version(),
         "finding1_density": f1,

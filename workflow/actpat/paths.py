@@ -52,6 +52,21 @@ def summary(model: str) -> str:
     return f"results/{model}/SUMMARY.md"
 
 
+def models_page() -> str:
+    """Every model's findings and validations side by side (a run with several models)."""
+    return "results/MODELS.md"
+
+
+def models_figure() -> str:
+    """Finding 1's density profile of every model on one plot, beside MODELS.md."""
+    return "results/figures/models_density.png"
+
+
+def density_table(model: str) -> str:
+    """Finding 1's tidy table (written by the findings job beside findings.json)."""
+    return f"{model_results(model)}/density.csv"
+
+
 # ---- validations 1-2 ----------------------------------------------------------------------------
 
 

@@ -222,3 +222,20 @@ def empty_figure(stem: Path, message: str) -> list[Path]:
     ax.axis("off")
     ax.text(0.5, 0.5, message, ha="center", va="center")
     return save(fig, stem)
+
+
+def density_profiles_figure(profiles: dict[str, tuple], stem: Path, multiple: float) -> list[Path]:
+    """Finding 1 of several models on one plot: the share of each layer's weights above ``multiple``
+    × the model's mean score, against the layer's position as a fraction of depth (the mean over
+    domains as a line, their range as a band)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for model, (x, mean, low, high) in profiles.items():
+        (line,) = ax.plot(x, mean, marker=".", label=f"{model} ({len(x)} layers)")
+        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("layer position (fraction of the model's depth)")
+    ax.set_ylabel("share of the layer's weights")
+    ax.set_title(f"Finding 1 across models: mean |s| > {multiple:g} × the model's mean score", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save(fig, stem)

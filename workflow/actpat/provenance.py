@@ -19,7 +19,8 @@ SHARED_BY_REDUCED_STORES = ("model", "checkpoint_sha256", "seed", "seq_len", "ta
 # what the results of findings 1-3 and validation 3 report of the stores behind them:
 REPORTED = ("seed", "seq_len", "target", "sketch_size", "checkpoint_sha256", "code_version")
 # what a density dataset and the similarity dataset carry over from their score stores:
-CARRIED_BY_DENSITY = ("model", "domain", "seed", "seq_len", "target", "checkpoint_sha256", "code_version")
+CARRIED_BY_DENSITY = ("model", "domain", "seed", "seq_len", "target", "checkpoint_sha256", "code_version", "architecture",
+                      "matrices", "shapes")
 CARRIED_BY_SIMILARITY = ("model", *REPORTED)
 # what a mask store (a pruned model) records of its pruning report:
 CARRIED_BY_MASK = ("model", "run", "method", "structure", "target_sparsity", "code_version")

@@ -364,6 +364,15 @@ class SummaryJob:
 
 
 @dataclass(frozen=True)
+class ModelsPageJob:
+    """results/MODELS.md: the models side by side (``actpat.crossmodel``)."""
+
+    models: dict[str, ModelSpec]
+    analysis: Analysis
+    gamma: float | None  # the absolute threshold of the density-derived allocation (ratios.threshold)
+
+
+@dataclass(frozen=True)
 class Settings:
     models: dict[str, ModelSpec]
     seed: int
@@ -475,6 +484,10 @@ class Settings:
         a = self.pruning.evaluation.accuracy
         return ZeroShotJob(self.pruning.evaluation.dtype, a.tasks, a.include_path, a.limit, a.batch_size)
 
+    def models_page_job(self) -> ModelsPageJob:
+        density = self.pruning.method_settings.get("density-abs")
+        return ModelsPageJob(self.models, self.analysis, getattr(density, "threshold", None))
+
     def summary_job(self, model: str) -> SummaryJob:
         pr = self.pruning
         return SummaryJob(self.models[model], self.samples, self.domains, self.pairs, self.analysis, pr.calibration,
@@ -554,7 +567,7 @@ def load_settings(config: dict) -> Settings:
 
 
 __all__ = [
-    "Accuracy", "Analysis", "Calibration", "Evaluation", "ModelSpec", "NM_BASES", "PairSetSpec", "PruneJob", "Pruning",
+    "Accuracy", "Analysis", "Calibration", "Evaluation", "ModelSpec", "ModelsPageJob", "NM_BASES", "PairSetSpec", "PruneJob", "Pruning",
     "PruningRun", "Resources", "Runtime", "Samples", "Scoring", "Settings", "TextSource", "Validation2",
     "EvaluateJob", "ZeroShotJob", "from_config", "load_settings", "method_settings", "n_shards",
 ]

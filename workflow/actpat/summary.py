@@ -90,6 +90,11 @@ def setting_differences(findings: dict | None, pairs: dict[str, dict], settings:
     n_layers = (findings or {}).get("layers", {}).get("n", "?")
     lines = [f"- Model: {_model_text(model, n_layers)}; the paper: Llama-7B, Llama2-7B/13B and Llama3-8B (32-40 layers) "
              "with a float16 backward pass."]
+    shapes = (findings or {}).get("scored_matrices")
+    if shapes:
+        lines.append(f"- Scored matrices per layer ({(findings or {}).get('architecture') or 'this model'}): "
+                     + ", ".join(f"{name} {rows}×{cols}" for name, (rows, cols) in shapes.items())
+                     + "; the paper scores q, k, v, o, gate, up and down of Llama.")
     domains = settings["domains"]
     lines.append(f"- Domains ({len(domains)}): " + "; ".join(f"{name}: {_describe_source(d['spec'])}" for name, d in domains.items())
                  + f"; {samples['per_domain']} windows of {samples['seq_len']} tokens each. The paper: zero-shot prompts of "

@@ -5,6 +5,7 @@
 # the settings the job depends on, as one quoted JSON argument (`--settings {params.settings:q}`):
 # no config value is pasted into a shell string, and a job reruns when (and only when) its own
 # settings change. Paths are quoted with `:q` too.
+import json
 import os
 import shlex
 import sys

@@ -4,6 +4,7 @@
 # SLURM job of its own (a submission, a scheduler round trip and a Snakemake start for a fraction of a second of work)
 localrules:
     summary,
+    models_page,
 
 
 rule summary:
@@ -29,3 +30,40 @@ rule summary:
     shell:
         "python -m actpat summary --settings {params.settings:q} {params.findings} --pairs {input.pairs:q} "
         "{params.pruning} --out {output:q} 2> {log:q}"
+
+
+def models_page_inputs(w):
+    """Each model's result files the page reads (those its config makes)."""
+    inputs = {}
+    for m in MODELS:
+        files = {"pairs": [f"{paths.pairs_dir(m, p)}/summary.json" for p in PAIRSETS]}
+        if len(DOMAINS) >= 2:
+            files |= {"findings": paths.findings(m), "density_table": paths.density_table(m)}
+        if S.pruning.enabled:
+            files["pruning"] = f"{paths.pruning_dir(m)}/summary.json"
+        inputs[m] = files
+    return inputs
+
+
+rule models_page:
+    """Several models: every finding and validation side by side, the allocations' ranks per
+    sparsity, what differs by architecture, and finding 1's density of every model on one plot."""
+    input:
+        lambda w: [f for files in models_page_inputs(w).values() for v in files.values() for f in (v if isinstance(v, list) else [v])],
+    output:
+        page=report(paths.models_page(), caption="../report/models_page.rst", category="0. Summary"),
+        figure=report(paths.models_figure(), caption="../report/models_figure.rst", category="0. Summary"),
+    params:
+        settings=encode(S.models_page_job()),
+        inputs=lambda w: json.dumps(models_page_inputs(w), sort_keys=True),
+    log:
+        "logs/models_page.log",
+    benchmark:
+        "logs/models_page.bench.tsv"
+    resources:
+        **job_resources("models_page"),
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python -m actpat models-page --settings {params.settings:q} --inputs {params.inputs:q} --out {output.page:q} "
+        "--figure {output.figure:q} 2> {log:q}"
