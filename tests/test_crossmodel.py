@@ -101,3 +101,13 @@ def test_rule_plans_the_page_only_with_several_models(tmp_path, n_models):
     two = run_snakemake(["-n", "--configfile", str(path)], cwd=tmp_path)
     assert two.returncode == 0, two.stderr[-2000:]
     assert "models_page" in two.stdout
+
+
+def test_layer_ranges_are_written_in_terms_of_depth():
+    from actpat.crossmodel import _range
+    from actpat.settings import layer_range
+
+    assert _range((0.0, 0.5)) == "[0, L/2)" and _range((0.5, -2)) == "[L/2, L − 2)" and _range((20, -2)) == "[20, L − 2)"
+    # the text agrees with the layers the definition picks, at two depths
+    for n in (18, 24):
+        assert list(layer_range(0.5, -2, n)) == list(range(n // 2, n - 2))

@@ -141,8 +141,8 @@ def architecture_rows(results: dict[str, dict], job) -> list[str]:
         text = f"- **{model}** (`{spec.source}`): " + (f"{f.get('architecture', '?')}, {n} decoder layers; " if n else "")
         if layers:
             text += (f"shallow layers [{layers['shallow'][0]}, {layers['shallow'][1]}), deep [{layers['deep'][0]}, "
-                     f"{layers['deep'][1]}) (the same fractions of depth on every model: shallow "
-                     f"{job.analysis.shallow_layers}, deep {job.analysis.deep_layers}); ")
+                     f"{layers['deep'][1]}) (the same bounds on every model: shallow {_range(job.analysis.shallow_layers)}, "
+                     f"deep {_range(job.analysis.deep_layers)}); ")
         shapes = f.get("scored_matrices")
         if shapes:
             text += "scored per layer: " + ", ".join(f"{name} {rows}×{cols}" for name, (rows, cols) in shapes.items()) + "; "
@@ -160,6 +160,21 @@ def architecture_rows(results: dict[str, dict], job) -> list[str]:
                 text += f", {100 * share:.1f}% of this model's weights above it"
         lines.append(text.rstrip("; ") + ".")
     return lines
+
+
+def _range(bounds) -> str:
+    """A layer range of the config (``actpat.settings.layer_range``) in terms of the depth L:
+    (0.5, -2) is [L/2, L−2)."""
+    from fractions import Fraction
+
+    def bound(x: float) -> str:
+        if -1 < x < 1:
+            f = Fraction(abs(x)).limit_denominator(12)
+            text = "0" if f == 0 else ("L" if f.numerator == 1 else f"{f.numerator}L") + (f"/{f.denominator}" if f.denominator > 1 else "")
+            return text if x >= 0 else f"L − {text}"
+        return str(int(x)) if x >= 0 else f"L − {-int(x)}"
+
+    return f"[{bound(bounds[0])}, {bound(bounds[1])})"
 
 
 def density_profiles(tables: dict[str, "pd.DataFrame"], definition: str):  # noqa: F821
