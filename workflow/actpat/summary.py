@@ -75,8 +75,11 @@ def _describe_source(spec: dict) -> str:
 
 
 def _model_text(model: dict, n_layers) -> str:
-    if model["source"] == "smollm2":
-        what = "the embedded SmolLM2-135M-Instruct, de-quantized from 4-bit (Q4_1) GGUF weights to float32"
+    from actpat.models import EMBEDDED
+
+    if model["source"] in EMBEDDED:
+        embedded = EMBEDDED[model["source"]]
+        what = f"the embedded {embedded.title}, de-quantized from {embedded.quantization} GGUF weights to {model['dtype']}"
     else:
         rev = f" at revision {model['revision']}" if model.get("revision") else ""
         what = f"`{model['source']}`{rev}, prepared in {model['dtype']}"
