@@ -157,10 +157,26 @@ def pruning_report_inputs(w):
 # ---- SUMMARY.md ------------------------------------------------------------------------------
 
 
-def summary_inputs(w):
-    inputs = {"pairs": [f"{paths.pairs_dir(w.model, p)}/summary.json" for p in PAIRSETS]}
+def model_results(model):
+    """The result files of one model that SUMMARY.md reads (those its config makes)."""
+    inputs = {"pairs": [f"{paths.pairs_dir(model, p)}/summary.json" for p in PAIRSETS]}
     if len(DOMAINS) >= 2:
-        inputs["findings"] = paths.findings(w.model)
+        inputs["findings"] = paths.findings(model)
     if S.pruning.enabled:
-        inputs["pruning"] = f"{paths.pruning_dir(w.model)}/summary.json"
+        inputs["pruning"] = f"{paths.pruning_dir(model)}/summary.json"
+    return inputs
+
+
+def summary_inputs(w):
+    return model_results(w.model)
+
+
+def models_page_inputs(w):
+    """Each model's result files the models page reads (those its config makes)."""
+    inputs = {}
+    for m in MODELS:
+        files = model_results(m)
+        if len(DOMAINS) >= 2:
+            files["density_table"] = paths.density_table(m)
+        inputs[m] = files
     return inputs

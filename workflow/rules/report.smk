@@ -32,19 +32,6 @@ rule summary:
         "{params.pruning} --out {output:q} 2> {log:q}"
 
 
-def models_page_inputs(w):
-    """Each model's result files the page reads (those its config makes)."""
-    inputs = {}
-    for m in MODELS:
-        files = {"pairs": [f"{paths.pairs_dir(m, p)}/summary.json" for p in PAIRSETS]}
-        if len(DOMAINS) >= 2:
-            files |= {"findings": paths.findings(m), "density_table": paths.density_table(m)}
-        if S.pruning.enabled:
-            files["pruning"] = f"{paths.pruning_dir(m)}/summary.json"
-        inputs[m] = files
-    return inputs
-
-
 rule models_page:
     """Several models: every finding and validation side by side, the allocations' ranks per
     sparsity, what differs by architecture, and finding 1's density of every model on one plot."""
