@@ -6,8 +6,13 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+# Triton's interpreter (the GPU kernels' tests on the CPU, tests/test_triton.py) is chosen when
+# triton is first imported, which transformers does as soon as it builds a model: so before anything.
+# Nothing of actpat runs triton on a CPU unless a kernel is named (auto takes fused or eager there).
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "workflow"))

@@ -2,9 +2,10 @@
 eager torch path: stage A (gradients formed by a batched matmul, then reduced by the kernel) and
 stage B (each gradient tile formed inside the kernel).
 
-The interpreter is chosen when the kernel is defined, so TRITON_INTERPRET is set before the kernel
-module is first imported (``interpreter`` fixture). Triton is in the test extra (pyproject.toml); on
-CI (CI set) a missing triton fails instead of skipping."""
+The interpreter is chosen when triton is first imported, so conftest.py sets TRITON_INTERPRET before
+anything imports it (transformers does when it builds a model); the ``interpreter`` fixture checks
+it. Triton is in the test extra (pyproject.toml); on CI (CI set) a missing triton fails instead of
+skipping."""
 
 from __future__ import annotations
 
@@ -30,15 +31,7 @@ def interpreter():
         if os.environ.get("CI"):
             pytest.fail("triton is not installed (the test extra pins it): the GPU kernels go untested")
         pytest.skip("triton is not installed")
-    before = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
-    from actpat import triton_reduce  # noqa: F401  (defined now, interpreted)
-
-    yield
-    if before is None:
-        os.environ.pop("TRITON_INTERPRET")
-    else:
-        os.environ["TRITON_INTERPRET"] = before
+    assert os.environ.get("TRITON_INTERPRET") == "1", "conftest.py sets TRITON_INTERPRET=1 before triton loads"
 
 
 def _score(model, kernel, ids, lengths, **overrides):

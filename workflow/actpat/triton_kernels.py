@@ -22,8 +22,8 @@ and reduces s = |w·g| where it is, in registers:
   weights above each multiple of them (the relative counts), counted exactly on the same s: the same
   kernel with the same tiles forms the same values.
 
-Without a GPU the kernels run under Triton's interpreter (TRITON_INTERPRET=1 set before this module
-is imported) on CPU tensors; half-precision operands are then widened to float32 on load
+Without a GPU the kernels run under Triton's interpreter (TRITON_INTERPRET=1 set before triton
+is first imported: transformers imports it when it builds a model) on CPU tensors; half-precision operands are then widened to float32 on load
 (``upcast``), since the interpreter's bfloat16 arithmetic and ``tl.dot`` are not exact. The eager
 torch path of ``actpat.scoring`` is the reference these kernels are tested against.
 """
@@ -36,6 +36,7 @@ import os
 
 import torch
 
+from actpat.errors import ActpatError
 from actpat.sketch import GROUP_ROWS, Codes
 
 
@@ -78,6 +79,15 @@ def tiles(rows: int, cols: int) -> tuple[int, int, int, int]:
 def _kernel():
     """The kernel, defined at first use (``actpat.triton_reduce``): importing triton costs a CPU
     job time it has no use for, and whether it interprets is read when the kernel is defined."""
+    if interpreting():
+        import triton.language as tl
+
+        # triton.language's own functions (tl.zeros ...) are defined when triton is first imported,
+        # interpreted or not: a TRITON_INTERPRET set after that (transformers imports triton when it
+        # builds a model) would fail inside the kernel with a message naming neither
+        if type(tl.standard.zeros).__name__ != "InterpretedFunction":
+            raise ActpatError("TRITON_INTERPRET=1 was set after triton was imported: set it before the "
+                              "process starts (the interpreter is chosen at triton's import)")
     from actpat.triton_reduce import reduce_kernel
 
     return reduce_kernel
