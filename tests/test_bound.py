@@ -21,7 +21,7 @@ import google_crc32c
 import pytest
 import yaml
 
-from conftest import ROOT, run_snakemake
+from conftest import ROOT, run_snakemake, tiny_llama
 from test_hostile import tiny_run_inputs
 
 MODEL = "tiny"
@@ -34,14 +34,8 @@ SUMMARY = f"results/{MODEL}/SUMMARY.md"
 @pytest.fixture(scope="module")
 def pruned(tmp_path_factory, smol_tokenizer):
     """The finished run's directory."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     where = tmp_path_factory.mktemp("bound")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=6,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False)
-    LlamaForCausalLM(config).save_pretrained(where / "model")
+    tiny_llama(vocab_size=len(smol_tokenizer), layers=6).save_pretrained(where / "model")  # the deep range needs 6
     smol_tokenizer.save_pretrained(where / "model")
     cfg = tiny_run_inputs(where, "prose")
     cfg["pruning"] = {"methods": ["wanda", "wanda-owl"], "sparsities": [0.5], "nm": [],
