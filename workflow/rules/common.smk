@@ -134,7 +134,7 @@ def optional(flag, input, name):
 def evaluated_run(w, input):
     """`--mask <store> --run <key>` for a pruning run's evaluation job (the job refuses a mask made
     for another run), nothing for the dense model's."""
-    return f"{optional('--mask', input, 'mask')} --run {shlex.quote(w.run)}" if "mask" in input.keys() else ""
+    return f"--mask {shlex.quote(str(input.mask))} --run {shlex.quote(w.run)}" if "mask" in input.keys() else ""
 
 
 def harness_task_files() -> list[str]:

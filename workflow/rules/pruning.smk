@@ -1,7 +1,9 @@
 # Validations 1-2: prune the scored matrices (method x target sparsity x calibration domain), then
 # measure perplexity on held-out text. A run's files (RUN, actpat.paths.EvaluatedModel) are named by
 # its key <calibration>/<method>/<structure>/<sparsity> (calibration "none": a method without
-# calibration data); the job is handed the run's settings, never the key to parse back.
+# calibration data); the prune job is handed the run's settings, never the key to parse back. An
+# evaluation job is told the key of the run (and the set) it evaluates, and refuses a mask (or
+# windows) made for another.
 
 
 rule calibration_windows:
