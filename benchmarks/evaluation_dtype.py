@@ -52,7 +52,7 @@ def main():
         out = work / f"ppl-{dtype}.json"
         t0 = time.time()
         subprocess.run([sys.executable, "-m", "actpat", "perplexity", "--settings", encode(EvaluateJob(dtype, 4, 24)),
-                        "--model-dir", f"resources/models/{MODEL}", "--mask", mask, "--windows", windows,
+                        "--model-dir", f"resources/models/{MODEL}", "--mask", mask, "--run", RUN, "--windows", windows, "--set", SET,
                         "--device", "cpu", "--threads", str(args.threads), "--out", str(out)],
                        cwd=work, check=True, capture_output=True)
         wall = time.time() - t0

@@ -32,10 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def job(code: Path, settings: dict, work: Path, out: Path, mask: str, windows: str) -> float:
     env = {**os.environ, "PYTHONPATH": str(code / "workflow")}
+    # this checkout's job is told what it evaluates (the old revision's was not)
+    identity = ["--run", RUN, "--set", SET] if code == ROOT else []
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "actpat", "perplexity", "--settings", json.dumps(settings),
                     "--model-dir", f"resources/models/{MODEL}", "--mask", mask, "--windows", windows,
-                    "--device", "cpu", "--threads", "1", "--out", str(out)], cwd=work, env=env, check=True,
+                    "--device", "cpu", "--threads", "1", "--out", str(out), *identity], cwd=work, env=env, check=True,
                    capture_output=True)
     return time.perf_counter() - t0
 

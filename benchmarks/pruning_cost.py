@@ -100,8 +100,8 @@ def main() -> None:
             prune += ["--density", args.density]
         t_prune, m_prune = run(prune)
         t_eval, m_eval = run(["perplexity", "--settings", encode(S.evaluate_job()), "--model-dir", args.model_dir,
-                              "--mask", str(work / tag / "mask.zarr"),
-                              "--windows", str(evalset), "--threads", str(args.threads), "--device", "cpu",
+                              "--model", "bench", "--mask", str(work / tag / "mask.zarr"), "--run", job.run.key,
+                              "--windows", str(evalset), "--set", args.domain, "--threads", str(args.threads), "--device", "cpu",
                               "--out", str(work / tag / "perplexity.json")])
         result = json.loads((work / tag / "perplexity.json").read_text())
         ppl, acc = result["perplexity"], (result["accuracy"] or {}).get("value")

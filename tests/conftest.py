@@ -21,12 +21,12 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 torch.set_num_threads(2)
 
 
-def tiny_llama(vocab_size: int = 64, seed: int = 0):
+def tiny_llama(vocab_size: int = 64, seed: int = 0, layers: int = 3):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False,
     )
     return LlamaForCausalLM(config).eval()

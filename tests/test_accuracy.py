@@ -248,7 +248,7 @@ def test_paired_accuracy_difference_resamples_windows():
 def test_zero_shot_job_and_its_table(smol_checkpoint, tmp_path):
     """The zero-shot command on the dense model with a local custom task, read back by the report."""
     from actpat.cli import main
-    from actpat.pruning_report import zero_shot_table
+    from actpat.pruning_report import read_zero_shot, zero_shot_table
     from actpat.settings import ZeroShotJob
     from actpat.settings_json import encode
 
@@ -270,7 +270,8 @@ def test_zero_shot_job_and_its_table(smol_checkpoint, tmp_path):
     assert z["run"] == "dense" and z["limit"] == 3 and z["harness"].startswith("lm-eval")
     snow = z["results"]["snow"]
     assert snow["n_items"] == 3 and snow["item_ids"] == ["q0", "q1", "q2"]  # limit: the first items
-    table = zero_shot_table([], dense)
+    # read back as the report reads it: its checksum, the model and run, each task's value against its items
+    table = zero_shot_table([], {"zero_shot": read_zero_shot(dense / "zeroshot.json", smol_checkpoint.name, "dense", None)})
     assert table.to_dict("records") == [{"method": "dense", "structure": "-", "sparsity": 0.0, "calibration": "-",
                                           "task": "snow", "kind": "task", "metric": "acc", "value": snow["value"],
                                           "stderr": snow["stderr"], "n_items": 3, "harness": z["harness"],

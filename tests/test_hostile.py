@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from actpat.snakemake_plan import job_counts
-from conftest import ROOT
+from conftest import ROOT, tiny_llama
 
 EVIL = "o'brien $(touch PWNED) `touch BT` \"q\" ü\nsecond line"
 TEXTS = [
@@ -56,10 +56,6 @@ def _snakemake(checkout, args, cwd, env, timeout=900):
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory, smol_tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    import torch
-
     base = tmp_path_factory.mktemp("hostile")
     checkout = base / "my runs" / "ü" / "checkout"
     checkout.mkdir(parents=True)
@@ -73,10 +69,7 @@ def hostile(tmp_path_factory, smol_tokenizer):
                     "    with open(_os.environ['ACTPAT_IMPORT_LOG'], 'a') as _f:\n        _f.write(__file__ + '\\n')\n")
     evil = base / EVIL
     evil.mkdir(parents=True)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=6,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False)
-    LlamaForCausalLM(config).save_pretrained(evil / "model")
+    tiny_llama(vocab_size=len(smol_tokenizer), layers=6).save_pretrained(evil / "model")
     smol_tokenizer.save_pretrained(evil / "model")
     cfg = tiny_run_inputs(evil, "evil")
     config_file = evil / "config.yaml"

@@ -115,19 +115,20 @@ def cmd_prune(a) -> None:
 def cmd_perplexity(a) -> None:
     from actpat.evaluate import EvaluationFiles, write_perplexity
 
-    write_perplexity(a.settings, _model(a), EvaluationFiles(_path(a.mask), Path(a.windows), Path(a.out)), _runtime(a))
+    files = EvaluationFiles(_path(a.mask), Path(a.windows), Path(a.out), a.run, a.set)
+    write_perplexity(a.settings, _model(a), files, _runtime(a))
 
 
 def cmd_zero_shot(a) -> None:
     from actpat.evaluate import EvaluationFiles, write_zero_shot
 
-    write_zero_shot(a.settings, _model(a), EvaluationFiles(_path(a.mask), None, Path(a.out)), _runtime(a))
+    write_zero_shot(a.settings, _model(a), EvaluationFiles(_path(a.mask), None, Path(a.out), a.run), _runtime(a))
 
 
 def cmd_pruning_report(a) -> None:
     from actpat.pruning_report import write_pruning_report
 
-    write_pruning_report(a.settings, _paths(a.runs), Path(a.dense), Path(a.out_dir), log=log.info)
+    write_pruning_report(a.settings, a.model, Path(a.out_dir), log=log.info)
 
 
 def cmd_summary(a) -> None:
@@ -190,15 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
             ("--model-dir", one), ("--model", one), ("--calibration", opt), ("--density", opt), *runtime,
             ("--mask", {**one, "help": "the mask store (the pruned model)"}), ("--report", one))
     mask = ("--mask", {**opt, "help": "a pruning run's mask store (none: the dense model)"})
+    run = ("--run", {**opt, "help": "the key of the pruning run evaluated, which the mask must be made for"})
     command("perplexity", cmd_perplexity, "EvaluateJob",
             "validations 1-2: perplexity (and last-word accuracy) of a model on an evaluation set",
-            ("--model-dir", one), named, mask, ("--windows", {**one, "help": "the evaluation windows store"}), *runtime,
-            ("--out", one))
+            ("--model-dir", one), named, mask, run, ("--windows", {**one, "help": "the evaluation windows store"}),
+            ("--set", {**one, "help": "the evaluation set, which the windows must be cut from"}), *runtime, ("--out", one))
     command("zero-shot", cmd_zero_shot, "ZeroShotJob", "validations 1-2: accuracy on lm-evaluation-harness tasks",
-            ("--model-dir", one), named, mask, *runtime, ("--out", one))
+            ("--model-dir", one), named, mask, run, *runtime, ("--out", one))
     command("pruning-report", cmd_pruning_report, "PruningReportJob", "validations 1-2: tables and figures",
-            ("--runs", {**many, "help": "run directories (pruning.json, perplexity/<set>.json)"}),
-            ("--dense", {**one, "help": "the dense model's directory (perplexity/<set>.json)"}), ("--out-dir", one))
+            ("--model", {**one, "help": "the model whose runs are reported (their files: actpat.paths)"}),
+            ("--out-dir", one))
     command("summary", cmd_summary, "SummaryJob", "SUMMARY.md: every finding and validation against the paper",
             ("--findings", opt), ("--pairs", {"nargs": "*", "default": []}), ("--pruning", opt), ("--out", one))
     command("models-page", cmd_models_page, "ModelsPageJob", "MODELS.md: every model's findings and validations side by side",

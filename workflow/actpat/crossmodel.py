@@ -12,7 +12,6 @@ profile of every model on one plot, against the layer's position as a fraction o
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -232,15 +231,19 @@ def write_models_page(job, inputs: dict[str, dict], out: Path, figure: Path) -> 
 
     from actpat import plots
 
-    def load(path):
-        return json.loads(Path(path).read_text()) if path else None
+    from actpat.results import read_json
 
     results = {}
     tables = {}
     for model in job.models:
         files = inputs.get(model, {})
-        results[model] = {"findings": load(files.get("findings")), "pruning": load(files.get("pruning")),
-                          "pairs": {Path(p).parent.name: load(p) for p in files.get("pairs", [])}}
+
+        def load(kind, path, model=model):  # checksum, kind and model checked; the file named on any failure
+            return read_json(path, kind, model=model) if path else None
+
+        results[model] = {"findings": load("findings", files.get("findings")),
+                          "pruning": load("pruning-report", files.get("pruning")),
+                          "pairs": {Path(p).parent.name: load("pairs", p) for p in files.get("pairs", [])}}
         if files.get("density_table"):
             tables[model] = pd.read_csv(files["density_table"])
     out, figure = Path(out), Path(figure)

@@ -23,6 +23,10 @@ class StoreError(ActpatError):
     """A store is missing, incomplete, damaged or does not match the others."""
 
 
+class ResultError(ActpatError):
+    """A JSON result is missing, damaged, disagrees with itself, or was made for something else."""
+
+
 class PruningError(ActpatError):
     """Pruning was asked something impossible, or did not reach its target."""
 

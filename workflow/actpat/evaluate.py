@@ -76,11 +76,31 @@ def attention_of(model) -> str:
 @dataclass(frozen=True)
 class EvaluationFiles:
     """An evaluation job's files: the pruning run's mask store (None: the dense model), the
-    evaluation windows (perplexity jobs only) and the result it writes."""
+    evaluation windows (perplexity jobs only) and the result it writes; and what the job evaluates,
+    which its inputs must have been made for: the run's key (None: the dense model) and the
+    evaluation set."""
 
     mask: Path | None
     windows: Path | None
     out: Path
+    run: str | None = None
+    evalset: str | None = None
+
+
+def evaluated_mask(files: EvaluationFiles, model: ModelRef) -> int | None:
+    """The content id of the mask this job applies (None: the dense model), after checking that it
+    was made for the run and model the job evaluates: a mask copied from another run is refused
+    before the model is loaded."""
+    from actpat.provenance import check_made_for
+    from actpat.store import content_id, open_mask
+
+    if (files.mask is None) != (files.run is None):
+        raise EvaluationError(f"a pruning run is evaluated with both its mask and its key (given: mask {files.mask}, "
+                              f"run {files.run})")
+    if files.mask is None:
+        return None
+    check_made_for(files.mask, open_mask(files.mask).attrs, EvaluationError, run=files.run, model=model.name)
+    return content_id(files.mask)
 
 
 def start_evaluation(what: str, model: ModelRef, mask: Path | None, runtime: JobRuntime, dtype: str) -> tuple[LoadedModel, str | None]:
@@ -125,12 +145,15 @@ def write_perplexity(job, model: ModelRef, files: EvaluationFiles, runtime: JobR
 
     from tqdm import tqdm
 
-    from actpat.provenance import code_version
-    from actpat.store import open_samples, window_tokens, write_json
+    from actpat.provenance import check_made_for, code_version
+    from actpat.results import write_json
+    from actpat.store import open_samples, window_tokens
 
     log = runtime.log
     windows = open_samples(files.windows)
+    check_made_for(files.windows, windows.attrs, EvaluationError, domain=files.evalset, purpose="evaluation")
     name = windows.attrs["domain"]
+    mask_id = evaluated_mask(files, model)
     loaded, run = start_evaluation(f"perplexity on {name}", model, files.mask, runtime, job.dtype)
     tokens = window_tokens(windows)
     window_ids = windows["sample"].values.tolist()
@@ -153,13 +176,14 @@ def write_perplexity(job, model: ModelRef, files: EvaluationFiles, runtime: JobR
         if accuracy["n_unaligned"]:
             log(f"{accuracy['n_unaligned']} last-word targets left out: their words do not begin and end at token boundaries")
     write_json({
-        "run": run or "dense", "set": name, "perplexity": ppl, "seq_len": int(tokens.shape[1]),
+        "model": model.name, "run": run or "dense", "mask_crc32c": mask_id, "set": name, "perplexity": ppl,
+        "seq_len": int(tokens.shape[1]),
         "n_windows": int(len(tokens)), "tokens_predicted": int(count.sum()), "window_nll": nll, "window_tokens": count,
         "source": windows.attrs["source"], "held_out_only": windows.attrs.get("held_out_only"),
         "window_ids": window_ids, "accuracy": accuracy, "checkpoint_sha256": loaded.checkpoint["checkpoint_sha256"],
         "code_version": code_version(), "device": loaded.device, "dtype": loaded.dtype,
         "attention": attention_of(loaded.model), "threads": loaded.threads, "seconds": loaded.seconds(),
-    }, files.out)
+    }, files.out, "perplexity")
 
 
 def _se(stderr: float | None) -> str:
@@ -172,16 +196,18 @@ def write_zero_shot(job, model: ModelRef, files: EvaluationFiles, runtime: JobRu
     lm-evaluation-harness tasks, each with its metric, standard error and every item's result."""
     from actpat.accuracy import harness_version, run_tasks
     from actpat.provenance import code_version
-    from actpat.store import write_json
+    from actpat.results import write_json
 
+    mask_id = evaluated_mask(files, model)
     loaded, run = start_evaluation("zero-shot tasks", model, files.mask, runtime, job.dtype)
     results = run_tasks(loaded.model, loaded.tokenizer, list(job.tasks), job.batch_size, loaded.device, job.include_path,
                         job.limit)
     for task, r in results.items():
         runtime.log(f"{run or 'dense'} {task}: {r['metric']} {r['value']:.4f} ± {_se(r['stderr'])} ({r['n_items']} items)")
     write_json({
-        "run": run or "dense", "tasks": list(job.tasks), "limit": job.limit, "include_path": job.include_path,
+        "model": model.name, "run": run or "dense", "mask_crc32c": mask_id, "tasks": list(job.tasks), "limit": job.limit,
+        "include_path": job.include_path,
         "harness": harness_version(), "results": results, "checkpoint_sha256": loaded.checkpoint["checkpoint_sha256"],
         "code_version": code_version(), "device": loaded.device, "dtype": loaded.dtype,
         "attention": attention_of(loaded.model), "threads": loaded.threads, "seconds": loaded.seconds(),
-    }, files.out)
+    }, files.out, "zero-shot")

@@ -240,7 +240,8 @@ def write_findings(densities, similarity, samples, out_dir, job, log=print) -> d
     from actpat import plots
     from actpat.provenance import code_version
     from actpat.reduce import token_relevance
-    from actpat.store import open_reduction, open_samples, write_json
+    from actpat.results import write_json
+    from actpat.store import open_reduction, open_samples
 
     out_dir = Path(out_dir)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
@@ -274,7 +275,7 @@ def write_findings(densities, similarity, samples, out_dir, job, log=print) -> d
         "finding2_similarity": f2,
         "finding3_relevance": f3,
     }
-    write_json(result, out_dir / "findings.json")
+    write_json(result, out_dir / "findings.json", "findings")
 
     # tidy tables
     import pandas as pd

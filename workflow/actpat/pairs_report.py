@@ -11,9 +11,10 @@ from actpat.errors import StoreError
 from actpat.pairs import bag_of_tokens, cosine_rows, layer_ranges
 from actpat.provenance import REPORTED
 from actpat.reduce import layer_sketches, open_domain, sample_norms
+from actpat.results import write_json
 from actpat.sketch import llmdcos as sketch_llmdcos
 from actpat.stats import spearman_with_ci
-from actpat.store import open_samples, sample_tokens, write_json
+from actpat.store import open_samples, sample_tokens
 
 
 def pair_measures(texts_path: Path, store_paths: list[Path]) -> dict:
@@ -109,7 +110,7 @@ def write_pairs_report(job, texts_path: Path, store_paths: list[Path], out_dir: 
         "paper_for_comparison": {"STS-B, Llama2-7B": 0.66, "SICK, Llama2-7B": 0.51, "note": "different data and model"},
         "n_bootstrap": n_boot,
     }
-    write_json(summary, out_dir / "summary.json")
+    write_json(summary, out_dir / "summary.json", "pairs")
     plots.pairs_rho_by_layer(by_layer, out_dir / "figures" / "rho_by_layer", f"{name} — {m['attrs']['model']}, n = {len(human)} pairs")
     plots.pairs_scatter(m["llmdcos"][deep[0]:deep[1]].mean(0), human, out_dir / "figures" / "scatter_deep",
                         f"{name}: mean LLMDcos over layers [{deep[0]}, {deep[1]}) vs human score — {m['attrs']['model']}")

@@ -71,6 +71,21 @@ def code_versions_in(obj) -> set[str]:
     return found
 
 
+def check_made_for(path, recorded, error: type[Exception], **expected) -> None:
+    """Refuse an input made for something else than the job reads it for: each ``expected``
+    identity (a run key, a model, a domain...) against what ``recorded`` (a store's attributes, a
+    JSON result) says made it. One line names the file and both."""
+    wrong = [k for k, v in expected.items() if recorded.get(k) != v]
+    if wrong:
+        found = ", ".join(f"{k} {_shown(recorded.get(k))}" for k in wrong)
+        want = ", ".join(f"{k} {_shown(expected[k])}" for k in wrong)
+        raise error(f"{path}: made for {found}, not for {want}")
+
+
+def _shown(value) -> str:
+    return "(none)" if value is None else value if isinstance(value, str) else repr(value)
+
+
 def window_attrs(job, source_description: str, model_dir: Path) -> dict:
     """Attributes of a windows store (samples, calibration or evaluation windows)."""
     import json

@@ -301,9 +301,10 @@ def prune_checkpoint(job, model: ModelRef, files: PruneFiles, runtime: JobRuntim
     from tqdm import tqdm
 
     from actpat.modeljob import start
-    from actpat.provenance import code_version, mask_attrs
+    from actpat.provenance import check_made_for, code_version, mask_attrs
+    from actpat.results import write_json
     from actpat.settings_json import decode
-    from actpat.store import open_reduction, open_samples, window_tokens, write_json, write_mask
+    from actpat.store import content_id, open_reduction, open_samples, window_tokens, write_mask
 
     run, log = job.run, runtime.log
     loaded = start(f"pruning {run.key}", model, runtime, "float32")
@@ -321,6 +322,7 @@ def prune_checkpoint(job, model: ModelRef, files: PruneFiles, runtime: JobRuntim
     calibration = None
     if files.calibration:
         cal = open_samples(files.calibration)
+        check_made_for(files.calibration, cal.attrs, PruningError, domain=run.calibration, purpose="calibration")
         calibration = torch.as_tensor(window_tokens(cal).astype(np.int64))
         report["calibration"] = {"store": str(files.calibration), "domain": cal.attrs["domain"],
                                  "windows": int(calibration.shape[0]), "seq_len": int(calibration.shape[1]),
@@ -343,6 +345,7 @@ def prune_checkpoint(job, model: ModelRef, files: PruneFiles, runtime: JobRuntim
         report["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     log(f"overall sparsity {report['overall_sparsity']:.4f}; per layer {result.actual.min():.4f}..{result.actual.max():.4f}")
     write_mask(files.mask, layout, result.masks, mask_attrs(report, loaded.checkpoint), weights=result.weights)
-    write_json(report, files.report)
+    report["mask_crc32c"] = content_id(files.mask)  # the evaluations of this mask name it by this
+    write_json(report, files.report, "pruning")
     log(f"done in {loaded.seconds():.1f}s -> {files.report}")
     return report

@@ -4,7 +4,9 @@ A run directory (``actpat.paths.EvaluatedModel``) holds the run's pruning report
 measured per-layer sparsity, calibration), its perplexity on each evaluation set (per-window NLL
 and last-word accuracy per item) and, when named harness tasks are configured, their accuracy.
 All methods are evaluated on the same windows, so differences between methods are estimated with a
-paired bootstrap over windows.
+paired bootstrap over windows. Every file is checked as it is read (``load_results``): a result of
+another run, set, mask or checkpoint, or one whose headline numbers disagree with its own data, stops
+the report naming the file.
 """
 
 from __future__ import annotations
@@ -16,26 +18,115 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binom
 
+from actpat.errors import ResultError
 from actpat.paths import EvaluatedModel
+from actpat.provenance import check_made_for
+from actpat.results import check_derived, checked, read_json, write_json
 from actpat.stats import interval, resample
-from actpat.store import write_json
+
+# ---- the runs' results, each file checked: its checksum, the model, run, set and mask it was made
+# for, and its headline numbers against its own per-window and per-item data
 
 
-def _load(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+def read_pruning(path: Path, model: str, run) -> dict:
+    """A run's ``pruning.json`` (``run``: ``actpat.settings.PruningRun``), made for this run of
+    ``model``; its overall sparsity the mean of its measured layer sparsities."""
+    p = read_json(path, "pruning", model=model, run=run.key, method=run.method, structure=run.structure,
+                  target_sparsity=run.sparsity)
+
+    def check(p: dict) -> None:
+        check_made_for(path, {"calibration": (p.get("calibration") or {}).get("domain")}, ResultError,
+                       calibration=run.calibration)
+        actual, target = p["layer_sparsity_actual"], p["layer_sparsity_target"]
+        if not actual or len(actual) != len(target):
+            raise ResultError(f"{path}: {len(actual)} measured layer sparsities for {len(target)} targets")
+        check_derived(path, "overall_sparsity", p["overall_sparsity"], float(np.mean(actual)), "layer sparsities")
+        if not isinstance(p["mask_crc32c"], int):
+            raise ResultError(f"{path}: no content id of its mask (mask_crc32c)")
+
+    return checked(path, check, p)
 
 
-def load_sets(model_dir: Path, sets: list[str]) -> dict[str, dict]:
-    """A model's perplexity on each of ``sets`` (``actpat.paths.EvaluatedModel.perplexity``)."""
-    return {s: _load(EvaluatedModel(str(model_dir)).perplexity(s)) for s in sets}
+def read_perplexity(path: Path, model: str, run: str, evalset: str, mask: int | None) -> dict:
+    """One model's perplexity on one set, made for this run (``dense``: the dense model), set and
+    mask (``mask_crc32c`` of the run's ``pruning.json``); its perplexity, token count and last-word
+    accuracy those of its per-window losses and per-item results."""
+    s = read_json(path, "perplexity", model=model, run=run, set=evalset, mask_crc32c=mask)
+
+    def check(s: dict) -> None:
+        from actpat.evaluate import perplexity
+
+        nll, count, n = np.asarray(s["window_nll"], dtype=float), np.asarray(s["window_tokens"]), s["n_windows"]
+        if not 0 < n == len(nll) == len(count) == len(s["window_ids"]):
+            raise ResultError(f"{path}: n_windows {n}, but {len(nll)} window losses, {len(count)} token counts and "
+                              f"{len(s['window_ids'])} window ids")
+        if count.dtype.kind != "i" or (count != s["seq_len"] - 1).any():
+            raise ResultError(f"{path}: window token counts other than seq_len - 1 = {s['seq_len'] - 1}")
+        if not (np.isfinite(nll) & (nll >= 0)).all():
+            raise ResultError(f"{path}: a window loss is negative or not finite")
+        check_derived(path, "tokens_predicted", s["tokens_predicted"], int(count.sum()), "window token counts")
+        check_derived(path, "perplexity", s["perplexity"], perplexity(nll, count), "window losses")
+        acc = s["accuracy"]
+        if acc and acc["value"] is not None:
+            correct, windows = np.asarray(acc["item_correct"], dtype=float), np.asarray(acc["item_windows"])
+            if not 0 < acc["n_items"] == len(correct) == len(windows) == len(acc["item_ids"]):
+                raise ResultError(f"{path}: n_items {acc['n_items']}, but {len(correct)} item results")
+            if not (np.isin(correct, (0.0, 1.0)).all() and ((windows >= 0) & (windows < n)).all()):
+                raise ResultError(f"{path}: an item result other than 0 or 1, or an item of no window")
+            check_derived(path, "last-word accuracy", acc["value"], float(np.mean(correct)), "item results")
+
+    return checked(path, check, s)
 
 
-def load_run(run_dir: Path, sets: list[str]) -> dict:
-    pruning = _load(EvaluatedModel(str(run_dir)).report)
-    cal = pruning.get("calibration") or {}
-    return {"dir": str(run_dir), "key": pruning["run"], "method": pruning["method"], "structure": pruning["structure"],
-            "sparsity": pruning["target_sparsity"], "calibration": cal.get("domain"), "pruning": pruning,
-            "sets": load_sets(run_dir, sets)}
+def read_zero_shot(path: Path, model: str, run: str, mask: int | None) -> dict:
+    """One model's accuracy on the named harness tasks, made for this run and mask; each task's
+    accuracy the mean of its items' results (a group's is the harness's aggregate)."""
+    z = read_json(path, "zero-shot", model=model, run=run, mask_crc32c=mask)
+
+    def check(z: dict) -> None:
+        for task, res in z["results"].items():
+            if "subtasks" not in res and res["item_correct"]:
+                check_derived(path, f"{task} {res['metric']}", res["value"], float(np.mean(res["item_correct"])),
+                              "item results")
+
+    return checked(path, check, z)
+
+
+def _shared(results: dict[str, dict], field: str, what: str) -> None:
+    """Results compared with each other must agree on ``field``: the first one that does not is
+    named with the first result."""
+    (first, ref), *rest = results.items()
+    for path, r in rest:
+        if r[field] != ref[field]:
+            raise ResultError(f"{path}: {what} than {first}")
+
+
+def load_results(job, model: str) -> tuple[dict, dict[str, dict]]:
+    """The dense model's and every run's results (``job``: ``actpat.settings.PruningReportJob``),
+    from their files (``actpat.paths.EvaluatedModel``), each checked; all made from one checkpoint,
+    and every model's perplexity on a set measured on the same windows. Returns the dense model and
+    the runs by key, each {"key", "mask", "sets": {set: perplexity}, ...}."""
+    read: dict[str, dict] = {}
+
+    def evaluated(files: EvaluatedModel, key: str, mask: int | None, sets: list[str], **about) -> dict:
+        out = {"key": key, "mask": mask, **about, "sets": {}}
+        for s in sets:
+            out["sets"][s] = read[files.perplexity(s)] = read_perplexity(files.perplexity(s), model, key, s, mask)
+        if job.zero_shot:
+            out["zero_shot"] = read[files.zeroshot] = read_zero_shot(files.zeroshot, model, key, mask)
+        return out
+
+    dense = evaluated(EvaluatedModel.dense(model), "dense", None, job.dense_sets)
+    runs = {}
+    for r in dict.fromkeys(job.validation1 + job.validation2):
+        files = EvaluatedModel.run(model, r.key)
+        pruning = read[files.report] = read_pruning(files.report, model, r)
+        runs[r.key] = evaluated(files, r.key, pruning["mask_crc32c"], job.sets_of(r), method=r.method,
+                                structure=r.structure, sparsity=r.sparsity, calibration=r.calibration, pruning=pruning)
+    _shared(read, "checkpoint_sha256", "made from another checkpoint")
+    for s in dict.fromkeys(r["set"] for r in read.values() if r["kind"] == "actpat.perplexity"):
+        _shared({p: r for p, r in read.items() if r.get("set") == s}, "window_ids", "evaluated on other windows")
+    return dense, runs
 
 
 def evaluation_dtype(dense: dict, runs: list[dict], zero_shot: pd.DataFrame | None = None) -> str:
@@ -251,14 +342,13 @@ def validation2_accuracy(runs: list[dict], n_boot: int, seed: int) -> tuple[pd.D
                     "holds": None if why else bool(ci[0] > 0), "undefined": why}
 
 
-def zero_shot_table(runs: list[dict], dense_dir: Path) -> pd.DataFrame:
-    """Accuracy of every model on the named harness tasks (``zeroshot.json``), with the harness's
-    standard error."""
+def zero_shot_table(runs: list[dict], dense: dict) -> pd.DataFrame:
+    """Accuracy of every model on the named harness tasks (``zeroshot.json``, read by
+    ``load_results``), with the harness's standard error."""
     rows = []
-    for label, path in [({"method": "dense", "structure": "-", "sparsity": 0.0, "calibration": "-"}, Path(dense_dir))] + [
+    for label, z in [({"method": "dense", "structure": "-", "sparsity": 0.0, "calibration": "-"}, dense["zero_shot"])] + [
             ({"method": r["method"], "structure": r["structure"], "sparsity": r["sparsity"], "calibration": r["calibration"] or "-"},
-             Path(r["dir"])) for r in runs]:
-        z = _load(EvaluatedModel(str(path)).zeroshot)
+             r["zero_shot"]) for r in runs]:
         for task, res in z["results"].items():
             rows.append({**label, "task": task, "kind": "group" if "subtasks" in res else "task", "metric": res["metric"],
                          "value": res["value"], "stderr": res["stderr"],
@@ -271,9 +361,9 @@ def _markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     return df.astype(object).where(df.notna(), None).to_markdown(index=False, floatfmt=floatfmt, missingval="")
 
 
-def write_pruning_report(job, run_dirs: list[Path], dense: Path, out_dir: Path, log=print) -> dict:
-    """The pruning_report job (``job``: ``actpat.settings.PruningReportJob``): ``run_dirs`` hold
-    each run's ``pruning.json`` and ``perplexity/<set>.json``; ``dense`` the dense model's."""
+def write_pruning_report(job, model: str, out_dir: Path, log=print) -> dict:
+    """The pruning_report job (``job``: ``actpat.settings.PruningReportJob``): the results of
+    ``model``'s runs and of its dense model (``load_results``)."""
     from actpat import plots
 
     general, n_boot, seed = job.general, job.bootstrap, job.seed
@@ -281,17 +371,10 @@ def write_pruning_report(job, run_dirs: list[Path], dense: Path, out_dir: Path, 
 
     out_dir = Path(out_dir)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-    dense_ppl = {"sets": load_sets(dense, job.dense_sets)}
-    by_key = {}
-    for d in run_dirs:
-        key = _load(EvaluatedModel(str(d)).report)["run"]
-        by_key[key] = Path(d)
-    missing = [r.key for r in job.validation1 + job.validation2 if r.key not in by_key]
-    if missing:
-        raise ValueError(f"pruning runs {missing} were not given")
-    r1 = [load_run(by_key[r.key], job.sets_of(r)) for r in job.validation1]
-    r2 = [load_run(by_key[r.key], job.sets_of(r)) for r in job.validation2]
-    zs = zero_shot_table(list({r["key"]: r for r in r1 + r2}.values()), Path(dense)) if job.zero_shot else None
+    dense_ppl, runs = load_results(job, model)
+    r1 = [runs[r.key] for r in job.validation1]
+    r2 = [runs[r.key] for r in job.validation2]
+    zs = zero_shot_table(list(runs.values()), dense_ppl) if job.zero_shot else None
     dtype = evaluation_dtype(dense_ppl, r1 + r2, zs)
     v1 = validation1_table(r1, dense_ppl, general, n_boot, seed)
     v1.to_csv(out_dir / "validation1.csv", index=False)
@@ -302,7 +385,6 @@ def write_pruning_report(job, run_dirs: list[Path], dense: Path, out_dir: Path, 
                                "target": t, "actual": a})
     layers = pd.DataFrame(layer_rows)
     layers.to_csv(out_dir / "layer_sparsity.csv", index=False)
-    model = r1[0]["pruning"]["model"] if r1 else ""
     from actpat.provenance import code_version, code_versions_in
 
     used = code_versions_in([r["pruning"] for r in r1 + r2]) | code_versions_in(dense_ppl)
@@ -352,6 +434,6 @@ def write_pruning_report(job, run_dirs: list[Path], dense: Path, out_dir: Path, 
     plots.layer_sparsity(layers, out_dir / "figures" / "layer_sparsity")
     plots.perplexity_by_sparsity(v1, out_dir / "figures" / "validation1_perplexity", general)
     (out_dir / "report.md").write_text("\n".join(md))
-    write_json(summary, out_dir / "summary.json")
+    write_json(summary, out_dir / "summary.json", "pruning-report")
     log("\n".join(md))
     return summary

@@ -146,6 +146,13 @@ def read_inventory(path: Path) -> dict[str, list[int]]:
     return inv["files"]
 
 
+def content_id(path: Path) -> int:
+    """A store's content identity: the CRC-32C its inventory records of every file's size and
+    CRC-32C, so a change of any file changes it (a result made from a store names the store by it)."""
+    read_inventory(path)
+    return json.loads((Path(path) / INVENTORY).read_text())["crc32c"]
+
+
 def _describe(key: str) -> str:
     """'array 'x', chunk c/0/1' for a file of a store."""
     parts = key.split("/")
@@ -492,28 +499,6 @@ def check_compatible(datasets: dict[str, xr.Dataset]) -> None:
         for key in SHARED_BY_REDUCED_STORES:
             if ds.attrs.get(key) != ref.attrs.get(key):
                 raise StoreError(f"{path}: {key} = {ds.attrs.get(key)!r} differs from {ref_path} ({ref.attrs.get(key)!r})")
-
-
-def write_json(obj, path: Path) -> None:
-    """A report as strict JSON: NaN (an undefined statistic) becomes null, numpy scalars plain."""
-
-    def clean(o):
-        if isinstance(o, dict):
-            return {str(k): clean(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [clean(v) for v in o]
-        if isinstance(o, (float, np.floating)):
-            return float(o) if np.isfinite(o) else None
-        if isinstance(o, np.integer):
-            return int(o)
-        if isinstance(o, np.ndarray):
-            return clean(o.tolist())
-        return o
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(clean(obj), indent=2, allow_nan=False))
-    os.replace(tmp, path)  # a reader never sees half a report
 
 
 def write_dataset(ds: xr.Dataset, path: Path) -> None:

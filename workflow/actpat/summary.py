@@ -8,7 +8,6 @@ counts of Llama2-7B on C4 (§2.4), the 9×9 LLMDcos matrix of its Figure 6 (§3.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -271,14 +270,22 @@ def code_version_section(reports: list, current: str | None) -> list[str]:
 
 
 def write_summary(job, findings: Path | None, pairs: list[Path], pruning: Path | None, out: Path) -> str:
-    """The summary job (``job``: ``actpat.settings.SummaryJob``)."""
+    """The summary job (``job``: ``actpat.settings.SummaryJob``): ``pairs`` are the summaries of
+    the configured pair sets, in their order. Every report read is checked against its checksum and
+    the model (and pair set) it must be made for."""
     import dataclasses
 
+    from actpat.errors import ResultError
     from actpat.provenance import code_version
+    from actpat.results import read_json
 
-    load = lambda p: json.loads(Path(p).read_text()) if p else None  # noqa: E731
+    model = job.model.name
     settings = {**dataclasses.asdict(job), "code_version": code_version()}
-    reports = [load(p) for p in pairs]
-    text = build_summary(load(findings), {r["pair_set"].removeprefix("pairs-"): r for r in reports}, load(pruning), settings)
+    if len(pairs) != len(job.pairs):
+        raise ResultError(f"{len(pairs)} pair-set summaries given for the {len(job.pairs)} configured pair sets")
+    reports = {name: read_json(p, "pairs", model=model, pair_set=spec.domain)
+               for p, (name, spec) in zip(pairs, job.pairs.items())}
+    text = build_summary(findings and read_json(findings, "findings", model=model), reports,
+                         pruning and read_json(pruning, "pruning-report", model=model), settings)
     Path(out).write_text(text)
     return text

@@ -132,6 +132,12 @@ def optional(flag, input, name):
     return f"{flag} {shlex.quote(str(input[name]))}" if name in input.keys() else ""
 
 
+def evaluated_run(w, input):
+    """`--mask <store> --run <key>` for a pruning run's evaluation job (the job refuses a mask made
+    for another run), nothing for the dense model's."""
+    return f"--mask {shlex.quote(str(input.mask))} --run {shlex.quote(w.run)}" if "mask" in input.keys() else ""
+
+
 def harness_task_files() -> list[str]:
     """The task YAML files under pruning.evaluation.accuracy.include_path: an edit reruns the
     zero-shot jobs (the data files a task points to are the user's to keep unchanged)."""

@@ -1,7 +1,9 @@
 # Validations 1-2: prune the scored matrices (method x target sparsity x calibration domain), then
 # measure perplexity on held-out text. A run's files (RUN, actpat.paths.EvaluatedModel) are named by
 # its key <calibration>/<method>/<structure>/<sparsity> (calibration "none": a method without
-# calibration data); the job is handed the run's settings, never the key to parse back.
+# calibration data); the prune job is handed the run's settings, never the key to parse back. An
+# evaluation job is told the key of the run (and the set) it evaluates, and refuses a mask (or
+# windows) made for another.
 
 
 rule calibration_windows:
@@ -94,7 +96,7 @@ rule perplexity:
         RUN.perplexity("{evalset}"),
     params:
         settings=encode(S.evaluate_job()),
-        mask=lambda w, input: optional("--mask", input, "mask"),
+        run=evaluated_run,
         device=S.runtime.device,
     threads: S.runtime.threads
     log:
@@ -108,8 +110,9 @@ rule perplexity:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m actpat perplexity --settings {params.settings:q} --model-dir {input.model:q} {params.mask} "
-        "--windows {input.windows:q} --device {params.device:q} --threads {threads} --out {output:q} 2> {log:q}"
+        "python -m actpat perplexity --settings {params.settings:q} --model-dir {input.model:q} {params.run} "
+        "--windows {input.windows:q} --set {wildcards.evalset:q} --device {params.device:q} --threads {threads} "
+        "--out {output:q} 2> {log:q}"
 
 
 use rule perplexity as perplexity_dense with:
@@ -135,7 +138,7 @@ rule zero_shot:
         RUN.zeroshot,
     params:
         settings=encode(S.zero_shot_job()),
-        mask=lambda w, input: optional("--mask", input, "mask"),
+        run=evaluated_run,
         device=S.runtime.device,
     threads: S.runtime.threads
     log:
@@ -149,7 +152,7 @@ rule zero_shot:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m actpat zero-shot --settings {params.settings:q} --model-dir {input.model:q} {params.mask} "
+        "python -m actpat zero-shot --settings {params.settings:q} --model-dir {input.model:q} {params.run} "
         "--device {params.device:q} --threads {threads} --out {output:q} 2> {log:q}"
 
 
@@ -183,8 +186,6 @@ rule pruning_report:
         layer_figure=report(f"{PRUNING_DIR}/figures/layer_sparsity.png", caption="../report/layer_sparsity.rst", category="4. Validation 1: layer-wise pruning"),
     params:
         settings=encode(S.pruning_report_job()),
-        runs=lambda w: [paths.EvaluatedModel.run(w.model, key).root for key in RUNS],
-        dense=lambda w: paths.EvaluatedModel.dense(w.model).root,
         out_dir=lambda w: paths.pruning_dir(w.model),
     log:
         "logs/{model}/pruning_report.log",
@@ -195,5 +196,5 @@ rule pruning_report:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m actpat pruning-report --settings {params.settings:q} --runs {params.runs:q} --dense {params.dense:q} "
+        "python -m actpat pruning-report --settings {params.settings:q} --model {wildcards.model:q} "
         "--out-dir {params.out_dir:q} 2> {log:q}"
