@@ -460,6 +460,104 @@ def test_sparsegpt_model_mask_store_holds_the_pruned_model(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
+# One statistic per distinct input
+
+
+def _layer_statistics(layer, make, share=True, windows=3):
+    from actpat.pruning import _collect
+
+    hidden = torch.randn(windows, 6, 32, generator=torch.Generator().manual_seed(1))
+    position_ids = torch.arange(6)[None]
+    call = {"args": (), "kwargs": {"position_embeddings": _rotary(position_ids), "attention_mask": None}}
+    names = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+             "mlp.up_proj", "mlp.down_proj"]
+    modules = [layer.get_submodule(n) for n in names]
+    statistics, _ = _collect(layer, modules, make, hidden, call, output=False, share=share)
+    return dict(zip(names, statistics))
+
+
+def _rotary(position_ids):
+    model = tiny_llama()
+    x = torch.zeros(1, position_ids.shape[1], 32)
+    return model.model.rotary_emb(x, position_ids)
+
+
+def test_modules_that_read_one_tensor_share_one_statistic():
+    """Found from what the hooks receive: q, k and v read one tensor, gate and up another; o and
+    down read their own (o's input has q's shape: shapes and names decide nothing)."""
+    from actpat.bases import InputGram
+
+    stats = _layer_statistics(tiny_llama().model.layers[0], InputGram)
+    q, k, v, o, gate, up, down = stats.values()
+    assert q is k is v and gate is up
+    assert len({id(s) for s in stats.values()}) == 4
+    apart = _layer_statistics(tiny_llama().model.layers[0], InputGram, share=False)
+    assert len({id(s) for s in apart.values()}) == 7
+    for name in stats:  # the same sums either way
+        assert torch.equal(stats[name].gram, apart[name].gram)
+
+
+def test_an_input_shared_on_one_window_only_is_refused():
+    """A module that reads its neighbour's tensor on the first window and a copy of it later (or
+    the reverse) would feed a shared statistic twice or not at all: the pass fails, naming it."""
+    from actpat.bases import InputNorms
+
+    layer = tiny_llama().model.layers[0]
+    calls = [0]
+
+    def copy_once(module, args):  # runs before the statistics' hook: k reads a copy on the second window
+        calls[0] += 1
+        return (args[0].clone(),) if calls[0] == 2 else None
+
+    layer.self_attn.k_proj.register_forward_pre_hook(copy_once)
+    with pytest.raises(PruningError, match="self_attn.k_proj read another input"):
+        _layer_statistics(layer, InputNorms)
+
+
+def test_a_tensor_changed_in_place_between_two_readers_is_not_shared():
+    from actpat.bases import InputNorms
+
+    layer = tiny_llama().model.layers[0]
+    layer.self_attn.v_proj.register_forward_pre_hook(lambda module, args: args[0].mul_(1.0))  # same values, a new version
+    stats = _layer_statistics(layer, InputNorms)
+    assert stats["self_attn.q_proj"] is stats["self_attn.k_proj"] and stats["self_attn.v_proj"] is not stats["self_attn.q_proj"]
+
+
+@pytest.mark.parametrize("method", ["sparsegpt", "wanda", "sparsegpt-owl"])
+def test_shared_statistics_prune_as_one_per_module(method, monkeypatch):
+    """Masks and weights bit for bit those of one statistic (one Gram, one factorization) per
+    module, as before the statistics were shared; SparseGPT factorizes 4 Grams per layer, not 7."""
+    import functools
+
+    from actpat import pruning
+    from actpat.allocations import Owl
+
+    def pruned(share):
+        calls = [0]
+        cholesky = torch.linalg.cholesky
+
+        def counted(*args, **kwargs):
+            calls[0] += 1
+            return cholesky(*args, **kwargs)
+
+        with monkeypatch.context() as m:
+            m.setattr(pruning, "_collect", functools.partial(pruning._collect, share=share))
+            m.setattr(torch.linalg, "cholesky", counted)
+            model = tiny_llama()
+            layout = weight_layout(model)
+            owl = AllocationInputs(layout.n_layers, (0.0, 0.99), settings=Owl(0.08, 5.0))  # its dense pass shares too
+            result = prune_model(model, layout, method, 0.6, calibration=_windows(64), inputs=owl)
+        return model.state_dict(), result, calls[0]
+
+    shared, shared_result, shared_calls = pruned(True)
+    apart, apart_result, apart_calls = pruned(False)
+    assert all(torch.equal(shared[k], apart[k]) for k in shared)
+    assert all(np.array_equal(a, b) for la, lb in zip(shared_result.masks, apart_result.masks) for a, b in zip(la, lb))
+    if method.startswith("sparsegpt"):  # two Cholesky factorizations per Gram matrix, 3 layers
+        assert (shared_calls, apart_calls) == (2 * 4 * 3, 2 * 7 * 3)
+
+
+# ----------------------------------------------------------------------------------------------
 # AlphaPruning
 
 

@@ -89,17 +89,39 @@ class Wanda(Base):
 
 class InputGram:
     """XᵀX over the calibration tokens of a module's input (float64; SparseGPT's Hessian up to a
-    constant factor, which neither its mask nor its update depends on)."""
+    constant factor, which neither its mask nor its update depends on). Modules that read the same
+    input share one (``actpat.pruning``), and so its factorization (``factor``)."""
 
     def __init__(self, module: nn.Module):
         import torch
 
         cols = module.weight.shape[1]
         self.gram = torch.zeros(cols, cols, dtype=torch.float64, device=module.weight.device)
+        self._factor = None
 
     def add_batch(self, x: torch.Tensor) -> None:
+        if self._factor is not None:
+            raise PruningError("calibration inputs added after the Gram matrix was factorized")
         x = x.reshape(-1, x.shape[-1]).double()
         self.gram.addmm_(x.T, x)
+
+    def factor(self, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the input features never active: zero diagonal, the upper Cholesky factor of
+        (XᵀX + λI)⁻¹ with λ = ``damp`` × the mean diagonal, a dead feature's diagonal taken as 1):
+        computed on the first call, for every module that reads this input; the Gram matrix itself
+        is dropped then (only the factor is needed)."""
+        import torch
+
+        if self._factor is None:
+            h = self.gram
+            dead = torch.diagonal(h) == 0
+            h[dead, dead] = 1.0
+            h.diagonal().add_(damp * torch.diagonal(h).mean())
+            u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+            self._factor, self.gram = (damp, dead, u), None
+        elif self._factor[0] != damp:
+            raise PruningError(f"one input's Gram matrix factorized with dampening {self._factor[0]} and {damp}")
+        return self._factor[1], self._factor[2]
 
 
 @dataclass(frozen=True)
@@ -136,12 +158,8 @@ class SparseGPT(Base):
         if nm and (self.block % nm[1] or cols % nm[1]):
             raise PruningError(f"SparseGPT's N:M needs the block ({self.block}) and the input width ({cols}) to be multiples of M = {nm[1]}")
         w = weight.detach().double().clone()
-        h = statistic.gram.clone()
-        dead = torch.diagonal(h) == 0
-        h[dead, dead] = 1.0
+        dead, u = statistic.factor(self.damp)
         w[:, dead] = 0.0
-        h.diagonal().add_(self.damp * torch.diagonal(h).mean())
-        u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
         mask = torch.zeros(rows, cols, dtype=torch.bool, device=weight.device)
         # Inside a block, `inner` columns at a time (N:M: one group of M, whose mask is chosen from the
         # weights as the columns before it left them). With the sub-block's mask known, one row's

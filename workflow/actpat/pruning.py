@@ -97,38 +97,60 @@ def _linear_modules(layer: nn.Module, layout: WeightLayout) -> list[nn.Module]:
     return mods
 
 
-def _collect(layer: nn.Module, modules: list[nn.Module], statistics: list, hidden: torch.Tensor, call: dict,
-             output: bool = True) -> torch.Tensor | None:
-    """Run the layer on every window with each module's statistic fed its inputs (``add_batch``);
-    returns the layer's output. Without ``output`` a window's pass stops once every module has had
-    its input (in a Llama layer before the down projection's product, a quarter of its matrix work)."""
+def _collect(layer: nn.Module, modules: list[nn.Module], make: Callable[[nn.Module], object], hidden: torch.Tensor,
+             call: dict, output: bool = True, share: bool = True) -> tuple[list, torch.Tensor | None]:
+    """Run the layer on every window with a statistic per distinct input fed that input
+    (``add_batch``); returns each module's statistic and the layer's output. Modules that read the
+    same tensor (the same object, not modified in place since: q, k and v of a Llama layer, gate and
+    up) share one statistic (``make(module)`` of the first of them), fed once per window: what the
+    forward hooks receive decides it on the first window, not the modules' names, and every later
+    window must agree. ``share=False``: one statistic per module (each fed its own copy of the sums).
+    Without ``output`` a window's pass stops once every module has had its input (in a Llama layer
+    before the down projection's product, a quarter of its matrix work)."""
+    statistics: list = [None] * len(modules)
+    names = {id(m): n for n, m in layer.named_modules()}
+    seen: list[tuple[torch.Tensor, int, object]] = []  # this window's inputs so far: (tensor, its version, statistic)
     fed: set[int] = set()
-    wanted = {id(mod) for mod, st in zip(modules, statistics) if st is not None}
 
-    def take(module, args, st):
-        st.add_batch(args[0].detach())
-        fed.add(id(module))
-        if not output and fed == wanted:
+    def take(j: int, module: nn.Module, args) -> None:
+        x = args[0]
+        owner = next((st for y, version, st in seen if y is x and x._version == version), None) if share else None
+        if owner is None:  # the first module to read x in this window
+            if statistics[j] is None:
+                statistics[j] = make(module)
+            elif any(statistics[j] is st for *_, st in seen):
+                raise PruningError(f"{names[id(module)]} read another input than the modules it shared one with on the "
+                                   "first calibration window")
+            statistics[j].add_batch(x.detach())
+            seen.append((x, x._version, statistics[j]))
+        elif statistics[j] is None:
+            statistics[j] = owner
+        elif statistics[j] is not owner:
+            raise PruningError(f"{names[id(module)]} read the input of another module, unlike on the first calibration window")
+        fed.add(j)
+        if not output and len(fed) == len(modules):
             raise _Stop
 
-    handles = [mod.register_forward_pre_hook(lambda module, args, st=st: take(module, args, st))
-               for mod, st in zip(modules, statistics) if st is not None]
+    handles = [mod.register_forward_pre_hook(lambda module, args, j=j: take(j, module, args))
+               for j, mod in enumerate(modules)]
     out = torch.empty_like(hidden) if output else None
     try:
         with torch.no_grad():
             for j in range(hidden.shape[0]):
                 fed.clear()
+                seen.clear()
                 try:
                     y = layer(hidden[j : j + 1], *call["args"], **call["kwargs"])
                 except _Stop:
                     continue
-                if fed != wanted:
+                if len(fed) != len(modules):
                     raise PruningError("a calibration pass did not reach every matrix of the layer")
                 out[j : j + 1] = y[0] if isinstance(y, tuple) else y
     finally:
+        seen.clear()
         for h in handles:
             h.remove()
-    return out
+    return statistics, out
 
 
 def _dense_layer_scores(layers, modules, hidden, call, statistic: Callable[[list[torch.Tensor]], float]) -> np.ndarray:
@@ -136,8 +158,7 @@ def _dense_layer_scores(layers, modules, hidden, call, statistic: Callable[[list
     matrices, each layer's inputs the dense previous layer's outputs (OWL's and DLP's signal)."""
     values = []
     for layer, mods in zip(layers, modules):
-        norms = [InputNorms(mod) for mod in mods]
-        hidden = _collect(layer, mods, norms, hidden, call)
+        norms, hidden = _collect(layer, mods, InputNorms, hidden, call)
         values.append(statistic([wanda_metric(mod.weight, n.sums) for mod, n in zip(mods, norms)]))
     return np.asarray(values, dtype=np.float64)
 
@@ -219,8 +240,7 @@ def _prune_layers(weights, layout: WeightLayout, base, ratios: np.ndarray, nm, p
     for i in range(n_layers):
         statistics = [None] * len(layout.matrices)
         if passes:
-            statistics = [base.statistic(mod) for mod in modules[i]]
-            _collect(layers[i], modules[i], statistics, hidden, call, output=False)
+            statistics, _ = _collect(layers[i], modules[i], base.statistic, hidden, call, output=False)
         masked = np.zeros(len(layout.matrices))
         packed.append([])
         with torch.no_grad():
