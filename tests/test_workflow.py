@@ -114,7 +114,10 @@ def test_smoke_workflow_end_to_end(smoke_run):
     assert np.asarray(sg["alpha"]["matrix_alpha"]).shape == (30, 7) and sg["base_options"] == {"block": 128, "damp": 0.01}
     assert abs(np.mean(sg["layer_sparsity_target"]) - 0.5) < 1e-9 and np.std(sg["layer_sparsity_target"]) > 0
     sg_mask = open_mask(pr / "runs/code/sparsegpt-alpha/unstructured/0.5/mask.zarr")
-    assert sg_mask.attrs["changed_weights"] and "mlp.down_proj.weight" in sg_mask
+    # only the kept weights, in the checkpoint's dtype (float32: the embedded model is de-quantized)
+    assert sg_mask.attrs["kept_weights"] == "float32" and "mlp.down_proj.weight" not in sg_mask
+    kept = sum(sg_mask[f"{m}.kept"].size for m in sg_mask.attrs["matrices"])
+    assert kept == round((1 - sg["overall_sparsity"]) * 30 * sum(r * c for r, c in sg_mask.attrs["shapes"]))
     nm = json.loads((pr / "runs/code/wanda/2of4/0.5/pruning.json").read_text())
     assert nm["layer_sparsity_actual"] == [0.5] * 30
     summary = json.loads((pr / "summary.json").read_text())

@@ -23,11 +23,15 @@ from actpat.registry import base
 class Base:
     """What the layer loop asks of a base: which weights it compares (``per_row``, or ``block``
     columns at a time, else the whole matrix), whether its prune step changes the kept weights,
-    its per-module calibration statistic (None: needs no data) and its prune step."""
+    its per-module calibration statistic (None: needs no data) and its prune step. A base that
+    changes the kept weights rounds them to ``precision`` (the dense checkpoint's dtype, set by the
+    layer loop; None: the weights' own), so that the model pruned is the model its mask store holds
+    and the layers after it are calibrated on that model."""
 
     per_row = False
     block: int | None = None
     changes_weights = False
+    precision = None  # torch.dtype
 
     def expected_share(self, shape, ratio: float, nm) -> float:
         from actpat.masks import expected_share
@@ -139,7 +143,9 @@ class SparseGPT(Base):
     weight's error is compensated in the row's remaining weights by the optimal-brain-surgeon
     update. Input features never active on the calibration data (zero diagonal) have their weights
     zeroed, as in the authors' code. The kept weights change, so a pruned model is the dense
-    checkpoint plus its mask plus these weights. Computed in float64."""
+    checkpoint plus its mask plus these weights, rounded from float64 once to the checkpoint's
+    dtype (the authors write them back into the model's half-precision tensors). Computed in
+    float64."""
 
     changes_weights = True
 
@@ -194,5 +200,5 @@ class SparseGPT(Base):
                 v.masked_fill_(m1[:, s1:s2], 0.0)
                 w1[:, s2:] -= e @ u1[s1:s2, s2:]
             w[:, c2:] -= err @ u[c1:c2, c2:]
-        weight.copy_(w.to(weight.dtype))  # the pruned weights are exact zeros in w
+        weight.copy_(w.to(self.precision or weight.dtype))  # rounded once; the pruned weights are exact zeros in w
         return mask

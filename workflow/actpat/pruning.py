@@ -175,7 +175,9 @@ class PruneResult:
     zeros_after: np.ndarray  # share of exactly-zero weights per layer after pruning
     allocation: dict = field(default_factory=dict)  # what the allocation used (counts, outlier shares, ...)
     masks: list = field(default_factory=list)  # [layer][matrix] pruned weights as packed bits (uint8)
-    weights: list | None = None  # [layer][matrix] the kept weights, for bases that change them (float32)
+    # [layer][matrix] for bases that change the kept weights: their values in the mask's order (the
+    # kept entries row by row), 1-D, in the checkpoint's dtype (``precision``)
+    kept: list | None = None
 
 
 def prune_model(
@@ -188,11 +190,14 @@ def prune_model(
     inputs: AllocationInputs | None = None,
     progress=None,
     base_options: dict | None = None,
+    precision: str | None = None,
 ) -> PruneResult:
     """Prune ``model`` in place; returns the per-layer targets and the measured sparsities.
     ``calibration`` (window, position) token ids are needed by calibrated methods; ``inputs`` holds
     what the method's allocation uses (bounds (0, 0.99) and nothing else by default);
-    ``base_options`` are the base's settings (SparseGPT: ``block``, ``damp``)."""
+    ``base_options`` are the base's settings (SparseGPT: ``block``, ``damp``); ``precision`` is the
+    dense checkpoint's dtype, to which a base that changes the kept weights rounds them (None: the
+    model's own)."""
     if isinstance(method, str):
         method = methods.method(method)
     if not 0.0 <= sparsity < 1.0:
@@ -202,6 +207,10 @@ def prune_model(
         raise PruningError(f"N:M structure applies to uniform allocations, not {method.name} (its sparsity varies by layer)")
     target = nm[0] / nm[1] if nm else sparsity
     base = method.base_declaration.implementation(**(base_options or {}))
+    if precision and base.changes_weights:
+        from actpat.models import torch_dtype
+
+        base.precision = torch_dtype(precision)
     _, layers = find_decoder_layers(model)
     weights = layer_weights(model, layout)
     device = weights[0][0].device
@@ -229,12 +238,12 @@ def _prune_layers(weights, layout: WeightLayout, base, ratios: np.ndarray, nm, p
                   progress=None, keep: bool = False) -> PruneResult:
     """Prune layer ``i`` to ``ratios[i]``, first to last; with ``passes`` each layer's calibration
     statistics are fed the pruned previous layer's outputs. With ``keep`` the masks (packed bits)
-    and changed weights are kept for the mask store."""
+    and the kept weights' values (where the base changes them) are kept for the mask store."""
     n_layers = layout.n_layers
     expected, actual, zeros_after = np.zeros(n_layers), np.zeros(n_layers), np.zeros(n_layers)
     sizes = np.asarray([r * c for r, c in layout.shapes], dtype=np.float64)
     packed: list[list[np.ndarray]] = []
-    changed: list[list[np.ndarray]] = [[] for _ in range(n_layers)]
+    kept: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
     if passes:
         layers, modules, hidden, call = passes
     for i in range(n_layers):
@@ -251,7 +260,7 @@ def _prune_layers(weights, layout: WeightLayout, base, ratios: np.ndarray, nm, p
                 if keep:
                     packed[i].append(np.packbits(mask.cpu().numpy(), axis=1, bitorder="little"))
                     if base.changes_weights:
-                        changed[i].append(w.detach().float().cpu().numpy())
+                        kept[i].append(w.detach().masked_select(~mask).to(base.precision or w.dtype).cpu())
         shares = [base.expected_share(s, ratios[i], nm) for s in layout.shapes]
         expected[i] = float(np.dot(shares, sizes) / sizes.sum())
         actual[i] = masked.sum() / sizes.sum()
@@ -260,7 +269,7 @@ def _prune_layers(weights, layout: WeightLayout, base, ratios: np.ndarray, nm, p
             hidden = _run_layer(layers[i], hidden, call)  # the pruned layer feeds the next one
         if progress:
             progress(i)
-    return PruneResult(ratios, actual, expected, zeros_after, {}, packed, changed if base.changes_weights and keep else None)
+    return PruneResult(ratios, actual, expected, zeros_after, {}, packed, kept if base.changes_weights and keep else None)
 
 
 def _trial(model: nn.Module, weights, layout: WeightLayout, base, ratios: np.ndarray, nm, calibration: torch.Tensor,
@@ -302,6 +311,9 @@ def check_sparsity(ratios: np.ndarray, actual: np.ndarray, expected: np.ndarray,
 # The prune job
 
 
+COMPUTE_DTYPE = "float32"  # the prune job's model (SparseGPT computes in float64 inside it)
+
+
 @dataclass(frozen=True)
 class PruneFiles:
     """A prune job's files: what it reads besides the model, and the pruned model it writes."""
@@ -315,7 +327,8 @@ class PruneFiles:
 def prune_checkpoint(job, model: ModelRef, files: PruneFiles, runtime: JobRuntime) -> dict:
     """The prune job (``job``: ``actpat.settings.PruneJob``): prune a prepared checkpoint with the
     run's method; write the pruned model as a mask store (the dense checkpoint plus the mask is the
-    pruned model) and a report of per-layer targets and sparsities. Pruning computes in float32."""
+    pruned model) and a report of per-layer targets and sparsities. Pruning computes in float32;
+    weights it changes are rounded to the checkpoint's dtype and stored in it."""
     import sys
 
     from tqdm import tqdm
@@ -326,7 +339,7 @@ def prune_checkpoint(job, model: ModelRef, files: PruneFiles, runtime: JobRuntim
     from actpat.store import open_reduction, open_samples, window_tokens, write_json, write_mask
 
     run, log = job.run, runtime.log
-    loaded = start(f"pruning {run.key}", model, runtime, "float32")
+    loaded = start(f"pruning {run.key}", model, runtime, COMPUTE_DTYPE)
     layout = loaded.layout
     report = {"model": model.name, "run": run.key, "method": run.method, "structure": run.structure,
               "target_sparsity": run.sparsity, "checkpoint_sha256": loaded.checkpoint["checkpoint_sha256"],
@@ -349,7 +362,7 @@ def prune_checkpoint(job, model: ModelRef, files: PruneFiles, runtime: JobRuntim
         + (f", {len(calibration)} calibration windows of {calibration.shape[1]} tokens" if calibration is not None else ""))
     bar = tqdm(total=layout.n_layers, desc="pruning", unit="layer", file=sys.stderr, mininterval=5, ascii=True)
     result = prune_model(loaded.model, layout, run.method, run.sparsity, run.structure, calibration, inputs,
-                         progress=lambda i: bar.update(1), base_options=base_options)
+                         progress=lambda i: bar.update(1), base_options=base_options, precision=loaded.checkpoint["dtype"])
     bar.close()
     if "density" in result.allocation:
         result.allocation["density"]["store"] = str(files.density)
@@ -362,7 +375,7 @@ def prune_checkpoint(job, model: ModelRef, files: PruneFiles, runtime: JobRuntim
     if loaded.device == "cuda":
         report["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     log(f"overall sparsity {report['overall_sparsity']:.4f}; per layer {result.actual.min():.4f}..{result.actual.max():.4f}")
-    write_mask(files.mask, layout, result.masks, mask_attrs(report, loaded.checkpoint), weights=result.weights)
+    write_mask(files.mask, layout, result.masks, mask_attrs(report, loaded.checkpoint), kept=result.kept)
     write_json(report, files.report)
     log(f"done in {loaded.seconds():.1f}s -> {files.report}")
     return report
