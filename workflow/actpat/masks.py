@@ -106,8 +106,9 @@ def apply_mask(model: nn.Module, layout: WeightLayout, mask) -> float:
             bits = mask[name].values
             for i in range(layout.n_layers):
                 w = weights[i][j]
-                m = torch.from_numpy(np.unpackbits(bits[i], axis=1, count=cols, bitorder="little").view(bool)).to(w.device)
-                n_pruned = int(m.sum())
+                unpacked = np.unpackbits(bits[i], axis=1, count=cols, bitorder="little").view(bool)
+                n_pruned = int(np.count_nonzero(unpacked))  # numpy counts bools in one pass; torch widens them first
+                m = torch.from_numpy(unpacked).to(w.device)
                 if kept:
                     values = kept_values(mask, name, i)
                     if values.numel() != m.numel() - n_pruned:
