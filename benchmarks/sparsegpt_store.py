@@ -15,7 +15,7 @@ documents with the bootstrap 95% interval over windows, in each of ``--eval-dtyp
 as the perplexity job makes it (eager attention on the CPU; before: the dense checkpoint in that
 dtype with the float32 weights copied in, as the old reader did; after: ``actpat.masks.apply_mask``).
 
-  python benchmarks/sparsegpt_store.py --model-dir resources/models/smollm2-135m [--random-1p5b --layers 2]
+  python benchmarks/sparsegpt_store.py --model-dir resources/models/smollm2-135m [--random-1p5b [--random-only] --layers 2]
       [--sparsity 0.5] [--domain enwiki-excerpt] [--windows 16 --eval-windows 32 --seq-len 256]
       [--eval-dtypes float32 bfloat16] [--threads 2] [--workdir /tmp/actpat-sparsegpt-store]
 """
@@ -51,7 +51,7 @@ def write_before(path: Path, layout, pruned) -> None:
                                dtype="float32", fill_value=0.0, compressors=_compressor(),
                                dimension_names=["layer", f"{name}.row", f"{name}.col"])
         for i in range(layout.n_layers):
-            w[i] = pruned[i][j].float().numpy()
+            w[i] = pruned[i][j].detach().float().numpy()
 
 
 def random_checkpoint(work: Path, tokenizer_dir: Path, layers: int) -> Path:
@@ -150,6 +150,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", type=Path, required=True, help="a prepared checkpoint (and the random model's tokenizer)")
     ap.add_argument("--random-1p5b", action="store_true", help="also a random Qwen2-1.5B-shaped model in bfloat16")
+    ap.add_argument("--random-only", action="store_true", help="only the random model")
     ap.add_argument("--layers", type=int, default=28, help="decoder layers of the random model")
     ap.add_argument("--sparsity", type=float, default=0.5)
     ap.add_argument("--domain", default="enwiki-excerpt", help="packaged domain of the calibration and evaluation text")
@@ -163,8 +164,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.workdir.mkdir(parents=True, exist_ok=True)
-    measure(args.model_dir, args, 1.0)
-    if args.random_1p5b:
+    if not args.random_only:
+        measure(args.model_dir, args, 1.0)
+    if args.random_1p5b or args.random_only:
         measure(random_checkpoint(args.workdir, args.model_dir, args.layers), args, 28 / args.layers)
 
 
