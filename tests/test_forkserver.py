@@ -179,6 +179,33 @@ def test_a_held_checkpoint_whose_files_changed_is_loaded_again(tiny_checkpoint, 
         modeljob.HELD.clear()
 
 
+def test_the_server_holds_what_a_model_job_loads_where_it_can_tell_without_cuda(monkeypatch):
+    """Prune: float32; evaluation and scoring: their dtype, ``auto`` resolved as the job resolves
+    it on the CPU, and not at all where the job may run on a GPU (only CUDA could tell)."""
+    import torch
+
+    from actpat.models import pick_dtype
+    from actpat.modeljob import checkpoint_loaded
+    from actpat.settings import EvaluateJob, PruneJob, PruningRun
+    from actpat.settings_json import encode
+
+    def evaluation(dtype, device):
+        return ["perplexity", "--settings", encode(EvaluateJob(dtype, 0, 0)), "--model-dir", "m", "--windows", "w",
+                "--device", device, "--out", "o"]
+
+    prune = PruneJob(PruningRun("wanda", "unstructured", 0.5, "code"), (0.0, 0.99), None, None)
+    assert checkpoint_loaded(["prune", "--settings", encode(prune), "--model-dir", "m", "--model", "m", "--device", "cuda",
+                              "--mask", "k", "--report", "r"]) == (Path("m"), "float32")
+    assert checkpoint_loaded(evaluation("auto", "cpu")) == (Path("m"), pick_dtype("auto", "cpu"))
+    assert checkpoint_loaded(evaluation("bfloat16", "auto")) == (Path("m"), "bfloat16")
+    assert checkpoint_loaded(["perplexity", "--nonsense"]) is None and checkpoint_loaded(["summary"]) is None
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
+    assert checkpoint_loaded(evaluation("auto", "auto")) is None
+    assert checkpoint_loaded(evaluation("auto", "cpu")) == (Path("m"), pick_dtype("auto", "cpu"))
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: False)
+    assert checkpoint_loaded(evaluation("auto", "auto")) == (Path("m"), pick_dtype("auto", "cpu"))
+
+
 def test_jobs_without_torch_fork_from_a_server_without_it(server):
     """A report job goes to the light server, which imports its libraries when that job comes; the
     torch server imports nothing until a job of its own comes."""

@@ -445,11 +445,10 @@ def _stream(fd: int, like, line: bool, unbuffered: bool):
 
 
 def _hold(conn: socket.socket, argv: list[str]) -> None:
-    """Hold the checkpoint the job will load (``actpat.cli.checkpoint_loaded``), loading it now
+    """Hold the checkpoint the job will load (``actpat.modeljob.checkpoint_loaded``), loading it now
     unless it is held with its files unchanged; the job is told to wait meanwhile. A checkpoint
     that fails to load is left to the job, which reports the error as a plain job would."""
-    from actpat.cli import checkpoint_loaded
-    from actpat.modeljob import held, hold
+    from actpat.modeljob import checkpoint_loaded, held, hold
 
     wanted = checkpoint_loaded(argv)
     if wanted is None or held(*wanted)[0] is not None:
