@@ -207,17 +207,23 @@ def test_the_server_holds_what_a_model_job_loads_where_it_can_tell_without_cuda(
 
 
 def test_jobs_without_torch_fork_from_a_server_without_it(server):
-    """A report job goes to the light server, which imports its libraries when that job comes; the
-    torch server imports nothing until a job of its own comes."""
+    """A report job goes to the light server, which imports its libraries once it has forked that
+    job; the torch server imports nothing until a job of its own comes."""
     directory, work = server
+
+    def imported(kind: str) -> bool:  # the server's imports follow its first job: wait for them
+        end = time.time() + 120
+        while "imported" not in (work / f"logs/threads-1-{kind}.log").read_text() and time.time() < end:
+            time.sleep(0.2)
+        return "imported" in (work / f"logs/threads-1-{kind}.log").read_text()
+
     res = actpat(["summary", "--help"], job_env(directory), work)
     assert res.returncode == 0 and "SummaryJob" in res.stdout, res.stderr[-2000:]
     assert "forked by the fork server (light)" in res.stderr, res.stderr[-2000:]
-    assert "imported" in (work / "logs/threads-1-light.log").read_text()
-    assert (work / "logs/threads-1-torch.log").read_text() == ""
+    assert imported("light") and (work / "logs/threads-1-torch.log").read_text() == ""
     res = actpat(["--version"], job_env(directory), work)
     assert res.returncode == 0 and "forked by the fork server (torch)" in res.stderr
-    assert "imported" in (work / "logs/threads-1-torch.log").read_text()
+    assert imported("torch")
 
 
 def test_the_light_server_imports_no_torch():

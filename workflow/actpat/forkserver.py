@@ -13,8 +13,9 @@ signals it gets.
 
 Two kinds of server (``KINDS``): ``torch`` for the jobs that run a model or a tokenizer, ``light``
 for the reductions and reports, which import no torch (``actpat.cli.NO_TORCH``) and so neither
-wait for nor fork from a process that holds it. A server imports its libraries when its first job
-comes, not before: a run that needs none of its jobs (``snakemake -R summary``) never pays for it.
+wait for nor fork from a process that holds it. A server imports its libraries once it has forked
+its first job, not before: a run that needs none of its jobs (``snakemake -R summary``) never pays
+for them, and a run of one job waits for nothing it does not use.
 The torch server also holds the prepared checkpoint a model job loads (``actpat.modeljob.hold``),
 loaded and checked once per model and dtype, before it forks the job: the job takes it from memory
 shared copy-on-write (``actpat.modeljob.start``), after checking that the checkpoint's files are
@@ -246,9 +247,9 @@ def stop(servers: list[subprocess.Popen], directory: Path) -> None:
 
 
 def serve(path: Path, parent: int, kind: str = "torch") -> None:
-    """Listen at ``path``, import the modules of ``kind`` (``KINDS``) when the first job comes (it
-    waits for them rather than start cold), then fork a child per accepted job until ``parent``
-    ends or SIGTERM comes."""
+    """Listen at ``path``; fork a child per accepted job until ``parent`` ends or SIGTERM comes.
+    The modules of ``kind`` (``KINDS``) are imported once the first job is forked (it imports what it
+    needs itself, meanwhile), so that a run of one job waits for nothing it does not use."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     path.unlink(missing_ok=True)
@@ -265,10 +266,10 @@ def serve(path: Path, parent: int, kind: str = "torch") -> None:
             except TimeoutError:
                 continue
             with conn:
-                if not ready:
-                    _ready(path, kind, env)
-                    ready = True
                 _hand_over(conn, listener, cwd, env, kind)
+            if not ready:  # after the first job, which imports what it needs as a plain job would
+                _ready(path, kind, env)
+                ready = True
     finally:
         listener.close()
         path.unlink(missing_ok=True)
