@@ -43,7 +43,7 @@ def main():
     work = Path(args.workdir)
     mask, windows = make_inputs(work)
     sys.path.insert(0, str(ROOT / "workflow"))
-    from actpat.evaluate import bootstrap_perplexity
+    from actpat.stats import bootstrap_perplexity
     from actpat.settings import EvaluateJob
     from actpat.settings_json import encode
 

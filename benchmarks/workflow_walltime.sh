@@ -17,6 +17,7 @@ run() {  # name, extra args...
             $(find "$dir/logs" \( -path "$dir/logs/*/$rule/*" -o -path "$dir/logs/*/$rule.bench.tsv" \) -name "*.bench.tsv")
     done
     "$ROOT/.venv/bin/python" "$ROOT/benchmarks/run_timeline.py" "$dir/run.log" --cores "$(nproc)" --top 5
+    "$ROOT/.venv/bin/python" "$ROOT/benchmarks/startup_sums.py" "$dir"
 }
 [[ $which == smoke || $which == both ]] && run smoke --configfile "$ROOT/tests/config/smoke.yaml"
 [[ $which == default || $which == both ]] && run default

@@ -83,6 +83,157 @@ def test_a_forked_job_writes_what_a_plain_job_writes(server, tiny_checkpoint):
     assert missing.returncode == 2 and "not a valid PruneJob" in missing.stderr
 
 
+def _model_job_files(work: Path, checkpoint: Path) -> tuple[Path, Path]:
+    """Calibration and evaluation windows of packaged text for the tiny checkpoint."""
+    from actpat.samples import write_windows
+    from actpat.settings import TextSource, WindowJob
+
+    text = TextSource("code", {"source": "packaged", "name": "python-stdlib"})
+    calibration, evaluation = work / "calibration.zarr", work / "eval.zarr"
+    write_windows(WindowJob("calibration", text, 4, 32, 0, 0.2), checkpoint, calibration, log=lambda m: None)
+    write_windows(WindowJob("evaluation", text, 4, 32, None, None), checkpoint, evaluation, log=lambda m: None)
+    return calibration, evaluation
+
+
+def _store_bytes(store: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(store)): f.read_bytes() for f in sorted(store.rglob("*")) if f.is_file()}
+
+
+def test_model_jobs_take_the_checkpoint_the_server_holds_and_write_the_same_bytes(server, tiny_checkpoint):
+    """A prune job (SparseGPT: a mask and changed weights) and perplexity jobs on its mask, forked
+    from the server, take the checkpoint it loaded and checked once per dtype, and write what plain
+    jobs write, byte for byte (the jobs' own time aside); a checkpoint file touched since makes the
+    server load it again."""
+    import shutil
+
+    from actpat.models import pick_dtype
+    from actpat.settings import EvaluateJob, PruneJob, PruningRun
+    from actpat.settings_json import encode
+
+    directory, work = server
+    checkpoint = work / "tiny"
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    calibration, evaluation = _model_job_files(work, checkpoint)
+    prune = PruneJob(PruningRun("sparsegpt", "unstructured", 0.5, "code"), (0.0, 0.99), None, {"block": 16, "damp": 0.01})
+    common = ["--model-dir", str(checkpoint), "--model", "tiny", "--device", "cpu", "--threads", "1"]
+    outs = {}
+    for how, env in (("plain", job_env(None)), ("forked", job_env(directory))):
+        mask = work / f"{how}-mask.zarr"
+        res = actpat(["prune", "--settings", encode(prune), *common, "--calibration", calibration, "--mask", mask,
+                      "--report", work / f"{how}-pruning.json"], env, work)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert ("held by the fork server" in res.stderr) == (how == "forked"), res.stderr[-2000:]
+        results = []
+        for k in range(2):
+            out = work / f"{how}-perplexity-{k}.json"
+            res = actpat(["perplexity", "--settings", encode(EvaluateJob("auto", 0, 0)), *common, "--mask", mask,
+                          "--windows", evaluation, "--out", out], env, work)
+            assert res.returncode == 0, res.stderr[-2000:]
+            assert ("held by the fork server" in res.stderr) == (how == "forked"), res.stderr[-2000:]
+            results.append({k: v for k, v in json.loads(out.read_text()).items() if k != "seconds"})
+        assert results[0] == results[1]
+        outs[how] = (_store_bytes(mask), json.loads((work / f"{how}-pruning.json").read_text()), results[0])
+    assert outs["plain"][0] == outs["forked"][0]  # the mask store, every file
+    assert outs["plain"][2] == outs["forked"][2] and outs["plain"][2]["perplexity"] > 1
+    plain_report, forked_report = ({k: v for k, v in r.items() if k != "seconds"} for r in (outs["plain"][1], outs["forked"][1]))
+    assert plain_report == forked_report
+    log = (work / "logs/threads-1-torch.log").read_text()
+    dtypes = {"float32", pick_dtype("auto", "cpu")}  # prune's, the evaluation's: each loaded once
+    assert log.count("holds") == len(dtypes) and all(f"in {d}, loaded" in log for d in dtypes)
+    # a file of the checkpoint touched: the server checks and loads it again before it forks the job
+    os.utime(checkpoint / "config.json")
+    res = actpat(["perplexity", "--settings", encode(EvaluateJob("auto", 0, 0)), *common, "--mask", work / "forked-mask.zarr",
+                  "--windows", evaluation, "--out", work / "again.json"], job_env(directory), work)
+    assert res.returncode == 0 and "held by the fork server" in res.stderr, res.stderr[-2000:]
+    assert (work / "logs/threads-1-torch.log").read_text().count("holds") == len(dtypes) + 1
+
+
+def test_a_held_checkpoint_whose_files_changed_is_loaded_again(tiny_checkpoint, tmp_path):
+    """What a forked job checks (the server may hold a copy loaded before a file was written): each
+    file's size, times and inode against the server's; a change, and the job loads the checkpoint
+    itself and says why."""
+    import shutil
+
+    import torch
+
+    from actpat import modeljob
+
+    checkpoint = tmp_path / "tiny"
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    lines: list[str] = []
+    runtime = modeljob.JobRuntime("cpu", 1, log=lines.append)
+    model = modeljob.ModelRef.at(checkpoint)
+    try:
+        modeljob.hold(checkpoint, "float32")
+        warm = modeljob.start("test", model, runtime, "float32")
+        assert "held by the fork server" in lines[-1] and warm.model is modeljob.HELD[modeljob._key(checkpoint, "float32")].model
+        cold = modeljob.start("test", model, runtime, "bfloat16")
+        assert "holds no copy of it in bfloat16; loading it" in lines[-2] and "checked and loaded" in lines[-1]
+        os.utime(checkpoint / "tokenizer.json", ns=(0, 0))
+        again = modeljob.start("test", model, runtime, "float32")
+        assert "its files changed since the fork server loaded them (tokenizer.json); loading it" in lines[-2]
+        assert again.model is not warm.model
+        assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(), warm.model.state_dict().values()))
+        assert cold.dtype == "bfloat16"
+    finally:
+        modeljob.HELD.clear()
+
+
+def test_the_server_holds_what_a_model_job_loads_where_it_can_tell_without_cuda(monkeypatch):
+    """Prune: float32; evaluation and scoring: their dtype, ``auto`` resolved as the job resolves
+    it on the CPU, and not at all where the job may run on a GPU (only CUDA could tell)."""
+    import torch
+
+    from actpat.models import pick_dtype
+    from actpat.modeljob import checkpoint_loaded
+    from actpat.settings import EvaluateJob, PruneJob, PruningRun
+    from actpat.settings_json import encode
+
+    def evaluation(dtype, device):
+        return ["perplexity", "--settings", encode(EvaluateJob(dtype, 0, 0)), "--model-dir", "m", "--windows", "w",
+                "--device", device, "--out", "o"]
+
+    prune = PruneJob(PruningRun("wanda", "unstructured", 0.5, "code"), (0.0, 0.99), None, None)
+    assert checkpoint_loaded(["prune", "--settings", encode(prune), "--model-dir", "m", "--model", "m", "--device", "cuda",
+                              "--mask", "k", "--report", "r"]) == (Path("m"), "float32")
+    assert checkpoint_loaded(evaluation("auto", "cpu")) == (Path("m"), pick_dtype("auto", "cpu"))
+    assert checkpoint_loaded(evaluation("bfloat16", "auto")) == (Path("m"), "bfloat16")
+    assert checkpoint_loaded(["perplexity", "--nonsense"]) is None and checkpoint_loaded(["summary"]) is None
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
+    assert checkpoint_loaded(evaluation("auto", "auto")) is None
+    assert checkpoint_loaded(evaluation("auto", "cpu")) == (Path("m"), pick_dtype("auto", "cpu"))
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: False)
+    assert checkpoint_loaded(evaluation("auto", "auto")) == (Path("m"), pick_dtype("auto", "cpu"))
+
+
+def test_jobs_without_torch_fork_from_a_server_without_it(server):
+    """A report job goes to the light server, which imports its libraries once it has forked that
+    job; the torch server imports nothing until a job of its own comes."""
+    directory, work = server
+
+    def imported(kind: str) -> bool:  # the server's imports follow its first job: wait for them
+        end = time.time() + 120
+        while "imported" not in (work / f"logs/threads-1-{kind}.log").read_text() and time.time() < end:
+            time.sleep(0.2)
+        return "imported" in (work / f"logs/threads-1-{kind}.log").read_text()
+
+    res = actpat(["summary", "--help"], job_env(directory), work)
+    assert res.returncode == 0 and "SummaryJob" in res.stdout, res.stderr[-2000:]
+    assert "forked by the fork server (light)" in res.stderr, res.stderr[-2000:]
+    assert imported("light") and (work / "logs/threads-1-torch.log").read_text() == ""
+    res = actpat(["--version"], job_env(directory), work)
+    assert res.returncode == 0 and "forked by the fork server (torch)" in res.stderr
+    assert imported("torch")
+
+
+def test_the_light_server_imports_no_torch():
+    code = ("import sys; from actpat.forkserver import _preload; _preload('light'); "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT / "workflow")},
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr[-2000:]
+
+
 def test_a_job_in_another_environment_runs_plainly(server):
     directory, work = server
     res = actpat(["--version"], job_env(directory, ACTPAT_SOMETHING_ELSE="1"), work)

@@ -196,7 +196,8 @@ def test_sparsity_check_fails_loudly():
 
 @pytest.mark.slow
 def test_perplexity_of_the_default_model_matches_transformers(smollm2):
-    from actpat.evaluate import bootstrap_perplexity, perplexity, window_nll
+    from actpat.evaluate import window_nll
+    from actpat.stats import bootstrap_perplexity, perplexity
     from actpat.samples import eval_windows
     from actpat.sources import Document
 
@@ -436,27 +437,208 @@ def test_sparsegpt_reconstructs_the_layer_output_better_than_its_mask_alone():
     assert err(lin.weight.detach()) < 0.8 * err(masked_only) and err(lin.weight.detach()) < err(magnitude)
 
 
-def test_sparsegpt_model_mask_store_holds_the_pruned_model(tmp_path):
-    """A SparseGPT-pruned model is the dense checkpoint + its mask + its changed weights: written
-    to a mask store and applied to a fresh dense model, it gives the same weights bit for bit."""
+@pytest.mark.parametrize("precision", [None, "bfloat16", "float16"])
+def test_sparsegpt_model_mask_store_holds_the_pruned_model(tmp_path, precision):
+    """A SparseGPT-pruned model is the dense checkpoint + its mask + its kept weights, rounded once
+    to the checkpoint's dtype (``precision``; None: the float32 model's own) and stored in it, only
+    the kept ones, in the mask's order: applied to a fresh dense model of that dtype it gives the
+    pruned weights bit for bit (and in float32, their exact values)."""
     from actpat.decoder import layer_weights
     from actpat.masks import apply_mask
     from actpat.store import open_mask, write_mask
 
+    dtype = getattr(torch, precision or "float32")
+    model = tiny_llama().to(dtype).float()  # the checkpoint's values, pruned in float32 as the prune job does
+    layout = weight_layout(model)
+    dense = [[w.clone() for w in layer] for layer in layer_weights(model, layout)]
+    result = prune_model(model, layout, "sparsegpt", 0.6, calibration=_windows(64), base_options={"block": 16, "damp": 0.01},
+                         precision=precision)
+    np.testing.assert_allclose(result.actual, result.expected)
+    assert abs(result.actual.mean() - 0.6) < 0.01 and result.kept is not None
+    write_mask(tmp_path / "mask.zarr", layout, result.masks, {"overall_sparsity": float(result.actual.mean())},
+               kept=result.kept)
+    store = open_mask(tmp_path / "mask.zarr")
+    assert store.attrs["kept_weights"] == (precision or "float32")
+    n_kept = sum(int((w != 0).sum()) for layer in layer_weights(model, layout) for w in layer)
+    assert sum(store[f"{m}.kept"].size for m in layout.matrices) >= n_kept  # a kept weight may be an exact zero
+    assert sum(store[f"{m}.kept"].size for m in layout.matrices) == round((1 - result.actual.mean()) * layout.weights_per_layer
+                                                                        * layout.n_layers)
+    assert store["mlp.down_proj.kept"].dtype == {None: np.float32, "bfloat16": np.uint16, "float16": np.float16}[precision]
+    for fresh_dtype in {dtype, torch.float32}:
+        fresh = tiny_llama().to(dtype).to(fresh_dtype)
+        apply_mask(fresh, layout, store)
+        for a_layer, b_layer, c_layer in zip(layer_weights(model, layout), layer_weights(fresh, layout), dense):
+            for a, b, c in zip(a_layer, b_layer, c_layer):
+                bits = {2: torch.int16, 4: torch.int32}[b.element_size()]
+                assert torch.equal(a.to(fresh_dtype).view(bits), b.view(bits))  # bit for bit
+                assert torch.equal(a.to(dtype).float(), a)  # the pruned model's weights are the checkpoint dtype's
+                assert not torch.equal(b[b != 0], c[b != 0].to(fresh_dtype))  # the kept weights did change
+
+
+def test_sparsegpt_rounds_its_weights_once_and_calibrates_later_layers_on_them():
+    """In bfloat16 the pruned weights are SparseGPT's float64 ones rounded once (not through float32)
+    and the later layers see the rounded model: the result differs from pruning unrounded and
+    rounding afterwards, and equals a layer-by-layer recomputation from the rounded model."""
+    from actpat.decoder import layer_weights
+
+    def pruned(precision):
+        model = tiny_llama().to(torch.bfloat16).float()
+        layout = weight_layout(model)
+        prune_model(model, layout, "sparsegpt", 0.5, calibration=_windows(64), base_options={"block": 16}, precision=precision)
+        return [w for layer in layer_weights(model, layout) for w in layer]
+
+    rounded, unrounded = pruned("bfloat16"), pruned(None)
+    assert all(torch.equal(w.to(torch.bfloat16).float(), w) for w in rounded)
+    assert not all(torch.equal(w.to(torch.bfloat16).float(), w) for w in unrounded)
+    first_layer = len(rounded) // 3
+    # layer 0 sees the dense model either way: rounding is all that differs there
+    assert all(torch.equal(a, b.to(torch.bfloat16).float()) for a, b in zip(rounded[:first_layer], unrounded[:first_layer]))
+
+
+def test_a_mask_store_of_every_float32_weight_is_refused():
+    """Mask stores written before the kept weights were stored alone: a clear error, not a model."""
+    import xarray as xr
+
+    from actpat.masks import apply_mask
+
     model = tiny_llama()
     layout = weight_layout(model)
-    result = prune_model(model, layout, "sparsegpt", 0.6, calibration=_windows(64), base_options={"block": 16, "damp": 0.01})
-    np.testing.assert_allclose(result.actual, result.expected)
-    assert abs(result.actual.mean() - 0.6) < 0.01 and result.weights is not None
-    write_mask(tmp_path / "mask.zarr", layout, result.masks, {"overall_sparsity": float(result.actual.mean())},
-               weights=result.weights)
-    fresh = tiny_llama()
-    changed = [[w.clone() for w in layer] for layer in layer_weights(fresh, layout)]
-    apply_mask(fresh, layout, open_mask(tmp_path / "mask.zarr"))
-    for a_layer, b_layer, c_layer in zip(layer_weights(model, layout), layer_weights(fresh, layout), changed):
-        for a, b, c in zip(a_layer, b_layer, c_layer):
-            assert torch.equal(a, b)
-            assert not torch.equal(b[b != 0], c[b != 0])  # the kept weights did change
+    old = xr.Dataset(attrs={"matrices": list(layout.matrices), "shapes": [list(s) for s in layout.shapes],
+                            "n_layers": layout.n_layers, "changed_weights": True, "overall_sparsity": 0.5})
+    with pytest.raises(PruningError, match="every scored weight in float32.*delete its run directory"):
+        apply_mask(model, layout, old)
+
+
+def test_a_bfloat16_checkpoint_pruned_by_the_prune_job_stores_bfloat16(tmp_path, smol_tokenizer):
+    """The prune job rounds SparseGPT's weights to its checkpoint's dtype (from the checkpoint's
+    provenance) and stores them in it; evaluated in float32 and in bfloat16, the same model."""
+    from actpat.cli import main
+    from actpat.decoder import layer_weights
+    from actpat.evaluate import load_evaluated_model
+    from actpat.models import ModelSource, prepare_checkpoint
+    from actpat.samples import write_windows
+    from actpat.settings import PruneJob, PruningRun, TextSource, WindowJob
+    from actpat.settings_json import encode
+    from actpat.store import open_mask
+
+    src = tmp_path / "src"
+    tiny_llama(vocab_size=len(smol_tokenizer)).save_pretrained(src)
+    smol_tokenizer.save_pretrained(src)
+    checkpoint = tmp_path / "tiny-bf16"
+    prepare_checkpoint(ModelSource.parse(str(src)), checkpoint, "bfloat16")
+    calibration = tmp_path / "calibration.zarr"
+    write_windows(WindowJob("calibration", TextSource("code", {"source": "packaged", "name": "python-stdlib"}), 4, 32, 0, 0.2),
+                  checkpoint, calibration, log=lambda m: None)
+    job = PruneJob(PruningRun("sparsegpt", "unstructured", 0.5, "code"), (0.0, 0.99), None, {"block": 16, "damp": 0.01})
+    mask = tmp_path / "mask.zarr"
+    assert main(["prune", "--settings", encode(job), "--model-dir", str(checkpoint), "--model", "tiny", "--calibration",
+                 str(calibration), "--device", "cpu", "--threads", "1", "--mask", str(mask),
+                 "--report", str(tmp_path / "pruning.json")]) == 0
+    assert open_mask(mask).attrs["kept_weights"] == "bfloat16" and open_mask(mask)["self_attn.q_proj.kept"].dtype == np.uint16
+    half, *_ = load_evaluated_model(checkpoint, mask, "cpu", "bfloat16", log=lambda m: None)
+    full, *_ = load_evaluated_model(checkpoint, mask, "cpu", "float32", log=lambda m: None)
+    layout = weight_layout(full)
+    for a, b in zip(layer_weights(half, layout), layer_weights(full, layout)):
+        for x, y in zip(a, b):
+            assert torch.equal(x.view(torch.int16), y.to(torch.bfloat16).view(torch.int16)) and torch.equal(x.float(), y)
+
+
+# ----------------------------------------------------------------------------------------------
+# One statistic per distinct input
+
+
+def _layer_statistics(layer, make, share=True, windows=3):
+    from actpat.pruning import _collect
+
+    hidden = torch.randn(windows, 6, 32, generator=torch.Generator().manual_seed(1))
+    position_ids = torch.arange(6)[None]
+    call = {"args": (), "kwargs": {"position_embeddings": _rotary(position_ids), "attention_mask": None}}
+    names = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+             "mlp.up_proj", "mlp.down_proj"]
+    modules = [layer.get_submodule(n) for n in names]
+    statistics, _ = _collect(layer, modules, make, hidden, call, output=False, share=share)
+    return dict(zip(names, statistics))
+
+
+def _rotary(position_ids):
+    model = tiny_llama()
+    x = torch.zeros(1, position_ids.shape[1], 32)
+    return model.model.rotary_emb(x, position_ids)
+
+
+def test_modules_that_read_one_tensor_share_one_statistic():
+    """Found from what the hooks receive: q, k and v read one tensor, gate and up another; o and
+    down read their own (o's input has q's shape: shapes and names decide nothing)."""
+    from actpat.bases import InputGram
+
+    stats = _layer_statistics(tiny_llama().model.layers[0], InputGram)
+    q, k, v, o, gate, up, down = stats.values()
+    assert q is k is v and gate is up
+    assert len({id(s) for s in stats.values()}) == 4
+    apart = _layer_statistics(tiny_llama().model.layers[0], InputGram, share=False)
+    assert len({id(s) for s in apart.values()}) == 7
+    for name in stats:  # the same sums either way
+        assert torch.equal(stats[name].gram, apart[name].gram)
+
+
+def test_an_input_shared_on_one_window_only_is_refused():
+    """A module that reads its neighbour's tensor on the first window and a copy of it later (or
+    the reverse) would feed a shared statistic twice or not at all: the pass fails, naming it."""
+    from actpat.bases import InputNorms
+
+    layer = tiny_llama().model.layers[0]
+    calls = [0]
+
+    def copy_once(module, args):  # runs before the statistics' hook: k reads a copy on the second window
+        calls[0] += 1
+        return (args[0].clone(),) if calls[0] == 2 else None
+
+    layer.self_attn.k_proj.register_forward_pre_hook(copy_once)
+    with pytest.raises(PruningError, match="self_attn.k_proj read another input"):
+        _layer_statistics(layer, InputNorms)
+
+
+def test_a_tensor_changed_in_place_between_two_readers_is_not_shared():
+    from actpat.bases import InputNorms
+
+    layer = tiny_llama().model.layers[0]
+    layer.self_attn.v_proj.register_forward_pre_hook(lambda module, args: args[0].mul_(1.0))  # same values, a new version
+    stats = _layer_statistics(layer, InputNorms)
+    assert stats["self_attn.q_proj"] is stats["self_attn.k_proj"] and stats["self_attn.v_proj"] is not stats["self_attn.q_proj"]
+
+
+@pytest.mark.parametrize("method", ["sparsegpt", "wanda", "sparsegpt-owl"])
+def test_shared_statistics_prune_as_one_per_module(method, monkeypatch):
+    """Masks and weights bit for bit those of one statistic (one Gram, one factorization) per
+    module, as before the statistics were shared; SparseGPT factorizes 4 Grams per layer, not 7."""
+    import functools
+
+    from actpat import pruning
+    from actpat.allocations import Owl
+
+    def pruned(share):
+        calls = [0]
+        cholesky = torch.linalg.cholesky
+
+        def counted(*args, **kwargs):
+            calls[0] += 1
+            return cholesky(*args, **kwargs)
+
+        with monkeypatch.context() as m:
+            m.setattr(pruning, "_collect", functools.partial(pruning._collect, share=share))
+            m.setattr(torch.linalg, "cholesky", counted)
+            model = tiny_llama()
+            layout = weight_layout(model)
+            owl = AllocationInputs(layout.n_layers, (0.0, 0.99), settings=Owl(0.08, 5.0))  # its dense pass shares too
+            result = prune_model(model, layout, method, 0.6, calibration=_windows(64), inputs=owl)
+        return model.state_dict(), result, calls[0]
+
+    shared, shared_result, shared_calls = pruned(True)
+    apart, apart_result, apart_calls = pruned(False)
+    assert all(torch.equal(shared[k], apart[k]) for k in shared)
+    assert all(np.array_equal(a, b) for la, lb in zip(shared_result.masks, apart_result.masks) for a, b in zip(la, lb))
+    if method.startswith("sparsegpt"):  # two Cholesky factorizations per Gram matrix, 3 layers
+        assert (shared_calls, apart_calls) == (2 * 4 * 3, 2 * 7 * 3)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -57,7 +57,16 @@ def test_smoke_workflow_end_to_end(smoke_run):
     # a local run: every job was forked by a fork server (actpat.forkserver), which ended with the run
     job_logs = list((tmp_path / "logs/smollm2-135m").rglob("*.log"))
     assert len(job_logs) > 30 and all("forked by the fork server" in p.read_text() for p in job_logs)
-    assert sorted(p.name for p in (tmp_path / "logs/fork_server").iterdir()) == ["threads-1.log", "threads-2.log"]
+    assert sorted(p.name for p in (tmp_path / "logs/fork_server").iterdir()) == [
+        f"threads-{n}-{kind}.log" for n in (1, 2) for kind in ("light", "torch")]
+    # the model jobs took the checkpoint the torch server loaded and checked, once per dtype; the
+    # reductions and reports forked from the light server and imported no torch
+    logs = tmp_path / "logs/smollm2-135m"
+    model_logs = [p for rule in ("score_shard", "prune", "perplexity") for p in (logs / rule).rglob("*.log")]
+    assert len(model_logs) > 20 and all("held by the fork server" in p.read_text() for p in model_logs)
+    assert (tmp_path / "logs/fork_server/threads-2-torch.log").read_text().count("holds") <= 2
+    light = [logs / "summary.log", logs / "pruning_report.log", logs / "findings.log", logs / "similarity.log"]
+    assert all("forked by the fork server (light)" in p.read_text() for p in light)
     for domain in ("code", "medical"):
         samples = open_samples(tmp_path / f"results/smollm2-135m/samples/{domain}.zarr")
         assert samples["token_ids"].shape == (4, 32)
@@ -114,7 +123,10 @@ def test_smoke_workflow_end_to_end(smoke_run):
     assert np.asarray(sg["alpha"]["matrix_alpha"]).shape == (30, 7) and sg["base_options"] == {"block": 128, "damp": 0.01}
     assert abs(np.mean(sg["layer_sparsity_target"]) - 0.5) < 1e-9 and np.std(sg["layer_sparsity_target"]) > 0
     sg_mask = open_mask(pr / "runs/code/sparsegpt-alpha/unstructured/0.5/mask.zarr")
-    assert sg_mask.attrs["changed_weights"] and "mlp.down_proj.weight" in sg_mask
+    # only the kept weights, in the checkpoint's dtype (float32: the embedded model is de-quantized)
+    assert sg_mask.attrs["kept_weights"] == "float32" and "mlp.down_proj.weight" not in sg_mask
+    kept = sum(sg_mask[f"{m}.kept"].size for m in sg_mask.attrs["matrices"])
+    assert kept == round((1 - sg["overall_sparsity"]) * 30 * sum(r * c for r, c in sg_mask.attrs["shapes"]))
     nm = json.loads((pr / "runs/code/wanda/2of4/0.5/pruning.json").read_text())
     assert nm["layer_sparsity_actual"] == [0.5] * 30
     summary = json.loads((pr / "summary.json").read_text())
@@ -222,6 +234,19 @@ def test_local_gpu_jobs_are_capped_at_visible_gpus(smoke_run, tmp_path):
     assert 'Provided resources: gpu=Resource("gpu", 3)' in three.stdout + three.stderr
     assert 'gpu=Resource("gpu", 1)' in one.stdout + one.stderr or "gpu=1" in one.stdout + one.stderr
     assert 'Provided resources: gpu=Resource("gpu", 0)' in none.stdout + none.stderr or "gpu=0" in none.stdout + none.stderr
+
+
+@pytest.mark.slow
+def test_a_rerun_of_the_summary_waits_for_no_torch(smoke_run):
+    """`snakemake -R summary` on a finished run: the summary job forks from the light server, and
+    the torch servers, which no job asked for, import nothing."""
+    where, res = smoke_run
+    assert res.returncode == 0
+    again = run(["--cores", "2", "--configfile", str(SMOKE), "-R", "summary"], cwd=where)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-2000:]
+    assert "Rule: summary" in again.stdout + again.stderr and "Rule: findings" not in again.stdout + again.stderr
+    assert "forked by the fork server (light)" in (where / "logs/smollm2-135m/summary.log").read_text()
+    assert [(where / f"logs/fork_server/threads-{n}-torch.log").read_text() for n in (1, 2)] == ["", ""]
 
 
 @pytest.mark.slow

@@ -23,11 +23,15 @@ from actpat.registry import base
 class Base:
     """What the layer loop asks of a base: which weights it compares (``per_row``, or ``block``
     columns at a time, else the whole matrix), whether its prune step changes the kept weights,
-    its per-module calibration statistic (None: needs no data) and its prune step."""
+    its per-module calibration statistic (None: needs no data) and its prune step. A base that
+    changes the kept weights rounds them to ``precision`` (the dense checkpoint's dtype, set by the
+    layer loop; None: the weights' own), so that the model pruned is the model its mask store holds
+    and the layers after it are calibrated on that model."""
 
     per_row = False
     block: int | None = None
     changes_weights = False
+    precision = None  # torch.dtype
 
     def expected_share(self, shape, ratio: float, nm) -> float:
         from actpat.masks import expected_share
@@ -89,17 +93,39 @@ class Wanda(Base):
 
 class InputGram:
     """XᵀX over the calibration tokens of a module's input (float64; SparseGPT's Hessian up to a
-    constant factor, which neither its mask nor its update depends on)."""
+    constant factor, which neither its mask nor its update depends on). Modules that read the same
+    input share one (``actpat.pruning``), and so its factorization (``factor``)."""
 
     def __init__(self, module: nn.Module):
         import torch
 
         cols = module.weight.shape[1]
         self.gram = torch.zeros(cols, cols, dtype=torch.float64, device=module.weight.device)
+        self._factor = None
 
     def add_batch(self, x: torch.Tensor) -> None:
+        if self._factor is not None:
+            raise PruningError("calibration inputs added after the Gram matrix was factorized")
         x = x.reshape(-1, x.shape[-1]).double()
         self.gram.addmm_(x.T, x)
+
+    def factor(self, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the input features never active: zero diagonal, the upper Cholesky factor of
+        (XᵀX + λI)⁻¹ with λ = ``damp`` × the mean diagonal, a dead feature's diagonal taken as 1):
+        computed on the first call, for every module that reads this input; the Gram matrix itself
+        is dropped then (only the factor is needed)."""
+        import torch
+
+        if self._factor is None:
+            h = self.gram
+            dead = torch.diagonal(h) == 0
+            h[dead, dead] = 1.0
+            h.diagonal().add_(damp * torch.diagonal(h).mean())
+            u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+            self._factor, self.gram = (damp, dead, u), None
+        elif self._factor[0] != damp:
+            raise PruningError(f"one input's Gram matrix factorized with dampening {self._factor[0]} and {damp}")
+        return self._factor[1], self._factor[2]
 
 
 @dataclass(frozen=True)
@@ -117,7 +143,9 @@ class SparseGPT(Base):
     weight's error is compensated in the row's remaining weights by the optimal-brain-surgeon
     update. Input features never active on the calibration data (zero diagonal) have their weights
     zeroed, as in the authors' code. The kept weights change, so a pruned model is the dense
-    checkpoint plus its mask plus these weights. Computed in float64."""
+    checkpoint plus its mask plus these weights, rounded from float64 once to the checkpoint's
+    dtype (the authors write them back into the model's half-precision tensors). Computed in
+    float64."""
 
     changes_weights = True
 
@@ -136,12 +164,8 @@ class SparseGPT(Base):
         if nm and (self.block % nm[1] or cols % nm[1]):
             raise PruningError(f"SparseGPT's N:M needs the block ({self.block}) and the input width ({cols}) to be multiples of M = {nm[1]}")
         w = weight.detach().double().clone()
-        h = statistic.gram.clone()
-        dead = torch.diagonal(h) == 0
-        h[dead, dead] = 1.0
+        dead, u = statistic.factor(self.damp)
         w[:, dead] = 0.0
-        h.diagonal().add_(self.damp * torch.diagonal(h).mean())
-        u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
         mask = torch.zeros(rows, cols, dtype=torch.bool, device=weight.device)
         # Inside a block, `inner` columns at a time (N:M: one group of M, whose mask is chosen from the
         # weights as the columns before it left them). With the sub-block's mask known, one row's
@@ -176,5 +200,5 @@ class SparseGPT(Base):
                 v.masked_fill_(m1[:, s1:s2], 0.0)
                 w1[:, s2:] -= e @ u1[s1:s2, s2:]
             w[:, c2:] -= err @ u[c1:c2, c2:]
-        weight.copy_(w.to(weight.dtype))  # the pruned weights are exact zeros in w
+        weight.copy_(w.to(self.precision or weight.dtype))  # rounded once; the pruned weights are exact zeros in w
         return mask

@@ -209,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# commands whose jobs import no torch: a local run forks them from a server without it
+# (actpat.forkserver), which they need not wait for
+NO_TORCH = frozenset({"density", "similarity", "findings", "pairs-report", "pruning-report", "summary"})
+
+
 # what to lower when a job runs out of memory (the rule's memory also grows with each retry)
 OOM_HINTS = {
     "score-shard": "lower resources.score_batch_size or samples.seq_len, use scoring.compute_dtype: bfloat16, lower "

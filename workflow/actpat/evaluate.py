@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from actpat.errors import EvaluationError
 from actpat.modeljob import JobRuntime, LoadedModel, ModelRef
-from actpat.stats import interval, resample
+from actpat.stats import perplexity
 
 
 @torch.no_grad()
@@ -51,15 +51,6 @@ def summed_nll(logits: torch.Tensor, targets: torch.Tensor, rows: int = 32) -> f
     times as long."""
     return sum(F.cross_entropy(logits[a:a + rows].float(), targets[a:a + rows], reduction="sum").item()
                for a in range(0, len(targets), rows))
-
-
-def perplexity(nll: np.ndarray, count: np.ndarray) -> float:
-    return float(np.exp(nll.sum() / count.sum()))
-
-
-def bootstrap_perplexity(nll: np.ndarray, count: np.ndarray, n_boot: int, seed: int) -> list[float]:
-    idx = resample(len(nll), n_boot, np.random.default_rng(seed))
-    return interval(np.exp(nll[idx].sum(1) / count[idx].sum(1)))
 
 
 # Devices where evaluation runs transformers' eager attention instead of SDPA: on the CPU it is

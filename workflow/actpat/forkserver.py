@@ -1,21 +1,35 @@
-"""Warm starts for local jobs: a fork server that has the heavy libraries imported already.
+"""Warm starts for local jobs: fork servers that have the heavy libraries imported already, and
+the prepared checkpoints the model jobs load.
 
 Every job of the workflow is ``python -m actpat <command>``, and importing torch, transformers, the
 evaluation harness and xarray takes seconds of a job, a large share of the shipped default run,
-whose jobs mostly compute for seconds each (the figures: README). When Snakemake runs the jobs on this
-machine (not on a cluster), the Snakefile starts a server (``start``) that imports them once, then
-waits on a Unix socket in a private directory. ``python -m actpat`` offers its job to the server
-first (``delegate``): the server forks a child, which takes the job's standard streams, working
-directory, environment and arguments, runs the command and reports its exit status; the job's own
-process waits for it and forwards the signals it gets.
+whose jobs mostly compute for seconds each (the figures: README); loading and checking the model
+took seconds more of every model job. When Snakemake runs the jobs on this machine (not on a
+cluster), the Snakefile starts the servers (``start``), each waiting on a Unix socket in a private
+directory. ``python -m actpat`` offers its job to a server first (``delegate``): the server forks a
+child, which takes the job's standard streams, working directory, environment and arguments, runs
+the command and reports its exit status; the job's own process waits for it and forwards the
+signals it gets.
+
+Two kinds of server (``KINDS``): ``torch`` for the jobs that run a model or a tokenizer, ``light``
+for the reductions and reports, which import no torch (``actpat.cli.NO_TORCH``) and so neither
+wait for nor fork from a process that holds it. A server imports its libraries once it has forked
+its first job, not before: a run that needs none of its jobs (``snakemake -R summary``) never pays
+for them, and a run of one job waits for nothing it does not use.
+The torch server also holds the prepared checkpoint a model job loads (``actpat.modeljob.hold``),
+loaded and checked once per model and dtype, before it forks the job: the job takes it from memory
+shared copy-on-write (``actpat.modeljob.start``), after checking that the checkpoint's files are
+the ones the server loaded (size, times, inode), and loads it itself otherwise.
 
 The child must be the process a plain start would have made, up to imports already done. So a job is
 handed over only when its interpreter, its flags, its working directory and its environment are the
 server's, except for the variables listed in ``VOLATILE`` (shell bookkeeping, and the temporary
 directory, which the child looks up again). Snakemake sets the thread variables (OMP_NUM_THREADS, ...)
-of each job to its thread count, so there is one server per thread count the run's jobs can have
-(their BLAS libraries read them at import). A job with any other difference, or with no server, or
-whose server does not answer, runs in its own process as before; the results are the same either way.
+of each job to its thread count, so there is one server of each kind per thread count the run's
+jobs can have (their BLAS libraries read them at import). The torch server loads a checkpoint with
+one thread (a thread pool started before a fork hangs the child's first parallel operation). A job
+with any other difference, or with no server, or whose server does not answer, runs in its own
+process as before; the results are the same either way.
 
 What differs for the user: Snakemake's benchmark files measure the waiting process, so their CPU and
 memory columns miss the job's own use; the child writes its peak memory and CPU time to the job's
@@ -39,20 +53,31 @@ VOLATILE = frozenset({"_", "SHLVL", "PWD", "OLDPWD", "TMPDIR", "TMP", "TEMP", "T
 # Snakemake sets these to the job's thread count (snakemake/shell.py); the first names a job's server
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-# modules most jobs import (a missing one is skipped); not lm-evaluation-harness (seconds more),
-# which only the zero-shot task jobs need: they import it themselves, as a plain job does
-PRELOAD = (
-    "numpy", "torch", "transformers", "transformers.modeling_utils", "transformers.models.llama.modeling_llama",
-    "actpat.cli", "actpat.models", "actpat.store", "actpat.samples", "actpat.sources", "actpat.scoring",
-    "actpat.reduce", "actpat.findings", "actpat.pairs", "actpat.pairs_report", "actpat.pruning",
-    "actpat.evaluate", "actpat.accuracy", "actpat.pruning_report", "actpat.summary", "actpat.plots",
-)
+# modules each kind's jobs import (a missing one is skipped). Not lm-evaluation-harness (seconds
+# more), which only the zero-shot task jobs need: they import it themselves, as a plain job does.
+LIGHT = ("numpy", "pandas", "xarray", "zarr", "matplotlib.pyplot", "actpat.cli", "actpat.store", "actpat.stats",
+         "actpat.reduce", "actpat.findings", "actpat.pairs_report", "actpat.pruning_report", "actpat.summary",
+         "actpat.plots")
+KINDS = {
+    "torch": ("torch", "transformers", "transformers.modeling_utils", "transformers.models.llama.modeling_llama",
+              *LIGHT, "actpat.models", "actpat.modeljob", "actpat.samples", "actpat.sources", "actpat.scoring",
+              "actpat.pairs", "actpat.pruning", "actpat.evaluate", "actpat.accuracy"),
+    "light": LIGHT,
+}
 CONNECT_TIMEOUT_S = 120.0  # a server still importing answers within this
+LOAD_TIMEOUT_S = 3600.0  # a server loading a checkpoint for the job says so first, then answers within this
 _TMP_DERIVED: list[str] = []
 
 
-def socket_path(directory: str | os.PathLike, threads: str | int | None) -> Path:
-    return Path(directory) / f"threads-{threads if threads is not None else 'unset'}.sock"
+def socket_path(directory: str | os.PathLike, threads: str | int | None, kind: str = "torch") -> Path:
+    return Path(directory) / f"threads-{threads if threads is not None else 'unset'}-{kind}.sock"
+
+
+def kind_of(argv: list[str]) -> str:
+    """The server a job's command line goes to: ``light`` for the commands that import no torch."""
+    from actpat.cli import NO_TORCH
+
+    return "light" if argv and argv[0] in NO_TORCH else "torch"
 
 
 def _interpreter() -> dict:
@@ -124,12 +149,15 @@ def delegate(argv: list[str]) -> int | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(CONNECT_TIMEOUT_S)
-        sock.connect(str(socket_path(directory, os.environ.get(THREAD_VARIABLES[0]))))
+        sock.connect(str(socket_path(directory, os.environ.get(THREAD_VARIABLES[0]), kind_of(argv))))
         _send(sock, {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "interpreter": _interpreter(),
                      "ignored": [int(sig) for sig in ignored],
                      "unbuffered": bool(getattr(sys.stdout, "write_through", False))}, [0, 1, 2])  # -u, PYTHONUNBUFFERED
         lines = _Lines(sock)
         reply = lines.read()
+        while reply and "wait" in reply:  # the server loads the job's checkpoint first
+            sock.settimeout(LOAD_TIMEOUT_S)
+            reply = lines.read()
     except (OSError, ValueError):
         sock.close()
         return None
@@ -176,25 +204,27 @@ def delegate(argv: list[str]) -> int | None:
 
 
 def start(directory: Path, threads: list[int], prefix: str, log_dir: Path) -> list[subprocess.Popen]:
-    """Start one server per thread count, each in the environment a job with that many threads gets
-    (Snakemake's thread variables, the rules' shell ``prefix``), stopped with ``stop`` or when this
-    process ends. Jobs find them through ``ENV``, which the caller sets to ``directory``."""
+    """Start a server of each kind per thread count, each in the environment a job with that many
+    threads gets (Snakemake's thread variables, the rules' shell ``prefix``), stopped with ``stop``
+    or when this process ends. Jobs find them through ``ENV``, which the caller sets to
+    ``directory``."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    servers = []
+    servers, paths = [], []
     for n in sorted(set(threads)):
         env = dict(os.environ)
         env.update({var: str(n) for var in THREAD_VARIABLES})
         env[ENV] = str(directory)
-        command = (f"{prefix}exec python -m actpat.forkserver {shlex.quote(str(socket_path(directory, n)))} "
-                   f"{os.getpid()}")
-        with open(log_dir / f"threads-{n}.log", "w") as log:
-            servers.append(subprocess.Popen(["bash", "-c", command], env=env, stdin=subprocess.DEVNULL,
-                                            stdout=log, stderr=log, start_new_session=True))
-    # a server listens before it imports: wait for that (a fraction of a second), so that the first
-    # jobs queue for it rather than start cold
+        for kind in KINDS:
+            path = socket_path(directory, n, kind)
+            command = f"{prefix}exec python -m actpat.forkserver {shlex.quote(str(path))} {os.getpid()} {kind}"
+            with open(log_dir / f"threads-{n}-{kind}.log", "w") as log:
+                servers.append(subprocess.Popen(["bash", "-c", command], env=env, stdin=subprocess.DEVNULL,
+                                                stdout=log, stderr=log, start_new_session=True))
+            paths.append(path)
+    # a server listens before it imports anything heavy: wait for that (a fraction of a second), so
+    # that the first jobs queue for it rather than start cold
     end = time.time() + 10
-    while time.time() < end and not all(socket_path(directory, n).exists() or s.poll() is not None
-                                        for n, s in zip(sorted(set(threads)), servers)):
+    while time.time() < end and not all(p.exists() or s.poll() is not None for p, s in zip(paths, servers)):
         time.sleep(0.02)
     return servers
 
@@ -216,10 +246,10 @@ def stop(servers: list[subprocess.Popen], directory: Path) -> None:
         pass
 
 
-def serve(path: Path, parent: int) -> None:
-    """Listen at ``path`` (bound before the imports, so that early jobs wait for them rather than
-    start cold), import ``PRELOAD``, then fork a child per accepted job until ``parent`` ends or
-    SIGTERM comes."""
+def serve(path: Path, parent: int, kind: str = "torch") -> None:
+    """Listen at ``path``; fork a child per accepted job until ``parent`` ends or SIGTERM comes.
+    The modules of ``kind`` (``KINDS``) are imported once the first job is forked (it imports what it
+    needs itself, meanwhile), so that a run of one job waits for nothing it does not use."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     path.unlink(missing_ok=True)
@@ -227,42 +257,49 @@ def serve(path: Path, parent: int) -> None:
     listener.listen(64)
     try:
         cwd, env = os.getcwd(), dict(os.environ)  # what a job's process starts with (imports may add to it)
-        t0 = time.time()
-        loaded = _preload()
-        global _TMP_DERIVED
-        import tempfile
-
-        # variables the imports derived from the temporary directory (torch's TORCHINDUCTOR_CACHE_DIR):
-        # dropped in a job with another one, whose libraries then derive them from its own
-        _TMP_DERIVED = [k for k, v in os.environ.items() if k not in env and v.startswith(tempfile.gettempdir())]
-        print(f"fork server {path}: imported {len(loaded)} modules in {time.time() - t0:.1f}s", flush=True)
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
         listener.settimeout(1.0)
+        ready = False
         while os.getppid() == parent:
             try:
                 conn, _ = listener.accept()
             except TimeoutError:
                 continue
             with conn:
-                _hand_over(conn, listener, cwd, env)
+                _hand_over(conn, listener, cwd, env, kind)
+            if not ready:  # after the first job, which imports what it needs as a plain job would
+                _ready(path, kind, env)
+                ready = True
     finally:
         listener.close()
         path.unlink(missing_ok=True)
 
 
-def _preload() -> list[str]:
+def _ready(path: Path, kind: str, env: dict) -> None:
+    """Import the modules of ``kind``; note the variables the imports derived from the temporary
+    directory (torch's TORCHINDUCTOR_CACHE_DIR): dropped in a job with another one, whose libraries
+    then derive them from its own."""
+    global _TMP_DERIVED
+    import tempfile
+
+    t0 = time.time()
+    loaded = _preload(kind)
+    _TMP_DERIVED = [k for k, v in os.environ.items() if k not in env and v.startswith(tempfile.gettempdir())]
+    print(f"fork server {path}: imported {len(loaded)} modules in {time.time() - t0:.1f}s", flush=True)
+
+
+def _preload(kind: str = "torch") -> list[str]:
     import importlib
 
     loaded = []
-    for name in PRELOAD:
+    for name in KINDS[kind]:
         try:
             importlib.import_module(name)
             loaded.append(name)
         except ImportError:
             pass
-    import torch
-
-    if torch.cuda.is_initialized():  # a CUDA context does not survive a fork: no warm starts then
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():  # a CUDA context does not survive a fork
         raise RuntimeError("an import initialised CUDA; the fork server cannot fork jobs from this process")
     from actpat.provenance import code_version
 
@@ -272,8 +309,9 @@ def _preload() -> list[str]:
     return loaded
 
 
-def _hand_over(conn: socket.socket, listener: socket.socket, cwd: str, env: dict) -> None:
-    """Read a job's request; decline it, or fork the child that runs it."""
+def _hand_over(conn: socket.socket, listener: socket.socket, cwd: str, env: dict, kind: str = "torch") -> None:
+    """Read a job's request; decline it, or fork the child that runs it (a torch server first loads
+    the checkpoint the job loads, unless it holds it already)."""
     fds: list[int] = []
     try:
         conn.settimeout(10.0)
@@ -289,12 +327,14 @@ def _hand_over(conn: socket.socket, listener: socket.socket, cwd: str, env: dict
         if why:
             _send(conn, {"declined": why})
             return
+        if kind == "torch":
+            _hold(conn, request["argv"])
         pid = os.fork()
         if pid == 0:
             listener.close()
             code = 1
             try:
-                code = _child(conn, lines, request, fds)
+                code = _child(conn, lines, request, fds, kind)
             except BaseException:  # before the job ran (it reports its own errors): say why, then go
                 import traceback
 
@@ -309,7 +349,7 @@ def _hand_over(conn: socket.socket, listener: socket.socket, cwd: str, env: dict
             os.close(fd)
 
 
-def _child(conn: socket.socket, lines: _Lines, request: dict, fds: list[int]) -> int:
+def _child(conn: socket.socket, lines: _Lines, request: dict, fds: list[int], kind: str = "torch") -> int:
     """In the forked child: become the job's process, wait for the job's go, run it, report."""
     import atexit
     import logging
@@ -383,8 +423,10 @@ def _child(conn: socket.socket, lines: _Lines, request: dict, fds: list[int]) ->
         atexit._run_exitfuncs()
         logging.shutdown()
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        print(f"actpat: ran in a process forked by the fork server: peak memory {usage.ru_maxrss / 1024:.0f} MiB, "
-              f"CPU {usage.ru_utime + usage.ru_stime:.1f}s", file=sys.stderr)
+        # a light job that imported torch after all would better be forked from the torch server
+        extra = "; it imported torch (not in actpat.cli.NO_TORCH?)" if kind == "light" and "torch" in sys.modules else ""
+        print(f"actpat: ran in a process forked by the fork server ({kind}{extra}): peak memory "
+              f"{usage.ru_maxrss / 1024:.0f} MiB, CPU {usage.ru_utime + usage.ru_stime:.1f}s", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
     finally:
@@ -403,5 +445,23 @@ def _stream(fd: int, like, line: bool, unbuffered: bool):
                             line_buffering=line, write_through=unbuffered)
 
 
+def _hold(conn: socket.socket, argv: list[str]) -> None:
+    """Hold the checkpoint the job will load (``actpat.modeljob.checkpoint_loaded``), loading it now
+    unless it is held with its files unchanged; the job is told to wait meanwhile. A checkpoint
+    that fails to load is left to the job, which reports the error as a plain job would."""
+    from actpat.modeljob import checkpoint_loaded, held, hold
+
+    wanted = checkpoint_loaded(argv)
+    if wanted is None or held(*wanted)[0] is not None:
+        return
+    _send(conn, {"wait": f"the fork server loads {wanted[0]} in {wanted[1]}"})
+    t0 = time.time()
+    try:
+        hold(*wanted)
+        print(f"fork server: holds {wanted[0]} in {wanted[1]}, loaded and checked in {time.time() - t0:.1f}s", flush=True)
+    except Exception as exc:  # noqa: BLE001 - the job loads it and reports the error itself
+        print(f"fork server: could not load {wanted[0]} in {wanted[1]} ({exc!r}); its jobs load it themselves", flush=True)
+
+
 if __name__ == "__main__":
-    serve(Path(sys.argv[1]), int(sys.argv[2]))
+    serve(Path(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:4])

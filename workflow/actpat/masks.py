@@ -87,11 +87,18 @@ def zero_where(weight: torch.Tensor, mask: torch.Tensor) -> None:
 
 def apply_mask(model: nn.Module, layout: WeightLayout, mask) -> float:
     """Make ``model`` the pruned model of a mask store (``actpat.store.open_mask``): zero its
-    pruned weights (and take its changed weights, for methods that change them). Returns the
-    pruned share of the scored weights, checked against the store's own record."""
+    pruned weights and, for methods that change the kept ones, set those to the values stored (in
+    the checkpoint's dtype: bit for bit in a model of that dtype). Returns the pruned share of the
+    scored weights, checked against the store's own record."""
+    from actpat.store import kept_values
+
     if list(mask.attrs["matrices"]) != list(layout.matrices) or [list(s) for s in layout.shapes] != mask.attrs["shapes"] \
             or mask.attrs["n_layers"] != layout.n_layers:
         raise PruningError("the mask was made for other weight matrices than this model's")
+    kept = mask.attrs.get("kept_weights")
+    if mask.attrs.get("changed_weights") and not kept:
+        raise PruningError("the mask store holds every scored weight in float32, as actpat wrote it before storing only "
+                           "the kept weights in the checkpoint's dtype; delete its run directory to prune it again")
     weights = layer_weights(model, layout)
     pruned = 0
     with torch.no_grad():
@@ -99,11 +106,17 @@ def apply_mask(model: nn.Module, layout: WeightLayout, mask) -> float:
             bits = mask[name].values
             for i in range(layout.n_layers):
                 w = weights[i][j]
-                m = np.unpackbits(bits[i], axis=1, count=cols, bitorder="little").view(bool)
-                if mask.attrs.get("changed_weights"):
-                    w.copy_(torch.from_numpy(mask[f"{name}.weight"].values[i]).to(w))
-                zero_where(w, torch.from_numpy(m).to(w.device))
-                pruned += int(np.count_nonzero(m))
+                unpacked = np.unpackbits(bits[i], axis=1, count=cols, bitorder="little").view(bool)
+                n_pruned = int(np.count_nonzero(unpacked))  # numpy counts bools in one pass; torch widens them first
+                m = torch.from_numpy(unpacked).to(w.device)
+                if kept:
+                    values = kept_values(mask, name, i)
+                    if values.numel() != m.numel() - n_pruned:
+                        raise PruningError(f"the mask store holds {values.numel()} kept weights of layer {i}'s {name}, "
+                                           f"its mask keeps {m.numel() - n_pruned}")
+                    w.masked_scatter_(~m, values.to(device=w.device, dtype=w.dtype))
+                zero_where(w, m)
+                pruned += n_pruned
     share = pruned / (layout.weights_per_layer * layout.n_layers)
     if abs(share - mask.attrs["overall_sparsity"]) > 1e-9:
         raise PruningError(f"the mask prunes {share:.6f} of the weights, its record says {mask.attrs['overall_sparsity']:.6f}")

@@ -97,38 +97,60 @@ def _linear_modules(layer: nn.Module, layout: WeightLayout) -> list[nn.Module]:
     return mods
 
 
-def _collect(layer: nn.Module, modules: list[nn.Module], statistics: list, hidden: torch.Tensor, call: dict,
-             output: bool = True) -> torch.Tensor | None:
-    """Run the layer on every window with each module's statistic fed its inputs (``add_batch``);
-    returns the layer's output. Without ``output`` a window's pass stops once every module has had
-    its input (in a Llama layer before the down projection's product, a quarter of its matrix work)."""
+def _collect(layer: nn.Module, modules: list[nn.Module], make: Callable[[nn.Module], object], hidden: torch.Tensor,
+             call: dict, output: bool = True, share: bool = True) -> tuple[list, torch.Tensor | None]:
+    """Run the layer on every window with a statistic per distinct input fed that input
+    (``add_batch``); returns each module's statistic and the layer's output. Modules that read the
+    same tensor (the same object, not modified in place since: q, k and v of a Llama layer, gate and
+    up) share one statistic (``make(module)`` of the first of them), fed once per window: what the
+    forward hooks receive decides it on the first window, not the modules' names, and every later
+    window must agree. ``share=False``: one statistic per module (each fed its own copy of the sums).
+    Without ``output`` a window's pass stops once every module has had its input (in a Llama layer
+    before the down projection's product, a quarter of its matrix work)."""
+    statistics: list = [None] * len(modules)
+    names = {id(m): n for n, m in layer.named_modules()}
+    seen: list[tuple[torch.Tensor, int, object]] = []  # this window's inputs so far: (tensor, its version, statistic)
     fed: set[int] = set()
-    wanted = {id(mod) for mod, st in zip(modules, statistics) if st is not None}
 
-    def take(module, args, st):
-        st.add_batch(args[0].detach())
-        fed.add(id(module))
-        if not output and fed == wanted:
+    def take(j: int, module: nn.Module, args) -> None:
+        x = args[0]
+        owner = next((st for y, version, st in seen if y is x and x._version == version), None) if share else None
+        if owner is None:  # the first module to read x in this window
+            if statistics[j] is None:
+                statistics[j] = make(module)
+            elif any(statistics[j] is st for *_, st in seen):
+                raise PruningError(f"{names[id(module)]} read another input than the modules it shared one with on the "
+                                   "first calibration window")
+            statistics[j].add_batch(x.detach())
+            seen.append((x, x._version, statistics[j]))
+        elif statistics[j] is None:
+            statistics[j] = owner
+        elif statistics[j] is not owner:
+            raise PruningError(f"{names[id(module)]} read the input of another module, unlike on the first calibration window")
+        fed.add(j)
+        if not output and len(fed) == len(modules):
             raise _Stop
 
-    handles = [mod.register_forward_pre_hook(lambda module, args, st=st: take(module, args, st))
-               for mod, st in zip(modules, statistics) if st is not None]
+    handles = [mod.register_forward_pre_hook(lambda module, args, j=j: take(j, module, args))
+               for j, mod in enumerate(modules)]
     out = torch.empty_like(hidden) if output else None
     try:
         with torch.no_grad():
             for j in range(hidden.shape[0]):
                 fed.clear()
+                seen.clear()
                 try:
                     y = layer(hidden[j : j + 1], *call["args"], **call["kwargs"])
                 except _Stop:
                     continue
-                if fed != wanted:
+                if len(fed) != len(modules):
                     raise PruningError("a calibration pass did not reach every matrix of the layer")
                 out[j : j + 1] = y[0] if isinstance(y, tuple) else y
     finally:
+        seen.clear()
         for h in handles:
             h.remove()
-    return out
+    return statistics, out
 
 
 def _dense_layer_scores(layers, modules, hidden, call, statistic: Callable[[list[torch.Tensor]], float]) -> np.ndarray:
@@ -136,8 +158,7 @@ def _dense_layer_scores(layers, modules, hidden, call, statistic: Callable[[list
     matrices, each layer's inputs the dense previous layer's outputs (OWL's and DLP's signal)."""
     values = []
     for layer, mods in zip(layers, modules):
-        norms = [InputNorms(mod) for mod in mods]
-        hidden = _collect(layer, mods, norms, hidden, call)
+        norms, hidden = _collect(layer, mods, InputNorms, hidden, call)
         values.append(statistic([wanda_metric(mod.weight, n.sums) for mod, n in zip(mods, norms)]))
     return np.asarray(values, dtype=np.float64)
 
@@ -154,7 +175,9 @@ class PruneResult:
     zeros_after: np.ndarray  # share of exactly-zero weights per layer after pruning
     allocation: dict = field(default_factory=dict)  # what the allocation used (counts, outlier shares, ...)
     masks: list = field(default_factory=list)  # [layer][matrix] pruned weights as packed bits (uint8)
-    weights: list | None = None  # [layer][matrix] the kept weights, for bases that change them (float32)
+    # [layer][matrix] for bases that change the kept weights: their values in the mask's order (the
+    # kept entries row by row), 1-D, in the checkpoint's dtype (``precision``)
+    kept: list | None = None
 
 
 def prune_model(
@@ -167,11 +190,14 @@ def prune_model(
     inputs: AllocationInputs | None = None,
     progress=None,
     base_options: dict | None = None,
+    precision: str | None = None,
 ) -> PruneResult:
     """Prune ``model`` in place; returns the per-layer targets and the measured sparsities.
     ``calibration`` (window, position) token ids are needed by calibrated methods; ``inputs`` holds
     what the method's allocation uses (bounds (0, 0.99) and nothing else by default);
-    ``base_options`` are the base's settings (SparseGPT: ``block``, ``damp``)."""
+    ``base_options`` are the base's settings (SparseGPT: ``block``, ``damp``); ``precision`` is the
+    dense checkpoint's dtype, to which a base that changes the kept weights rounds them (None: the
+    model's own)."""
     if isinstance(method, str):
         method = methods.method(method)
     if not 0.0 <= sparsity < 1.0:
@@ -181,6 +207,10 @@ def prune_model(
         raise PruningError(f"N:M structure applies to uniform allocations, not {method.name} (its sparsity varies by layer)")
     target = nm[0] / nm[1] if nm else sparsity
     base = method.base_declaration.implementation(**(base_options or {}))
+    if precision and base.changes_weights:
+        from actpat.models import torch_dtype
+
+        base.precision = torch_dtype(precision)
     _, layers = find_decoder_layers(model)
     weights = layer_weights(model, layout)
     device = weights[0][0].device
@@ -208,19 +238,18 @@ def _prune_layers(weights, layout: WeightLayout, base, ratios: np.ndarray, nm, p
                   progress=None, keep: bool = False) -> PruneResult:
     """Prune layer ``i`` to ``ratios[i]``, first to last; with ``passes`` each layer's calibration
     statistics are fed the pruned previous layer's outputs. With ``keep`` the masks (packed bits)
-    and changed weights are kept for the mask store."""
+    and the kept weights' values (where the base changes them) are kept for the mask store."""
     n_layers = layout.n_layers
     expected, actual, zeros_after = np.zeros(n_layers), np.zeros(n_layers), np.zeros(n_layers)
     sizes = np.asarray([r * c for r, c in layout.shapes], dtype=np.float64)
     packed: list[list[np.ndarray]] = []
-    changed: list[list[np.ndarray]] = [[] for _ in range(n_layers)]
+    kept: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
     if passes:
         layers, modules, hidden, call = passes
     for i in range(n_layers):
         statistics = [None] * len(layout.matrices)
         if passes:
-            statistics = [base.statistic(mod) for mod in modules[i]]
-            _collect(layers[i], modules[i], statistics, hidden, call, output=False)
+            statistics, _ = _collect(layers[i], modules[i], base.statistic, hidden, call, output=False)
         masked = np.zeros(len(layout.matrices))
         packed.append([])
         with torch.no_grad():
@@ -231,7 +260,7 @@ def _prune_layers(weights, layout: WeightLayout, base, ratios: np.ndarray, nm, p
                 if keep:
                     packed[i].append(np.packbits(mask.cpu().numpy(), axis=1, bitorder="little"))
                     if base.changes_weights:
-                        changed[i].append(w.detach().float().cpu().numpy())
+                        kept[i].append(w.detach().masked_select(~mask).to(base.precision or w.dtype).cpu())
         shares = [base.expected_share(s, ratios[i], nm) for s in layout.shapes]
         expected[i] = float(np.dot(shares, sizes) / sizes.sum())
         actual[i] = masked.sum() / sizes.sum()
@@ -240,7 +269,7 @@ def _prune_layers(weights, layout: WeightLayout, base, ratios: np.ndarray, nm, p
             hidden = _run_layer(layers[i], hidden, call)  # the pruned layer feeds the next one
         if progress:
             progress(i)
-    return PruneResult(ratios, actual, expected, zeros_after, {}, packed, changed if base.changes_weights and keep else None)
+    return PruneResult(ratios, actual, expected, zeros_after, {}, packed, kept if base.changes_weights and keep else None)
 
 
 def _trial(model: nn.Module, weights, layout: WeightLayout, base, ratios: np.ndarray, nm, calibration: torch.Tensor,
@@ -282,6 +311,9 @@ def check_sparsity(ratios: np.ndarray, actual: np.ndarray, expected: np.ndarray,
 # The prune job
 
 
+COMPUTE_DTYPE = "float32"  # the prune job's model (SparseGPT computes in float64 inside it)
+
+
 @dataclass(frozen=True)
 class PruneFiles:
     """A prune job's files: what it reads besides the model, and the pruned model it writes."""
@@ -295,7 +327,8 @@ class PruneFiles:
 def prune_checkpoint(job, model: ModelRef, files: PruneFiles, runtime: JobRuntime) -> dict:
     """The prune job (``job``: ``actpat.settings.PruneJob``): prune a prepared checkpoint with the
     run's method; write the pruned model as a mask store (the dense checkpoint plus the mask is the
-    pruned model) and a report of per-layer targets and sparsities. Pruning computes in float32."""
+    pruned model) and a report of per-layer targets and sparsities. Pruning computes in float32;
+    weights it changes are rounded to the checkpoint's dtype and stored in it."""
     import sys
 
     from tqdm import tqdm
@@ -307,7 +340,7 @@ def prune_checkpoint(job, model: ModelRef, files: PruneFiles, runtime: JobRuntim
     from actpat.store import content_id, open_reduction, open_samples, window_tokens, write_mask
 
     run, log = job.run, runtime.log
-    loaded = start(f"pruning {run.key}", model, runtime, "float32")
+    loaded = start(f"pruning {run.key}", model, runtime, COMPUTE_DTYPE)
     layout = loaded.layout
     report = {"model": model.name, "run": run.key, "method": run.method, "structure": run.structure,
               "target_sparsity": run.sparsity, "checkpoint_sha256": loaded.checkpoint["checkpoint_sha256"],
@@ -331,7 +364,7 @@ def prune_checkpoint(job, model: ModelRef, files: PruneFiles, runtime: JobRuntim
         + (f", {len(calibration)} calibration windows of {calibration.shape[1]} tokens" if calibration is not None else ""))
     bar = tqdm(total=layout.n_layers, desc="pruning", unit="layer", file=sys.stderr, mininterval=5, ascii=True)
     result = prune_model(loaded.model, layout, run.method, run.sparsity, run.structure, calibration, inputs,
-                         progress=lambda i: bar.update(1), base_options=base_options)
+                         progress=lambda i: bar.update(1), base_options=base_options, precision=loaded.checkpoint["dtype"])
     bar.close()
     if "density" in result.allocation:
         result.allocation["density"]["store"] = str(files.density)
@@ -344,7 +377,7 @@ def prune_checkpoint(job, model: ModelRef, files: PruneFiles, runtime: JobRuntim
     if loaded.device == "cuda":
         report["peak_gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     log(f"overall sparsity {report['overall_sparsity']:.4f}; per layer {result.actual.min():.4f}..{result.actual.max():.4f}")
-    write_mask(files.mask, layout, result.masks, mask_attrs(report, loaded.checkpoint), weights=result.weights)
+    write_mask(files.mask, layout, result.masks, mask_attrs(report, loaded.checkpoint), kept=result.kept)
     report["mask_crc32c"] = content_id(files.mask)  # the evaluations of this mask name it by this
     write_json(report, files.report, "pruning")
     log(f"done in {loaded.seconds():.1f}s -> {files.report}")

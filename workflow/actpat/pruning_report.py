@@ -193,7 +193,7 @@ def paired_accuracy_difference(a: dict, b: dict, n_boot: int, seed: int) -> tupl
 
 
 def validation1_table(runs: list[dict], dense: dict, general: str, n_boot: int, seed: int) -> pd.DataFrame:
-    from actpat.evaluate import bootstrap_perplexity
+    from actpat.stats import bootstrap_perplexity
 
     def ci(s: dict) -> list[float]:
         return bootstrap_perplexity(np.asarray(s["window_nll"]), np.asarray(s["window_tokens"]), n_boot, seed)

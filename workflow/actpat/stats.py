@@ -24,6 +24,17 @@ def resample(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, n, size=(n_boot, n))
 
 
+def perplexity(nll: np.ndarray, count: np.ndarray) -> float:
+    """exp(Σ NLL / Σ predicted tokens) of windows' summed NLL and token counts."""
+    return float(np.exp(nll.sum() / count.sum()))
+
+
+def bootstrap_perplexity(nll: np.ndarray, count: np.ndarray, n_boot: int, seed: int) -> list[float]:
+    """The interval of the perplexity over windows resampled."""
+    idx = resample(len(nll), n_boot, np.random.default_rng(seed))
+    return interval(np.exp(nll[idx].sum(1) / count[idx].sum(1)))
+
+
 def spearman(x, y) -> tuple[float, float]:
     """Spearman's rho and its p-value; NaN where it is undefined (constant input, n < 3)."""
     from scipy.stats import spearmanr

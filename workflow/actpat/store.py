@@ -461,17 +461,22 @@ def write_scores(
                 arr[i] = sums[i][j].detach().float().cpu().numpy()
 
 
-def write_mask(path: Path, layout: WeightLayout, packed, attrs: dict, weights=None) -> None:
+def write_mask(path: Path, layout: WeightLayout, packed, attrs: dict, kept=None) -> None:
     """A pruned model as the dense checkpoint plus this store: per scored matrix, the pruned weights
     as bits (``packed[layer][matrix]``: ``np.packbits(mask, axis=1, bitorder="little")``, 1 =
-    pruned: one bit per scored weight). A method that also changes the kept
-    weights stores them in ``weights[layer][matrix]`` (float32, ``<matrix>.weight`` arrays)."""
+    pruned: one bit per scored weight). A method that also changes the kept weights stores their
+    values (``kept[layer][matrix]``: 1-D torch tensors, the kept entries row by row, in the
+    checkpoint's dtype) in one ``<matrix>.kept`` array per matrix (not a dimension coordinate: read
+    a layer at a time), the layers one after the other (``layer_offsets``); bfloat16, which Zarr lacks, as its bits (uint16). The root's
+    ``kept_weights`` names their dtype (``changed_weights`` stays set, so that code that reads
+    every weight as float32 fails rather than take the mask alone)."""
+    dtype = str(kept[0][0].dtype).removeprefix("torch.") if kept else None
     with _writing(path) as tmp:
         group = zarr.open_group(tmp, mode="w", zarr_format=3)
         group.attrs.update(_attrs({**attrs, "kind": "actpat.mask", "format_version": FORMAT_VERSION,
                                    "layer_prefix": layout.layer_prefix, "matrices": list(layout.matrices),
                                    "shapes": [list(s) for s in layout.shapes], "n_layers": layout.n_layers,
-                                   "bitorder": "little", "changed_weights": weights is not None}))
+                                   "bitorder": "little", "changed_weights": kept is not None, "kept_weights": dtype}))
         for j, (name, (rows, cols)) in enumerate(zip(layout.matrices, layout.shapes)):
             width = -(-cols // 8)
             arr = group.create_array(name, shape=(layout.n_layers, rows, width), chunks=(1, rows, width), dtype="uint8",
@@ -480,12 +485,39 @@ def write_mask(path: Path, layout: WeightLayout, packed, attrs: dict, weights=No
                                      attributes={"long_name": f"pruned weights of {name}, 8 columns per byte (little bit order)"})
             for i in range(layout.n_layers):
                 arr[i] = packed[i][j]
-            if weights is not None:
-                w = group.create_array(f"{name}.weight", shape=(layout.n_layers, rows, cols),
-                                       chunks=(1, _row_chunk(rows, cols), cols), dtype="float32", fill_value=0.0,
-                                       compressors=_compressor(), dimension_names=["layer", f"{name}.row", f"{name}.col"])
-                for i in range(layout.n_layers):
-                    w[i] = weights[i][j]
+            if kept is not None:
+                values = [_stored_values(kept[i][j], dtype) for i in range(layout.n_layers)]
+                offsets = np.cumsum([0] + [len(v) for v in values]).tolist()
+                item = values[0].dtype.itemsize
+                arr = group.create_array(f"{name}.kept", shape=(offsets[-1],), dtype=values[0].dtype, fill_value=0,
+                                         chunks=(max(1, min(offsets[-1], TARGET_CHUNK_BYTES // item)),),
+                                         compressors=_compressor(), dimension_names=[f"{name}.kept_entry"],
+                                         attributes={"long_name": f"the kept weights of {name}, row by row, layer after layer",
+                                                     "weight_dtype": dtype, "layer_offsets": offsets})
+                for i, v in enumerate(values):
+                    arr[offsets[i]:offsets[i + 1]] = v
+
+
+def _stored_values(values, dtype: str) -> np.ndarray:
+    """A 1-D torch tensor as the array stored: its own dtype, bfloat16 as its bits."""
+    import torch
+
+    if str(values.dtype).removeprefix("torch.") != dtype:
+        raise StoreError(f"kept weights of several dtypes ({dtype}, {values.dtype}) in one mask store")
+    return values.view(torch.int16).numpy().view(np.uint16) if values.dtype == torch.bfloat16 else values.numpy()
+
+
+def kept_values(mask: xr.Dataset, name: str, layer: int):
+    """The kept weights of one matrix of one layer (``write_mask``), as a torch tensor in the dtype
+    they were stored in."""
+    import torch
+
+    arr = mask[f"{name}.kept"]
+    offsets = arr.attrs["layer_offsets"]
+    values = np.require(arr[offsets[layer]:offsets[layer + 1]].values, requirements="W")  # torch takes writable arrays
+    if arr.attrs["weight_dtype"] == "bfloat16":
+        return torch.from_numpy(values.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(values)
 
 
 def open_mask(path: Path) -> xr.Dataset:

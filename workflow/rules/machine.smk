@@ -13,9 +13,10 @@ def job_resources(rule):
     return {"mem_mb": lambda w, attempt: r.mem_mb * attempt, "runtime": r.runtime}
 
 
-# Local runs: jobs start warm, forked by a server that has torch, transformers and the harness
-# imported (actpat.forkserver; seconds less per job). Not on a cluster, nor with --use-conda (the
-# jobs' interpreter is another one), nor with `fork_server: false`.
+# Local runs: jobs start warm, forked by servers that have their libraries imported, the model
+# jobs' server also the prepared checkpoint loaded and checked (actpat.forkserver; seconds less per
+# job). Not on a cluster, nor with --use-conda (the jobs' interpreter is another one), nor with
+# `fork_server: false`.
 _FORK_SERVERS = []
 
 
