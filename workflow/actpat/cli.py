@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # commands whose jobs import no torch: a local run forks them from a server without it
 # (actpat.forkserver), which they need not wait for
-NO_TORCH = frozenset({"density", "similarity", "findings", "pairs-report", "pruning-report", "summary"})
+NO_TORCH = frozenset({"density", "similarity", "findings", "pairs-report", "pruning-report", "summary", "models-page"})
 
 
 # what to lower when a job runs out of memory (the rule's memory also grows with each retry)
