@@ -127,15 +127,16 @@ def test_model_jobs_take_the_checkpoint_the_server_holds_and_write_the_same_byte
         for k in range(2):
             out = work / f"{how}-perplexity-{k}.json"
             res = actpat(["perplexity", "--settings", encode(EvaluateJob("auto", 0, 0)), *common, "--mask", mask,
-                          "--windows", evaluation, "--out", out], env, work)
+                          "--run", prune.run.key, "--windows", evaluation, "--set", "code", "--out", out], env, work)
             assert res.returncode == 0, res.stderr[-2000:]
             assert ("held by the fork server" in res.stderr) == (how == "forked"), res.stderr[-2000:]
-            results.append({k: v for k, v in json.loads(out.read_text()).items() if k != "seconds"})
+            results.append({k: v for k, v in json.loads(out.read_text()).items() if k not in ("seconds", "crc32c")})
         assert results[0] == results[1]
         outs[how] = (_store_bytes(mask), json.loads((work / f"{how}-pruning.json").read_text()), results[0])
     assert outs["plain"][0] == outs["forked"][0]  # the mask store, every file
     assert outs["plain"][2] == outs["forked"][2] and outs["plain"][2]["perplexity"] > 1
-    plain_report, forked_report = ({k: v for k, v in r.items() if k != "seconds"} for r in (outs["plain"][1], outs["forked"][1]))
+    plain_report, forked_report = ({k: v for k, v in r.items() if k not in ("seconds", "crc32c")}
+                                   for r in (outs["plain"][1], outs["forked"][1]))
     assert plain_report == forked_report
     log = (work / "logs/threads-1-torch.log").read_text()
     dtypes = {"float32", pick_dtype("auto", "cpu")}  # prune's, the evaluation's: each loaded once
@@ -143,7 +144,8 @@ def test_model_jobs_take_the_checkpoint_the_server_holds_and_write_the_same_byte
     # a file of the checkpoint touched: the server checks and loads it again before it forks the job
     os.utime(checkpoint / "config.json")
     res = actpat(["perplexity", "--settings", encode(EvaluateJob("auto", 0, 0)), *common, "--mask", work / "forked-mask.zarr",
-                  "--windows", evaluation, "--out", work / "again.json"], job_env(directory), work)
+                  "--run", prune.run.key, "--windows", evaluation, "--set", "code", "--out", work / "again.json"],
+                 job_env(directory), work)
     assert res.returncode == 0 and "held by the fork server" in res.stderr, res.stderr[-2000:]
     assert (work / "logs/threads-1-torch.log").read_text().count("holds") == len(dtypes) + 1
 
@@ -191,7 +193,7 @@ def test_the_server_holds_what_a_model_job_loads_where_it_can_tell_without_cuda(
 
     def evaluation(dtype, device):
         return ["perplexity", "--settings", encode(EvaluateJob(dtype, 0, 0)), "--model-dir", "m", "--windows", "w",
-                "--device", device, "--out", "o"]
+                "--set", "s", "--device", device, "--out", "o"]
 
     prune = PruneJob(PruningRun("wanda", "unstructured", 0.5, "code"), (0.0, 0.99), None, None)
     assert checkpoint_loaded(["prune", "--settings", encode(prune), "--model-dir", "m", "--model", "m", "--device", "cuda",

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from actpat import __version__
-from actpat.errors import ActpatError
+from actpat.errors import OOM_EXIT, OOM_HINTS, ActpatError, is_out_of_memory
 
 log = logging.getLogger("actpat")
 
@@ -212,28 +212,6 @@ def build_parser() -> argparse.ArgumentParser:
 # commands whose jobs import no torch: a local run forks them from a server without it
 # (actpat.forkserver), which they need not wait for
 NO_TORCH = frozenset({"density", "similarity", "findings", "pairs-report", "pruning-report", "summary", "models-page"})
-
-
-# what to lower when a job runs out of memory (the rule's memory also grows with each retry)
-OOM_HINTS = {
-    "score-shard": "lower resources.score_batch_size or samples.seq_len, use scoring.compute_dtype: bfloat16, lower "
-                   "scoring.sketch_size, or raise resources.jobs.score_shard.mem_mb (samples.shard_size only shortens the job)",
-    "prune": "lower pruning.calibration.windows or pruning.calibration.seq_len, or raise resources.jobs.prune.mem_mb",
-    "perplexity": "lower pruning.evaluation.seq_len, or raise resources.jobs.perplexity.mem_mb",
-    "zero-shot": "lower pruning.evaluation.accuracy.batch_size, or raise resources.jobs.zero_shot.mem_mb",
-}
-OOM_EXIT = 3
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    import torch
-
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from actpat.errors import ResultError
 from actpat.paths import EvaluatedModel
 from actpat.provenance import check_made_for
 from actpat.results import check_derived, checked, read_json, write_json
-from actpat.stats import interval, resample
+from actpat.stats import interval, perplexity, resample
 
 # ---- the runs' results, each file checked: its checksum, the model, run, set and mask it was made
 # for, and its headline numbers against its own per-window and per-item data
@@ -54,8 +54,6 @@ def read_perplexity(path: Path, model: str, run: str, evalset: str, mask: int | 
     s = read_json(path, "perplexity", model=model, run=run, set=evalset, mask_crc32c=mask)
 
     def check(s: dict) -> None:
-        from actpat.evaluate import perplexity
-
         nll, count, n = np.asarray(s["window_nll"], dtype=float), np.asarray(s["window_tokens"]), s["n_windows"]
         if not 0 < n == len(nll) == len(count) == len(s["window_ids"]):
             raise ResultError(f"{path}: n_windows {n}, but {len(nll)} window losses, {len(count)} token counts and "
