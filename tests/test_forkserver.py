@@ -187,7 +187,7 @@ def test_the_server_holds_what_a_model_job_loads_where_it_can_tell_without_cuda(
     import torch
 
     from actpat.models import pick_dtype
-    from actpat.modeljob import checkpoint_loaded
+    from actpat.forkserver import checkpoint_loaded
     from actpat.settings import EvaluateJob, PruneJob, PruningRun
     from actpat.settings_json import encode
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actpat.samples import SamplingError, make_samples, prefix_tokens, shard_slices
+from actpat.models import prefix_tokens
+from actpat.samples import SamplingError, make_samples, shard_slices
 from actpat.sources import Document
 
 TEXT = " ".join(f"word{i}" for i in range(400))

@@ -446,10 +446,10 @@ def _stream(fd: int, like, line: bool, unbuffered: bool):
 
 
 def _hold(conn: socket.socket, argv: list[str]) -> None:
-    """Hold the checkpoint the job will load (``actpat.modeljob.checkpoint_loaded``), loading it now
+    """Hold the checkpoint the job will load (``checkpoint_loaded``), loading it now
     unless it is held with its files unchanged; the job is told to wait meanwhile. A checkpoint
     that fails to load is left to the job, which reports the error as a plain job would."""
-    from actpat.modeljob import checkpoint_loaded, held, hold
+    from actpat.modeljob import held, hold
 
     wanted = checkpoint_loaded(argv)
     if wanted is None or held(*wanted)[0] is not None:
@@ -461,6 +461,50 @@ def _hold(conn: socket.socket, argv: list[str]) -> None:
         print(f"fork server: holds {wanted[0]} in {wanted[1]}, loaded and checked in {time.time() - t0:.1f}s", flush=True)
     except Exception as exc:  # noqa: BLE001 - the job loads it and reports the error itself
         print(f"fork server: could not load {wanted[0]} in {wanted[1]} ({exc!r}); its jobs load it themselves", flush=True)
+
+
+def _model_dtype(command: str, a):
+    """The dtype a model job's command asks ``start`` for, and the function that
+    resolves ``auto`` on a device (as the job does)."""
+    if command == "score-shard":
+        from actpat.scoring import compute_dtype
+
+        return a.settings.scoring.compute_dtype, compute_dtype
+    if command == "prune":
+        from actpat.pruning import COMPUTE_DTYPE
+
+        return COMPUTE_DTYPE, None
+    from actpat.models import pick_dtype
+
+    return a.settings.dtype, pick_dtype
+
+
+MODEL_COMMANDS = ("score-shard", "prune", "perplexity", "zero-shot")
+
+
+def checkpoint_loaded(argv: list[str]) -> tuple[Path, str] | None:
+    """The prepared checkpoint and dtype that a model job's command line loads, where the fork
+    server can tell without touching CUDA (it must not, to fork): the dtype is named, or ``auto``
+    on a job that runs on the CPU (``--device cpu``, or a torch built without CUDA). None for
+    other commands and for a command line that does not parse (the job reports it)."""
+    import contextlib
+    import io
+
+    if not argv or argv[0] not in MODEL_COMMANDS:
+        return None
+    from actpat.cli import build_parser
+    from actpat.modeljob import device_without_cuda
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            a = build_parser().parse_args(argv)
+    except SystemExit:
+        return None
+    requested, resolve = _model_dtype(argv[0], a)
+    if requested != "auto":
+        return Path(a.model_dir), requested
+    device = device_without_cuda(a.device)
+    return (Path(a.model_dir), resolve(requested, device)) if device else None
 
 
 if __name__ == "__main__":

@@ -156,49 +156,6 @@ def device_without_cuda(requested: str) -> str | None:
     return None
 
 
-def _model_dtype(command: str, a):
-    """The dtype a model job's command asks ``start`` for, and the function that
-    resolves ``auto`` on a device (as the job does)."""
-    if command == "score-shard":
-        from actpat.scoring import compute_dtype
-
-        return a.settings.scoring.compute_dtype, compute_dtype
-    if command == "prune":
-        from actpat.pruning import COMPUTE_DTYPE
-
-        return COMPUTE_DTYPE, None
-    from actpat.models import pick_dtype
-
-    return a.settings.dtype, pick_dtype
-
-
-MODEL_COMMANDS = ("score-shard", "prune", "perplexity", "zero-shot")
-
-
-def checkpoint_loaded(argv: list[str]) -> tuple[Path, str] | None:
-    """The prepared checkpoint and dtype that a model job's command line loads, where the fork
-    server can tell without touching CUDA (it must not, to fork): the dtype is named, or ``auto``
-    on a job that runs on the CPU (``--device cpu``, or a torch built without CUDA). None for
-    other commands and for a command line that does not parse (the job reports it)."""
-    import contextlib
-    import io
-
-    if not argv or argv[0] not in MODEL_COMMANDS:
-        return None
-    from actpat.cli import build_parser
-
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            a = build_parser().parse_args(argv)
-    except SystemExit:
-        return None
-    requested, resolve = _model_dtype(argv[0], a)
-    if requested != "auto":
-        return Path(a.model_dir), requested
-    device = device_without_cuda(a.device)
-    return (Path(a.model_dir), resolve(requested, device)) if device else None
-
-
 def start(what: str, model: ModelRef, runtime: JobRuntime, dtype: str | Callable[[str], str],
           spread: bool = False) -> LoadedModel:
     """Start a model job: ``dtype`` is a dtype name, or a function of the device picked (the

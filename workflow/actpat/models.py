@@ -334,10 +334,16 @@ def _plain_copy(model):
     return plain
 
 
+def prefix_tokens(tokenizer) -> list[int]:
+    """Special tokens the tokenizer puts before a text by default (e.g. Llama's BOS)."""
+    with_special = tokenizer("x")["input_ids"]
+    without = tokenizer("x", add_special_tokens=False)["input_ids"]
+    n = len(with_special) - len(without)
+    return list(with_special[:n]) if n > 0 and with_special[n:] == without else []
+
+
 def prepare_checkpoint(source: ModelSource, out_dir: Path, dtype: str = "float32") -> dict:
     """Convert ``source`` into a plain local checkpoint in ``out_dir``; returns its provenance."""
-    from actpat.samples import prefix_tokens
-
     model, tokenizer = load_source(source, dtype)
     if source.gguf_file:
         model = _plain_copy(model)

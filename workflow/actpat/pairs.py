@@ -174,9 +174,9 @@ def write_pair_texts(job, model_dir: Path, out: Path, log=print) -> None:
     texts, tokenized and truncated to ``max_tokens``, with the pair table, as a samples store."""
     import xarray as xr
 
-    from actpat.models import check_window_length, load_tokenizer
+    from actpat.models import check_window_length, load_tokenizer, prefix_tokens
     from actpat.provenance import code_version
-    from actpat.samples import SampleSet, padded, prefix_tokens
+    from actpat.samples import SampleSet, padded
     from actpat.sources import bom_files, checked_content
     from actpat.store import write_samples
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from actpat.errors import ActpatError
 from actpat.sources import Document
+from actpat.models import prefix_tokens
 
 
 class SamplingError(ActpatError):
@@ -68,14 +69,6 @@ class SampleSet:
     @property
     def sample_ids(self) -> list[str]:
         return [f"{self.domain}:{d}@{o}" for d, o in zip(self.doc_ids, self.offsets)]
-
-
-def prefix_tokens(tokenizer) -> list[int]:
-    """Special tokens the tokenizer puts before a text by default (e.g. Llama's BOS)."""
-    with_special = tokenizer("x")["input_ids"]
-    without = tokenizer("x", add_special_tokens=False)["input_ids"]
-    n = len(with_special) - len(without)
-    return list(with_special[:n]) if n > 0 and with_special[n:] == without else []
 
 
 def padded(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
