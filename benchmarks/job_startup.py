@@ -14,6 +14,7 @@ with the same files: a mask store both can read (a Wanda run's), the evaluation 
   python benchmarks/job_startup.py --code /path/to/checkout --model-dir resources/models/smollm2-135m \\
       --mask results/smollm2-135m/pruning/runs/encyclopedic/wanda/unstructured/0.5/mask.zarr \\
       --windows results/smollm2-135m/pruning/text/eval/encyclopedic.zarr [--runs 5] [--threads 2]
+      [--run encyclopedic/wanda/unstructured/0.5 --set encyclopedic]   (checkouts whose jobs are told their run and set)
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5, help="forked runs (the first includes the server's start)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="auto", help="the evaluation dtype (pruning.evaluation.dtype)")
+    ap.add_argument("--run", help="the pruning run's key, for checkouts whose jobs are told it (e.g. encyclopedic/wanda/unstructured/0.5)")
+    ap.add_argument("--set", dest="evalset", help="the evaluation set, for checkouts whose jobs are told it (e.g. encyclopedic)")
     args = ap.parse_args()
     workflow = (args.code / "workflow").resolve()
     sys.path.insert(0, str(workflow))
@@ -67,7 +70,8 @@ def main() -> None:
               f"export PATH={shlex.quote(os.path.dirname(sys.executable))}:\"$PATH\"; ")
     mask = [] if args.mask == "none" else ["--mask", str(Path(args.mask).resolve())]
     job = ["perplexity", "--settings", encode(EvaluateJob(args.dtype, 0, 0)), "--model-dir", str(args.model_dir.resolve()),
-           *mask, "--windows", str(args.windows.resolve()), "--device", "cpu", "--threads", str(args.threads),
+           *mask, *(["--run", args.run] if args.run else []), "--windows", str(args.windows.resolve()),
+           *(["--set", args.evalset] if args.evalset else []), "--device", "cpu", "--threads", str(args.threads),
            "--out", os.devnull]
     command = prefix + "exec python -m actpat " + " ".join(shlex.quote(a) for a in job)
     ready = "applied " if mask else "threads; "
