@@ -16,21 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _fmt(x, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not np.isfinite(x)):
-        return "undefined"
-    return f"{x:.{digits}f}"
+from actpat.summary import fmt, interval_text, verdict
 
 
 def _interval(ci) -> str:
-    return f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci and None not in ci else ""
-
-
-def _verdict(holds, why: str | None = None) -> str:
-    if holds is None:
-        return f"undefined ({why or 'not computable'})"
-    return "**yes**" if holds else "**no**"
+    text = interval_text(ci)
+    return f" {text}" if text else ""
 
 
 def claim_rows(results: dict[str, dict]) -> list[tuple[str, dict[str, str]]]:
@@ -48,7 +39,7 @@ def claim_rows(results: dict[str, dict]) -> list[tuple[str, dict[str, str]]]:
             f = (r.get("findings") or {}).get(key)
             if f is None:
                 return None
-            return f"{what} {_fmt(f.get('value'))}{_interval(f.get('ci95'))}; {_verdict(f.get('holds'), f.get('undefined'))}"
+            return f"{what} {fmt(f.get('value'))}{_interval(f.get('ci95'))}; {verdict(f.get('holds'), f.get('undefined'))}"
         return cell
 
     row("Finding 1: fewer activated weights in deep layers (deep/shallow ratio of the per-sample activated share < 1)",
@@ -64,8 +55,8 @@ def claim_rows(results: dict[str, dict]) -> list[tuple[str, dict[str, str]]]:
                 return None
             high = rec.get("vs_uniform_high")
             holds = None if high is None or rec.get("n_windows", 0) < 2 else bool(high < 1)
-            return (f"ratio {_fmt(rec.get('vs_uniform'))}{_interval([rec.get('vs_uniform_low'), high])}; "
-                    f"{_verdict(holds, 'no interval')}")
+            return (f"ratio {fmt(rec.get('vs_uniform'))}{_interval([rec.get('vs_uniform_low'), high])}; "
+                    f"{verdict(holds, 'no interval')}")
         row(f"Validation 1: {method} beats its uniform allocation at {sparsity:g} {structure} (perplexity ratio's "
             "interval below 1)", v1)
 
@@ -74,10 +65,10 @@ def claim_rows(results: dict[str, dict]) -> list[tuple[str, dict[str, str]]]:
         if "holds" not in v:
             return None
         if "mean_log_ppl_advantage" not in v:
-            return _verdict(v["holds"], v.get("undefined"))
+            return verdict(v["holds"], v.get("undefined"))
         return (f"{v['diagonal_best_count']} of {v['n_columns']} diagonal; advantage "
-                f"{_fmt(v['mean_log_ppl_advantage'], 4)}{_interval(v.get('mean_log_ppl_advantage_ci95'))} nats/token; "
-                f"{_verdict(v['holds'], v.get('undefined'))}")
+                f"{fmt(v['mean_log_ppl_advantage'], 4)}{_interval(v.get('mean_log_ppl_advantage_ci95'))} nats/token; "
+                f"{verdict(v['holds'], v.get('undefined'))}")
     row("Validation 2: calibrating on a domain keeps its perplexity best (advantage's interval below 0)", v2)
     for name in sorted({p for r in results.values() for p in r.get("pairs", {})}):
         def v3(r, name=name):
@@ -87,7 +78,7 @@ def claim_rows(results: dict[str, dict]) -> list[tuple[str, dict[str, str]]]:
             deep = next((x for x in p.get("ranges", []) if x["range"] == "deep" and x["measure"] == "llmdcos"), None)
             if deep is None:
                 return None
-            return f"ρ {_fmt(deep['rho'])}{_interval([deep['ci_lo'], deep['ci_hi']])}; {_verdict(p.get('holds'), p.get('undefined'))}"
+            return f"ρ {fmt(deep['rho'])}{_interval([deep['ci_lo'], deep['ci_hi']])}; {verdict(p.get('holds'), p.get('undefined'))}"
         row(f"Validation 3 ({name}): deep-layer LLMDcos correlates with human similarity (interval above 0)", v3)
     return rows
 
@@ -120,9 +111,9 @@ def allocation_ranks(results: dict[str, dict]) -> dict[tuple[str, float], dict[s
             by_cell.setdefault((m.base, sparsity), []).append((rec["perplexity"], m.allocation, rec))
         for cell, entries in by_cell.items():
             for rank, (_, allocation, rec) in enumerate(sorted(entries, key=lambda e: e[0]), start=1):
-                text = f"{rank} · {_fmt(rec['perplexity'], 2)}"
+                text = f"{rank} · {fmt(rec['perplexity'], 2)}"
                 if allocation != "uniform":
-                    text += f" · {_fmt(rec.get('vs_uniform'))}{_interval([rec.get('vs_uniform_low'), rec.get('vs_uniform_high')])}"
+                    text += f" · {fmt(rec.get('vs_uniform'))}{_interval([rec.get('vs_uniform_low'), rec.get('vs_uniform_high')])}"
                 out.setdefault(cell, {}).setdefault(allocation, {})[model] = text
     return dict(sorted(out.items()))
 

@@ -45,17 +45,19 @@ def paper_f2() -> tuple[float, float]:
     return float(np.diag(PAPER_F6).mean()), float(PAPER_F6[off].mean())
 
 
-def _fmt(x, digits: int = 3) -> str:
+def fmt(x, digits: int = 3) -> str:
+    """A number for a table, or "undefined" (None, NaN)."""
     if x is None or (isinstance(x, float) and not np.isfinite(x)):
         return "undefined"
     return f"{x:.{digits}f}"
 
 
-def _ci(ci) -> str:
-    return f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci and None not in ci else ""
+def interval_text(ci) -> str:
+    """"[low, high]", or "" where the interval is missing."""
+    return f"[{fmt(ci[0])}, {fmt(ci[1])}]" if ci and None not in ci else ""
 
 
-def _verdict(holds, undefined: str | None = None) -> str:
+def verdict(holds, undefined: str | None = None) -> str:
     """**yes** / **no**, or undefined with the reason (a statistic n cannot support is no verdict)."""
     if holds is None:
         return f"undefined ({undefined or 'not computable'})"
@@ -140,44 +142,44 @@ def build_summary(findings: dict | None, pairs: dict[str, dict], pruning: dict |
         f1, f2, f3 = findings["finding1_density"], findings["finding2_similarity"], findings["finding3_relevance"]
         ab = f1.get("absolute_threshold", {})
         rows.append(("Finding 1: fewer activated weights in deep layers (ratio < 1)",
-                     f"deep/shallow ratio of the per-sample activated share: {_fmt(f1['value'])} {_ci(f1['ci95'])}; "
-                     f"Spearman(share, layer) {_fmt(f1['spearman_share_vs_layer'])}; with the absolute threshold "
-                     f"{ab.get('threshold', '')}: {_fmt(ab.get('value'))}; n = {min(f1['n_samples'].values())} samples per domain",
-                     _verdict(f1["holds"], f1.get("undefined")),
+                     f"deep/shallow ratio of the per-sample activated share: {fmt(f1['value'])} {interval_text(f1['ci95'])}; "
+                     f"Spearman(share, layer) {fmt(f1['spearman_share_vs_layer'])}; with the absolute threshold "
+                     f"{ab.get('threshold', '')}: {fmt(ab.get('value'))}; n = {min(f1['n_samples'].values())} samples per domain",
+                     verdict(f1["holds"], f1.get("undefined")),
                      f"{paper_f1_ratio():.3f} (Llama2-7B, C4, counts of §2.4, γ = 2e-6)"))
         same, cross = paper_f2()
         removed = sum(f2.get("same_document_pairs_removed", {}).values())
         rows.append(("Finding 2: cross-domain similarity falls in deep layers relative to same-domain",
-                     f"drop of the same−cross gap from shallow to deep: {_fmt(f2['value'])} {_ci(f2['ci95'])} (samples "
+                     f"drop of the same−cross gap from shallow to deep: {fmt(f2['value'])} {interval_text(f2['ci95'])} (samples "
                      f"resampled within domains; {removed} same-document pairs left out); deep same "
-                     f"{_fmt(f2['same_domain_deep'])} vs cross {_fmt(f2['cross_domain_deep'])}; shallow same "
-                     f"{_fmt(f2['same_domain_shallow'])} vs cross {_fmt(f2['cross_domain_shallow'])}",
-                     _verdict(f2["holds"], f2.get("undefined")),
+                     f"{fmt(f2['same_domain_deep'])} vs cross {fmt(f2['cross_domain_deep'])}; shallow same "
+                     f"{fmt(f2['same_domain_shallow'])} vs cross {fmt(f2['cross_domain_shallow'])}",
+                     verdict(f2["holds"], f2.get("undefined")),
                      f"deep layers: same {same:.2f} vs cross {cross:.2f} (Fig. 6); shallow layers similar for all pairs"))
         rows.append(("Finding 3: deep-layer similarity tracks domain relevance, more than shallow-layer similarity",
-                     f"Spearman(deep LLMDcos, token relevance) ρ = {_fmt(f3.get('value'))}, Mantel p = "
-                     f"{_fmt(f3.get('mantel_p_value'), 4)}; shallow ρ = {_fmt(f3.get('shallow_rho'))}; deep − shallow "
-                     f"{_fmt(f3.get('difference'))}, permutation p = {_fmt(f3.get('difference_p_value'), 4)}; "
+                     f"Spearman(deep LLMDcos, token relevance) ρ = {fmt(f3.get('value'))}, Mantel p = "
+                     f"{fmt(f3.get('mantel_p_value'), 4)}; shallow ρ = {fmt(f3.get('shallow_rho'))}; deep − shallow "
+                     f"{fmt(f3.get('difference'))}, permutation p = {fmt(f3.get('difference_p_value'), 4)}; "
                      f"n = {f3.get('n_pairs')} domain pairs",
-                     _verdict(f3["holds"], f3.get("undefined")),
+                     verdict(f3["holds"], f3.get("undefined")),
                      "qualitative (related MMLU/BoolQ high, HumanEval apart); no statistic"))
     if pruning:
         rows += _validation1_rows(pruning)
         v2 = pruning.get("validation2", {})
         if "holds" in v2:
             text = (f"{v2['diagonal_best_count']} of {v2['n_columns']} domains best with their own calibration (binomial p = "
-                    f"{v2['p_value_binomial']:.2g}); mean log-perplexity advantage {_fmt(v2['mean_log_ppl_advantage'], 4)} "
-                    f"{_ci(v2['mean_log_ppl_advantage_ci95'])} nats/token") if "diagonal_best_count" in v2 else v2.get("note", "")
+                    f"{v2['p_value_binomial']:.2g}); mean log-perplexity advantage {fmt(v2['mean_log_ppl_advantage'], 4)} "
+                    f"{interval_text(v2['mean_log_ppl_advantage_ci95'])} nats/token") if "diagonal_best_count" in v2 else v2.get("note", "")
             rows.append(("Validation 2: calibrating on a domain keeps that domain's perplexity best (advantage's interval below 0, "
-                         "binomial p < 0.05)", text, _verdict(v2["holds"], v2.get("undefined")),
+                         "binomial p < 0.05)", text, verdict(v2["holds"], v2.get("undefined")),
                          "accuracy, not perplexity: MMLU calibration gives the best MMLU (Table 2); differences ≤ 1 s.e."))
             acc = v2.get("accuracy") or {}
             if "holds" in acc:
                 text = (f"{acc['diagonal_best_count']} of {acc['n_columns']} domains best with their own calibration; mean "
-                        f"last-word accuracy advantage {_fmt(acc['mean_accuracy_advantage'], 4)} "
-                        f"{_ci(acc['mean_accuracy_advantage_ci95'])}") if "n_columns" in acc else ""
+                        f"last-word accuracy advantage {fmt(acc['mean_accuracy_advantage'], 4)} "
+                        f"{interval_text(acc['mean_accuracy_advantage_ci95'])}") if "n_columns" in acc else ""
                 rows.append(("Validation 2 (accuracy): calibrating on a domain raises last-word accuracy on that domain's text "
-                             "over the other calibrations (mean advantage's interval above 0)", text, _verdict(acc["holds"], acc.get("undefined")),
+                             "over the other calibrations (mean advantage's interval above 0)", text, verdict(acc["holds"], acc.get("undefined")),
                              "MMLU calibration: MMLU 35.16 vs 34.77 with SIQA; SIQA calibration: SIQA 41.02 vs 42.19 with MMLU "
                              "(Llama2-7B, Table 2)"))
     for name, p in pairs.items():
@@ -187,10 +189,10 @@ def build_summary(findings: dict | None, pairs: dict[str, dict], pruning: dict |
             continue
         a, b = p.get("deep_layers", ["?", "?"])
         rows.append((f"Validation 3 ({name}): deep-layer LLMDcos correlates with human similarity (interval above 0)",
-                     f"Spearman ρ over layers [{a}, {b}) = {_fmt(deep['rho'])} [{_fmt(deep['ci_lo'])}, {_fmt(deep['ci_hi'])}] "
-                     f"(texts resampled), p = {_fmt(deep['p_value'], 4)}, n = {deep['n_pairs']} pairs of {p['n_texts']} texts; "
-                     f"hidden-state cosine {_fmt(hid['rho']) if hid else 'undefined'}; bag of tokens {_fmt(p['bag_of_tokens']['rho'])}",
-                     _verdict(p.get("holds"), p.get("undefined")),
+                     f"Spearman ρ over layers [{a}, {b}) = {fmt(deep['rho'])} [{fmt(deep['ci_lo'])}, {fmt(deep['ci_hi'])}] "
+                     f"(texts resampled), p = {fmt(deep['p_value'], 4)}, n = {deep['n_pairs']} pairs of {p['n_texts']} texts; "
+                     f"hidden-state cosine {fmt(hid['rho']) if hid else 'undefined'}; bag of tokens {fmt(p['bag_of_tokens']['rho'])}",
+                     verdict(p.get("holds"), p.get("undefined")),
                      "; ".join(f"{k} {v:.2f}" for k, v in PAPER_V3.items()) + " (Llama2-7B)"))
     lines += ["## Results", "", "| claim | this model | holds here | paper |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
@@ -222,10 +224,10 @@ def _validation1_rows(pruning: dict) -> list[tuple[str, str, str, str]]:
         high = r["vs_uniform_high"]
         holds = None if why else bool(high is not None and high < 1)
         rows.append((f"Validation 1: {method} beats uniform {base} at {sparsity:g} unstructured (perplexity ratio's interval below 1)",
-                     f"perplexity on `{pruning['general_set']}` {_fmt(r['perplexity'], 2)} vs "
-                     f"{_fmt(uniform['perplexity'], 2) if uniform else 'undefined'}; ratio {_fmt(r['vs_uniform'])} "
-                     f"{_ci([r['vs_uniform_low'], high])}; {r['n_windows']} windows" + _accuracy_text(r, uniform),
-                     _verdict(holds, why),
+                     f"perplexity on `{pruning['general_set']}` {fmt(r['perplexity'], 2)} vs "
+                     f"{fmt(uniform['perplexity'], 2) if uniform else 'undefined'}; ratio {fmt(r['vs_uniform'])} "
+                     f"{interval_text([r['vs_uniform_low'], high])}; {r['n_windows']} windows" + _accuracy_text(r, uniform),
+                     verdict(holds, why),
                      _paper_v1(m, sparsity)))
     return rows
 
@@ -245,10 +247,10 @@ def _accuracy_text(r: dict, uniform: dict | None) -> str:
     allocation's, and their paired difference."""
     if r.get("accuracy") is None or r["accuracy"] != r["accuracy"]:
         return ""
-    text = f"; last-word accuracy {_fmt(r['accuracy'], 3)} ± {_fmt(r['accuracy_se'], 3)}"
+    text = f"; last-word accuracy {fmt(r['accuracy'], 3)} ± {fmt(r['accuracy_se'], 3)}"
     if uniform and uniform.get("accuracy") == uniform.get("accuracy"):
-        text += (f" vs {_fmt(uniform['accuracy'], 3)}, difference {_fmt(r['acc_vs_uniform'], 3)} "
-                 f"{_ci([r['acc_vs_uniform_low'], r['acc_vs_uniform_high']])}")
+        text += (f" vs {fmt(uniform['accuracy'], 3)}, difference {fmt(r['acc_vs_uniform'], 3)} "
+                 f"{interval_text([r['acc_vs_uniform_low'], r['acc_vs_uniform_high']])}")
     return text + f" ({r['accuracy_items']} items)"
 
 
