@@ -120,9 +120,10 @@ def _publish(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def read_inventory(path: Path) -> dict[str, list[int]]:
-    """The files a store's writer recorded, {relative path: [size, CRC-32C]}; raises StoreError
-    when there is none (an incomplete store, or one written before checksums) or it is damaged."""
+def _inventory(path: Path) -> dict:
+    """A store's inventory, checked: its files {relative path: [size, CRC-32C]} and the CRC-32C of
+    that list; raises StoreError when there is none (an incomplete store, or one written before
+    checksums) or it is damaged."""
     inv_file = Path(path) / INVENTORY
     if not inv_file.exists():
         root = Path(path) / "zarr.json"
@@ -143,14 +144,18 @@ def read_inventory(path: Path) -> dict[str, list[int]]:
         intact = False
     if not intact:
         raise StoreError(f"{path}: its inventory {INVENTORY} is damaged; delete the store and rerun the job that wrote it")
-    return inv["files"]
+    return inv
+
+
+def read_inventory(path: Path) -> dict[str, list[int]]:
+    """The files a store's writer recorded, {relative path: [size, CRC-32C]} (``_inventory``)."""
+    return _inventory(path)["files"]
 
 
 def content_id(path: Path) -> int:
     """A store's content identity: the CRC-32C its inventory records of every file's size and
     CRC-32C, so a change of any file changes it (a result made from a store names the store by it)."""
-    read_inventory(path)
-    return json.loads((Path(path) / INVENTORY).read_text())["crc32c"]
+    return _inventory(path)["crc32c"]
 
 
 def _describe(key: str) -> str:
